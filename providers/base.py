@@ -1,0 +1,56 @@
+"""The one small interface every quote provider implements, and the health it reports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from streamer.events import ProviderState
+from streamer.model import StockUpdate, utc_now
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What one fetch delivered: quotes, the symbols it could not deliver, and why."""
+
+    provider: str
+    updates: tuple[StockUpdate, ...]
+    missing: frozenset[str] = frozenset()
+    problems: tuple[str, ...] = ()  # human-readable reasons, already logged by the provider
+
+
+@dataclass
+class ProviderHealth:
+    """Mutable health a provider keeps; the manager turns changes into `provider_status` events."""
+
+    state: ProviderState = ProviderState.OK
+    reason: str | None = None
+    last_success: datetime | None = None
+    errors_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def ok(self, now: datetime | None = None) -> None:
+        self.state, self.reason = ProviderState.OK, None
+        self.last_success = now or utc_now()
+
+    def degraded(self, reason_code: str, detail: str) -> None:
+        """Record a problem; `reason_code` is a short stable label (for metrics), `detail` is for people."""
+        self.state, self.reason = ProviderState.DEGRADED, detail
+        self.errors_by_reason[reason_code] = self.errors_by_reason.get(reason_code, 0) + 1
+
+    def down(self, reason_code: str, detail: str) -> None:
+        self.degraded(reason_code, detail)
+        self.state = ProviderState.DOWN
+
+
+class Provider(Protocol):
+    name: str
+    health: ProviderHealth
+
+    async def fetch(self, symbols: Sequence[str]) -> FetchResult:
+        """Quotes for `symbols` (canonical tickers, e.g. `PKN`). Never raises for provider-side faults:
+        they become `missing` symbols, `problems` and a DEGRADED/DOWN health."""
+
+    async def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,147 @@
+"""In-process publish/subscribe. Every subscriber has its own bounded queue and task, so one slow
+or failing subscriber never delays the publisher or the others."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .events import EventType
+
+log = logging.getLogger("streamer.bus")
+
+Handler = Callable[[Any], Awaitable[None]]
+
+
+class Overflow(str, Enum):
+    """What publishing does when a subscriber's queue is full."""
+
+    WAIT = "wait"  # wait up to `wait_timeout` for room, then drop the new event (counted, logged)
+    DROP_OLDEST = "drop_oldest"  # make room by discarding the oldest queued event (counted, logged)
+
+
+@dataclass
+class Subscription:
+    name: str
+    types: frozenset[EventType]
+    handler: Handler
+    queue: asyncio.Queue
+    overflow: Overflow
+    wait_timeout: float
+    delivered: int = 0
+    dropped: int = 0
+    errors: int = 0
+    task: asyncio.Task | None = field(default=None, repr=False)
+
+    @property
+    def depth(self) -> int:
+        return self.queue.qsize()
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subs: list[Subscription] = []
+        self._by_type: dict[EventType, list[Subscription]] = {t: [] for t in EventType}
+        self.published = 0
+        self._closed = False
+
+    def subscribe(
+        self,
+        name: str,
+        handler: Handler,
+        types: Iterable[EventType],
+        *,
+        maxsize: int = 1000,
+        overflow: Overflow = Overflow.DROP_OLDEST,
+        wait_timeout: float = 1.0,
+    ) -> Subscription:
+        """Register `handler` for `types`; it runs in its own task, one event at a time, in order."""
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        sub = Subscription(name, frozenset(types), handler, asyncio.Queue(maxsize), Overflow(overflow), wait_timeout)
+        sub.task = asyncio.get_running_loop().create_task(self._run(sub), name=f"bus:{name}")
+        self._subs.append(sub)
+        for t in sub.types:
+            self._by_type[t].append(sub)
+        return sub
+
+    async def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.remove(sub)
+        for t in sub.types:
+            self._by_type[t].remove(sub)
+        if sub.task:
+            sub.task.cancel()
+            await asyncio.gather(sub.task, return_exceptions=True)
+
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        return tuple(self._subs)
+
+    async def publish(self, event: Any) -> None:
+        """Queue `event` for every subscriber of its type; waits only on full WAIT-policy queues."""
+        if self._closed:
+            raise RuntimeError("publish on a closed bus")
+        self.published += 1
+        waiting = []
+        for sub in self._by_type[event.type]:
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                if sub.overflow is Overflow.DROP_OLDEST:
+                    sub.queue.get_nowait()
+                    sub.queue.task_done()
+                    sub.queue.put_nowait(event)
+                    self._count_drop(sub, "dropped the oldest event")
+                else:
+                    waiting.append(self._put_waiting(sub, event))
+        if waiting:
+            await asyncio.gather(*waiting)
+
+    async def _put_waiting(self, sub: Subscription, event: Any) -> None:
+        try:
+            await asyncio.wait_for(sub.queue.put(event), sub.wait_timeout)
+        except asyncio.TimeoutError:
+            self._count_drop(sub, f"dropped a new event after waiting {sub.wait_timeout}s")
+
+    def _count_drop(self, sub: Subscription, what: str) -> None:
+        sub.dropped += 1
+        # Log the first drop and then every 100th, so a stalled subscriber cannot flood the log.
+        if sub.dropped == 1 or sub.dropped % 100 == 0:
+            log.warning("bus.overflow subscriber=%s %s (queue full at %d; %d dropped so far)",
+                        sub.name, what, sub.queue.maxsize, sub.dropped)
+
+    async def _run(self, sub: Subscription) -> None:
+        while True:
+            event = await sub.queue.get()
+            try:
+                await sub.handler(event)
+                sub.delivered += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                sub.errors += 1
+                log.exception("bus.handler_error subscriber=%s event=%s", sub.name, event.type.value)
+            finally:
+                sub.queue.task_done()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every queued event has been handled; False if `timeout` passed first."""
+        try:
+            await asyncio.wait_for(asyncio.gather(*(s.queue.join() for s in self._subs)), timeout)
+            return True
+        except asyncio.TimeoutError:
+            left = {s.name: s.depth for s in self._subs if s.depth}
+            log.warning("bus.drain_timeout after %.1fs; still queued: %s", timeout, left)
+            return False
+
+    async def close(self, drain_timeout: float = 5.0) -> bool:
+        """Stop accepting events, drain within `drain_timeout`, then stop the subscriber tasks."""
+        self._closed = True
+        drained = await self.drain(drain_timeout)
+        for sub in list(self._subs):
+            await self.unsubscribe(sub)
+        return drained

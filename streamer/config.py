@@ -1,0 +1,258 @@
+"""Configuration: YAML with `${VAR}` / `${VAR:-default}` from the environment, validated into typed models.
+
+A bad file fails before anything starts, with one line per problem naming the key path."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+Seconds = Annotated[float, Field(gt=0)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+DEFAULT_DATA_DIR = "~/.local/share/stock-streamer"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` holds one `key.path: problem` line each."""
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(where + "invalid configuration:\n  " + "\n  ".join(problems))
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _blank_to_none(value: Any) -> Any:
+    # `${VAR:-}` yields "": treat an empty secret or path as "not set".
+    return None if isinstance(value, str) and value.strip() == "" else value
+
+
+class SymbolsConfig(_Section):
+    file: Path | None = None  # CSV of symbol,name,kind; None = the built-in sWIG80 list
+    include: list[str] = []  # extra tickers to follow beyond the file
+    exclude: list[str] = []  # tickers from the file to leave out
+    indices: list[str] = ["WIG20", "SWIG80"]  # indices quoted for context
+
+    _none = field_validator("file", mode="before")(_blank_to_none)
+
+    @field_validator("include", "exclude", "indices")
+    @classmethod
+    def _upper(cls, v: list[str]) -> list[str]:
+        return [s.strip().upper() for s in v]
+
+
+class MarketConfig(_Section):
+    """GPW equities session boundaries, local (Europe/Warsaw) times."""
+
+    timezone: str = "Europe/Warsaw"
+    calendar: str = "XWAR"  # exchange_calendars code: trading days and holidays
+    pre_market_start: time = time(8, 30)  # pre-opening phase (orders, no trades)
+    open: time = time(9, 0)  # opening auction, then continuous trading
+    close: time = time(17, 0)  # closing auction (pre-closing runs 16:50-17:00)
+    after_hours_end: time = time(17, 5)  # end of trading at last
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MarketConfig:
+        if not self.pre_market_start <= self.open < self.close <= self.after_hours_end:
+            raise ValueError("session times must satisfy pre_market_start <= open < close <= after_hours_end")
+        return self
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
+class PollingConfig(_Section):
+    interval: Seconds = 30  # cycle length while the market is OPEN
+    pre_market_interval: Seconds = 60
+    after_hours_interval: Seconds = 60
+    publish_unchanged: bool = False  # publish a quote even when it did not change since the last one
+
+
+class StooqConfig(_Section):
+    enabled: bool = True
+    base_url: str = "https://stooq.pl"
+    apikey: SecretStr | None = None
+    interval: Seconds = 30  # minimum seconds between two requests to Stooq
+    timeout: Seconds = 10
+    max_url_length: Annotated[int, Field(ge=200)] = 2000  # longer symbol lists are split into several requests
+    symbol_map: dict[str, str] = {}  # canonical ticker -> Stooq ticker (default: lower case)
+
+    _none = field_validator("apikey", mode="before")(_blank_to_none)
+
+
+class AlphaVantageConfig(_Section):
+    enabled: bool = True  # also needs an API key: without one the provider is skipped with a log line
+    base_url: str = "https://www.alphavantage.co"
+    apikey: SecretStr | None = None
+    plan: Literal["free", "premium"] = "free"  # premium uses REALTIME_BULK_QUOTES
+    requests_per_day: Annotated[int, Field(ge=1)] = 25
+    requests_per_minute: Annotated[int, Field(ge=1)] = 5
+    interval: Seconds = 60  # minimum seconds between two fetches from Alpha Vantage
+    timeout: Seconds = 10
+    symbol_map: dict[str, str] = {}  # canonical ticker -> Alpha Vantage ticker (default: unchanged)
+
+    _none = field_validator("apikey", mode="before")(_blank_to_none)
+
+
+class ReplayConfig(_Section):
+    file: Path | None = None  # recorded session CSV (.csv or .csv.gz); None = the built-in demo session
+    speed: Seconds = 60  # 60 = one recorded minute per wall-clock second
+    loop: bool = True  # start over at the end of the file
+
+    _none = field_validator("file", mode="before")(_blank_to_none)
+
+
+ProviderName = Literal["stooq", "alpha_vantage", "replay"]
+
+
+class ProvidersConfig(_Section):
+    chain: list[ProviderName] = Field(default=["stooq", "alpha_vantage"], min_length=1)  # primary first
+    stooq: StooqConfig = StooqConfig()
+    alpha_vantage: AlphaVantageConfig = AlphaVantageConfig()
+    replay: ReplayConfig = ReplayConfig()
+
+    @field_validator("chain")
+    @classmethod
+    def _no_repeats(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("lists a provider more than once")
+        return v
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "console", "json"] = "auto"  # auto = console on a terminal, JSON lines otherwise
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class Config(_Section):
+    data_dir: Path = Path(DEFAULT_DATA_DIR)  # outboxes and other state
+    shutdown_timeout: Seconds = 10  # on SIGTERM: how long to drain queued events into the sinks
+    symbols: SymbolsConfig = SymbolsConfig()
+    market: MarketConfig = MarketConfig()
+    polling: PollingConfig = PollingConfig()
+    providers: ProvidersConfig = ProvidersConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as plain data, secrets replaced by `**********`."""
+        return self.model_dump(mode="json")
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$(\$)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(value: Any, env: dict[str, str], path: str = "") -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in every string of a parsed YAML tree (`$$` is a literal `$`)."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1):
+            return "$"
+        name, default = m.group(2), m.group(3)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError([f"{path}: environment variable {name} is not set (use ${{{name}:-default}} for a default)"])
+
+    return _VAR.sub(sub, value)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+
+def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def _describe(err: dict[str, Any]) -> str:
+    path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return f"{path}: unknown key (not one of the documented settings)"
+    msg = msg.removeprefix("Value error, ").replace("Input should be", "must be")
+    if msg.startswith("must be") or kind in ("missing",):
+        msg = msg if kind != "missing" else "is required"
+    return f"{path}: {msg} (got {err['input']!r})" if "input" in err and kind != "missing" else f"{path}: {msg}"
+
+
+def parse_config(data: Any, env: dict[str, str] | None = None, source: str | None = None) -> Config:
+    """Validate an already-parsed YAML tree."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"(top level): must be a mapping of settings (got {type(data).__name__})"], source)
+    try:
+        data = interpolate(data, dict(os.environ) if env is None else env)
+    except ConfigError as e:
+        raise ConfigError(e.problems, source) from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError([_describe(err) for err in e.errors(include_url=False)], source) from None
+
+
+def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> Config:
+    """Read and validate a config file; `None` gives the built-in defaults."""
+    if path is None:
+        return parse_config({}, env)
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([f"cannot read the file: {e.strerror}"], str(path)) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError([f"{where}not valid YAML: {problem}"], str(path)) from None
+    return parse_config(data, env, str(path))

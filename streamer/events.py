@@ -1,0 +1,79 @@
+"""Events carried by the bus. Each has a `type` that subscribers select on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import ClassVar
+
+from .model import MarketStatus, StockUpdate, format_timestamp, utc_now
+
+
+class EventType(str, Enum):
+    STOCK_UPDATE = "stock_update"
+    MARKET_STATUS = "market_status"
+    CONNECTION_STATUS = "connection_status"
+    PROVIDER_STATUS = "provider_status"
+    ALERT = "alert"
+
+
+class ProviderState(str, Enum):
+    OK = "ok"
+    DEGRADED = "degraded"
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteBatch:
+    """The quotes that changed in one polling cycle; sinks write a batch in one request."""
+
+    type: ClassVar[EventType] = EventType.STOCK_UPDATE
+    cycle: int
+    updates: tuple[StockUpdate, ...]
+    market_status: MarketStatus
+    ready_at: datetime = field(default_factory=utc_now)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketStatusChanged:
+    type: ClassVar[EventType] = EventType.MARKET_STATUS
+    status: MarketStatus
+    previous: MarketStatus | None
+    at: datetime
+    next_status: MarketStatus | None = None
+    next_change: datetime | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "status": self.status.value,
+            "previous": self.previous.value if self.previous else None,
+            "at": format_timestamp(self.at),
+            "next_status": self.next_status.value if self.next_status else None,
+            "next_change": format_timestamp(self.next_change) if self.next_change else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStatusChanged:
+    type: ClassVar[EventType] = EventType.PROVIDER_STATUS
+    provider: str
+    state: ProviderState
+    reason: str | None
+    at: datetime = field(default_factory=utc_now)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatusChanged:
+    """A sink's connection state machine moved (CONNECTING -> CONNECTED -> RECONNECTING ...)."""
+
+    type: ClassVar[EventType] = EventType.CONNECTION_STATUS
+    component: str
+    state: str
+    previous: str | None
+    reason: str | None = None
+    attempt: int = 0
+    at: datetime = field(default_factory=utc_now)
+
+
+Event = QuoteBatch | MarketStatusChanged | ProviderStatusChanged | ConnectionStatusChanged

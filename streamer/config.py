@@ -91,7 +91,7 @@ class StooqConfig(_Section):
     enabled: bool = True
     base_url: str = "https://stooq.pl"
     apikey: SecretStr | None = None
-    interval: Seconds = 30  # minimum seconds between two requests to Stooq
+    interval: Seconds = 5  # minimum seconds between two requests to Stooq (guards against a too-short polling interval)
     timeout: Seconds = 10
     max_url_length: Annotated[int, Field(ge=200)] = 2000  # longer symbol lists are split into several requests
     symbol_map: dict[str, str] = {}  # canonical ticker -> Stooq ticker (default: lower case)
@@ -115,7 +115,7 @@ class AlphaVantageConfig(_Section):
 
 class ReplayConfig(_Section):
     file: Path | None = None  # recorded session CSV (.csv or .csv.gz); None = the built-in demo session
-    speed: Seconds = 60  # 60 = one recorded minute per wall-clock second
+    speed: Seconds = 10  # 10 = ten recorded seconds per wall-clock second: a 30 s cycle every 3 s
     loop: bool = True  # start over at the end of the file
 
     _none = field_validator("file", mode="before")(_blank_to_none)
@@ -135,6 +135,9 @@ class ProvidersConfig(_Section):
     def _no_repeats(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
             raise ValueError("lists a provider more than once")
+        if "replay" in v and len(v) > 1:
+            # The replay feed drives the clock (time follows the recording), so it cannot mix with live feeds.
+            raise ValueError("replay cannot be combined with live providers")
         return v
 
 

@@ -1,0 +1,94 @@
+"""Builds the daemon from its configuration: clock, providers, schedule, sinks and the manager."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+from providers.base import Provider
+from providers.chain import FallbackChain
+from providers.throttle import Throttled
+
+from .clock import Clock, SystemClock
+from .config import Config
+from .manager import RealTimeStreamManager, Sink
+from .market import MarketSchedule
+from .securities import load_securities, select_symbols
+
+log = logging.getLogger("streamer.app")
+
+
+def demo_config(config: Config) -> Config:
+    """The same configuration with the replay feed as the only provider."""
+    providers = config.providers.model_copy(update={"chain": ["replay"]})
+    return config.model_copy(update={"providers": providers})
+
+
+@dataclass
+class Daemon:
+    manager: RealTimeStreamManager
+    clock: Clock
+    schedule: MarketSchedule
+
+
+def build_providers(config: Config, clock: Clock | None, schedule: MarketSchedule) -> tuple[list[Provider], Clock]:
+    """The configured provider chain, in order; the replay feed also decides the clock."""
+    chain = config.providers.chain
+    if chain == ["replay"]:
+        from providers.replay import DemoClock, ReplayProvider, load_session
+
+        replay = config.providers.replay
+        session = load_session(replay.file)
+        clock = clock or DemoClock(session, replay.speed, loop=replay.loop,
+                                   next_trading_day=schedule.next_trading_day)
+        log.info("provider.replay file=%s rows=%d symbols=%d speed=%gx", replay.file or "built-in demo session",
+                 len(session.rows), len(session.symbols), replay.speed)
+        return [ReplayProvider(session, clock)], clock
+
+    clock = clock or SystemClock()
+    members: list[Provider] = []
+    for name in chain:
+        if name == "stooq" and config.providers.stooq.enabled:
+            from providers.stooq import StooqProvider
+
+            members.append(Throttled(StooqProvider(config.providers.stooq, clock=clock),
+                                     config.providers.stooq.interval, clock))
+        elif name == "alpha_vantage" and config.providers.alpha_vantage.enabled:
+            av = config.providers.alpha_vantage
+            if av.apikey is None:
+                log.warning("provider.skipped provider=alpha_vantage reason=no API key "
+                            "(set providers.alpha_vantage.apikey, e.g. from ${ALPHAVANTAGE_API_KEY})")
+                continue
+            from providers.alpha_vantage import AlphaVantageProvider
+
+            members.append(Throttled(AlphaVantageProvider(av, clock=clock), av.interval, clock))
+    if not members:
+        raise ValueError("providers.chain: no enabled provider (enable one, or run with --demo)")
+    return members, clock
+
+
+def build_sinks(config: Config) -> list[Sink]:
+    return []
+
+
+def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
+    schedule = MarketSchedule(config.market)
+    members, clock = build_providers(config, clock, schedule)
+    securities = select_symbols(load_securities(config.symbols.file), config.symbols)
+    manager = RealTimeStreamManager(config, provider=FallbackChain(members), schedule=schedule, clock=clock,
+                                    symbols=[s.symbol for s in securities], sinks=build_sinks(config))
+    return Daemon(manager, clock, schedule)
+
+
+async def run_daemon(config: Config) -> int:
+    """Run until SIGINT/SIGTERM; exit code 0 after a clean drain."""
+    daemon = build_daemon(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, daemon.manager.request_stop)
+    log.info("daemon.starting symbols=%d providers=%s", len(daemon.manager.symbols),
+             ",".join(config.providers.chain))
+    drained = await daemon.manager.serve()
+    return 0 if drained else 1

@@ -1,0 +1,129 @@
+"""The `streamer` command: run, check-config, replay."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from . import __version__
+from .config import Config, ConfigError, load_config
+from .logs import setup_logging
+
+EXIT_CONFIG = 2
+
+
+def _config_path(arg: str | None) -> Path | None:
+    """`-c FILE`, else $STREAMER_CONFIG, else ./config.yaml when present, else built-in defaults."""
+    if arg:
+        return Path(arg)
+    if os.environ.get("STREAMER_CONFIG"):
+        return Path(os.environ["STREAMER_CONFIG"])
+    default = Path("config.yaml")
+    return default if default.exists() else None
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(_config_path(args.config))
+
+
+def _secrets(config: Config) -> list[str]:
+    p = config.providers
+    return [s.get_secret_value() for s in (p.stooq.apikey, p.alpha_vantage.apikey) if s is not None]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .app import demo_config, run_daemon
+
+    config = _load(args)
+    if args.demo:
+        config = demo_config(config)
+    setup_logging(config.logging.level, config.logging.format, secrets=_secrets(config))
+    return asyncio.run(run_daemon(config))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = _config_path(args.config)
+    config = load_config(path)
+    print(f"# {path or 'built-in defaults'}: valid. Effective configuration (secrets masked):")
+    print(yaml.safe_dump(config.masked(), sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay_command import replay_file
+
+    config = _load(args)
+    setup_logging(config.logging.level, config.logging.format, secrets=_secrets(config))
+    speed = None if args.speed == "max" else float(args.speed)
+    summary = asyncio.run(replay_file(config, Path(args.file), speed, progress=sys.stderr.isatty()))
+    print(json.dumps(summary) if args.json else
+          f"replayed {summary['rows']} rows, {summary['symbols']} symbols, {summary['batches']} batches "
+          f"in {summary['seconds']:.2f} s ({summary['rows_per_second']:.0f} rows/s)")
+    return 0
+
+
+def _speed(text: str) -> str:
+    if text == "max":
+        return text
+    try:
+        if float(text) > 0:
+            return text
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"must be a number greater than 0 or 'max' (got {text!r})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamer", description="Real-time WSE quotes into QuestDB, "
+                                     "PocketBase and WebSocket clients.")
+    parser.add_argument("--version", action="version", version=f"stock-streamer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_help = "configuration file (default: $STREAMER_CONFIG, else ./config.yaml if present, else defaults)"
+
+    run = sub.add_parser("run", help="run the daemon", description="Poll the providers and stream quotes "
+                         "to every configured sink until SIGINT/SIGTERM.")
+    run.add_argument("-c", "--config", help=config_help)
+    run.add_argument("--demo", action="store_true", help="run offline on the built-in recorded session "
+                     "(replay feed; the clock follows the session, so the market is open on any day)")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a configuration and print it, secrets masked",
+                           description="Validate the configuration; exit 2 with one line per problem if invalid.")
+    check.add_argument("-c", "--config", help=config_help)
+    check.set_defaults(func=cmd_check_config)
+
+    replay = sub.add_parser("replay", help="publish a recorded session file to the sinks",
+                            description="Replay a recorded session CSV (.csv or .csv.gz) through the bus "
+                            "into the configured sinks, paced by its timestamps or as fast as possible.")
+    replay.add_argument("file", help="recorded session file")
+    replay.add_argument("--speed", type=_speed, default="1",
+                        help="N = N times real time; max = as fast as possible (default: 1)")
+    replay.add_argument("-c", "--config", help=config_help)
+    replay.add_argument("--json", action="store_true", help="print the summary as JSON")
+    replay.set_defaults(func=cmd_replay)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"streamer: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (ValueError, FileNotFoundError) as e:
+        # Bad input from the user (a replay file, a symbol file): say what and where, no traceback.
+        print(f"streamer: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

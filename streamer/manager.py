@@ -1,0 +1,215 @@
+"""`RealTimeStreamManager`: polls the providers on a clock-aligned cycle that follows the market phase,
+publishes what changed on the bus, and starts and stops every component."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from .bus import EventBus
+from .clock import Clock
+from .config import Config
+from .events import MarketStatusChanged, ProviderStatusChanged, QuoteBatch
+from .model import MarketStatus, StockUpdate
+
+log = logging.getLogger("streamer.manager")
+
+
+class Schedule(Protocol):
+    def status_at(self, t: datetime) -> MarketStatus: ...
+    def next_transition(self, t: datetime) -> tuple[datetime, MarketStatus]: ...
+
+
+class Sink(Protocol):
+    name: str
+
+    async def start(self, bus: EventBus) -> None:
+        """Subscribe to the bus and connect (connection failures are retried in the background)."""
+
+    async def stop(self) -> None:
+        """Flush what was handed over and close; called after the bus has drained."""
+
+
+def next_tick(anchor: datetime, interval: float, now: datetime, last: int) -> tuple[int, datetime]:
+    """Index and start of the next cycle after cycle `last`, on the grid anchor + k·interval.
+
+    A cycle that overran its slot does not make cycles stack up: ticks already in the past are skipped."""
+    k = last + 1
+    due = anchor + timedelta(seconds=k * interval)
+    if due < now:
+        k = math.floor((now - anchor).total_seconds() / interval) + 1
+        due = anchor + timedelta(seconds=k * interval)
+    return k, due
+
+
+@dataclass(frozen=True, slots=True)
+class CycleReport:
+    cycle: int
+    status: MarketStatus
+    fetched: int
+    published: int
+    missing: int
+    seconds: float
+
+
+class RealTimeStreamManager:
+    def __init__(self, config: Config, *, provider, schedule: Schedule, clock: Clock, symbols: Sequence[str],
+                 bus: EventBus | None = None, sinks: Sequence[Sink] = ()) -> None:
+        self.config = config
+        self.provider = provider
+        self.schedule = schedule
+        self.clock = clock
+        self.symbols = list(symbols)
+        self.bus = bus or EventBus()
+        self.sinks = list(sinks)
+        self.status: MarketStatus | None = None
+        self.latest: dict[str, StockUpdate] = {}  # last published quote per symbol
+        self.cycles = 0
+        self.skipped_ticks = 0
+        self.last_cycle: CycleReport | None = None
+        self._provider_states: dict[str, tuple] = {}
+        self._stop = asyncio.Event()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def serve(self) -> bool:
+        """Start everything, poll until `request_stop`, then shut down; True if every event was drained."""
+        await self.start()
+        try:
+            await self.run()
+        finally:
+            drained = await self.shutdown()
+        return drained
+
+    async def start(self) -> None:
+        for sink in self.sinks:
+            await sink.start(self.bus)
+            log.info("component.started component=%s", sink.name)
+
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("manager.stopping fetching stopped; draining queued events into the sinks")
+        self._stop.set()
+
+    async def shutdown(self) -> bool:
+        """Drain the bus into the sinks within the configured deadline, then close every component."""
+        deadline = self.config.shutdown_timeout
+        drained = await self.bus.close(deadline)
+        for sink in reversed(self.sinks):
+            try:
+                await asyncio.wait_for(sink.stop(), deadline)
+            except Exception:
+                log.exception("component.stop_failed component=%s", sink.name)
+        await self.provider.close()
+        log.info("manager.stopped cycles=%d drained=%s", self.cycles, drained)
+        return drained
+
+    # --- polling loop ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        now = self.clock.now()
+        status = await self._observe_status(now)
+        # A start-up fetch gives users the latest prices at once, whatever the hour.
+        await self._cycle(status)
+        anchor, k = now, 0
+        while not self._stop.is_set():
+            now = self.clock.now()
+            previous, status = self.status, await self._observe_status(now)
+            if status != previous:
+                anchor, k = now, -1  # re-align the grid on the transition; cycle 0 runs at once
+                if previous is not None and previous.is_trading and not status.is_trading:
+                    await self._cycle(status)  # one final fetch captures the closing-auction prices
+            if not status.is_trading:
+                change_at, _ = self.schedule.next_transition(now)
+                await self._sleep_until(change_at)
+                continue
+            k_next, due = next_tick(anchor, self._interval(status), now, k)
+            self.skipped_ticks += max(0, k_next - k - 1)
+            if k_next - k > 1 and k >= 0:
+                log.warning("cycle.overrun skipped=%d the last cycle took longer than the interval",
+                            k_next - k - 1)
+            k = k_next
+            change_at, _ = self.schedule.next_transition(now)
+            if due >= change_at:
+                await self._sleep_until(change_at)
+                continue
+            await self._sleep_until(due)
+            if not self._stop.is_set():
+                await self._cycle(status)
+
+    def _interval(self, status: MarketStatus) -> float:
+        polling = self.config.polling
+        if status is MarketStatus.PRE_MARKET:
+            return polling.pre_market_interval
+        if status is MarketStatus.AFTER_HOURS:
+            return polling.after_hours_interval
+        return polling.interval
+
+    async def _sleep_until(self, when: datetime) -> None:
+        """Sleep on the injected clock, waking early when a stop is requested."""
+        sleeper = asyncio.ensure_future(self.clock.sleep_until(when))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, stopper):
+                task.cancel()
+            await asyncio.gather(sleeper, stopper, return_exceptions=True)
+
+    async def _observe_status(self, now: datetime) -> MarketStatus:
+        status = self.schedule.status_at(now)
+        if status != self.status:
+            next_at, next_status = self.schedule.next_transition(now)
+            log.info("market.status status=%s previous=%s next=%s at %s", status.value,
+                     self.status.value if self.status else None, next_status.value, next_at.isoformat())
+            await self.bus.publish(MarketStatusChanged(status, self.status, now, next_status, next_at))
+            self.status = status
+        return status
+
+    async def _cycle(self, status: MarketStatus) -> CycleReport | None:
+        started = time.perf_counter()
+        fetch = asyncio.ensure_future(self.provider.fetch(self.symbols))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({fetch, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not fetch.done():  # stop requested mid-fetch: nothing was received, so nothing is lost
+            fetch.cancel()
+            await asyncio.gather(fetch, return_exceptions=True)
+            return None
+        result = fetch.result()
+        await self._publish_provider_health()
+        updates = [dataclasses.replace(u, market_status=status) for u in result.updates]
+        if not self.config.polling.publish_unchanged:
+            updates = [u for u in updates if not u.same_quote(self.latest.get(u.symbol))]
+        self.cycles += 1
+        if updates:
+            await self.bus.publish(QuoteBatch(self.cycles, tuple(updates), status, self.clock.now()))
+            self.latest.update((u.symbol, u) for u in updates)
+        report = CycleReport(self.cycles, status, len(result.updates), len(updates), len(result.missing),
+                             time.perf_counter() - started)
+        self.last_cycle = report
+        log.info("cycle.done cycle=%d status=%s fetched=%d published=%d missing=%d took=%.3fs",
+                 report.cycle, status.value, report.fetched, report.published, report.missing, report.seconds)
+        return report
+
+    async def _publish_provider_health(self) -> None:
+        for member in getattr(self.provider, "members", [self.provider]):
+            health = member.health
+            state = (health.state, health.reason)
+            before = self._provider_states.get(member.name)
+            if state == before:
+                continue
+            self._provider_states[member.name] = state
+            if before is not None or health.state.value != "ok":
+                level = logging.INFO if health.state.value == "ok" else logging.WARNING
+                event = "provider.recovered" if health.state.value == "ok" else "provider.degraded"
+                log.log(level, "%s provider=%s state=%s reason=%s", event, member.name, health.state.value,
+                        health.reason)
+            await self.bus.publish(ProviderStatusChanged(member.name, health.state, health.reason))

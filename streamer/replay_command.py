@@ -1,0 +1,63 @@
+"""`streamer replay FILE`: publish a recorded session through the bus into the configured sinks."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from .app import build_sinks
+from .bus import EventBus
+from .config import Config
+from .events import QuoteBatch
+from .market import MarketSchedule
+
+log = logging.getLogger("streamer.replay")
+
+
+async def replay_file(config: Config, path: Path, speed: float | None, *, progress: bool = False) -> dict:
+    """Publish every batch of `path`; `speed` N paces them at N× real time, None runs flat out."""
+    from providers.replay import iter_batches, load_session
+
+    session = load_session(path)
+    schedule = MarketSchedule(config.market)
+    bus = EventBus()
+    sinks = build_sinks(config)
+    for sink in sinks:
+        await sink.start(bus)
+    bar = _progress_bar(len(session.rows)) if progress else None
+    started = time.perf_counter()
+    rows = batches = 0
+    first_ts = None
+    for ts, updates in iter_batches(session):
+        if speed is not None:
+            first_ts = first_ts or ts
+            due = started + (ts - first_ts).total_seconds() / speed
+            if (delay := due - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+        status = schedule.status_at(ts)
+        stamped = tuple(dataclasses.replace(u, market_status=status) for u in updates)
+        batches += 1
+        await bus.publish(QuoteBatch(batches, stamped, status))
+        rows += len(stamped)
+        if bar:
+            bar.update(len(stamped))
+    drained = await bus.close(config.shutdown_timeout)
+    for sink in sinks:
+        await sink.stop()
+    if bar:
+        bar.close()
+    seconds = time.perf_counter() - started
+    summary = {"file": str(path), "rows": rows, "symbols": len(session.symbols), "batches": batches,
+               "seconds": round(seconds, 3), "rows_per_second": round(rows / seconds, 1) if seconds else 0.0,
+               "drained": drained}
+    log.info("replay.done rows=%d symbols=%d batches=%d seconds=%.2f", rows, summary["symbols"], batches, seconds)
+    return summary
+
+
+def _progress_bar(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="rows", unit_scale=True, desc="replay", leave=False)

@@ -1,0 +1,37 @@
+# The two commands a new user needs:  make run  (whole system, offline)  and  make test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test servers stop-servers check-config clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+## Start QuestDB and PocketBase (obtained and cached on first use), then the daemon on the recorded demo session.
+run: setup servers
+	$(BIN)/streamer run --demo -c config.yaml
+
+servers:
+	scripts/run_questdb.sh start
+	scripts/run_pocketbase.sh start
+
+stop-servers:
+	-scripts/run_pocketbase.sh stop
+	-scripts/run_questdb.sh stop
+
+## The whole test suite; it starts its own QuestDB and PocketBase instances on test ports through scripts/.
+test: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+check-config: setup
+	$(BIN)/streamer check-config -c config.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

@@ -1,0 +1,203 @@
+"""Stooq quotes over HTTP: all symbols in one CSV request per cycle (split only for long URLs)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+import aiohttp
+from yarl import URL
+
+from streamer.clock import Clock, SystemClock
+from streamer.config import StooqConfig
+from streamer.model import InvalidQuote, StockUpdate
+
+from .base import FetchResult, ProviderHealth
+from .stooq_csv import StooqBodyError, StooqQuote, StooqRequest, mask_url, parse_quotes, quote_urls
+
+log = logging.getLogger("providers.stooq")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One fault of a cycle; `whole_request` faults outrank per-symbol ones when choosing the health reason."""
+
+    code: str
+    detail: str
+    whole_request: bool = False
+
+
+@dataclass
+class _Cycle:
+    updates: dict[str, StockUpdate] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+
+class PreviousClose:
+    """Remembers, per symbol, the last price of an earlier trading day (Stooq's CSV has no previous close)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[date, float]] = {}
+        self._prev: dict[str, tuple[date, float]] = {}
+
+    def for_day(self, symbol: str, day: date) -> float | None:
+        last, prev = self._last.get(symbol), self._prev.get(symbol)
+        if last is not None and last[0] < day:
+            return last[1]
+        return prev[1] if prev is not None and prev[0] == day else None
+
+    def record(self, symbol: str, day: date, price: float) -> None:
+        last = self._last.get(symbol)
+        if last is not None and last[0] < day:
+            self._prev[symbol] = (day, last[1])
+        if last is None or last[0] <= day:
+            self._last[symbol] = (day, price)
+
+
+class StooqProvider:
+    """`Provider` for Stooq's `/q/l/` quote CSV; faults become missing symbols and health, never exceptions."""
+
+    name = "stooq"
+
+    def __init__(self, config: StooqConfig, *, clock: Clock | None = None,
+                 session: aiohttp.ClientSession | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.health = ProviderHealth()
+        self._session = session
+        self._owns_session = session is None
+        self._previous = PreviousClose()
+        self._reported_unknown: set[str] = set()
+
+    async def fetch(self, symbols: Sequence[str]) -> FetchResult:
+        wanted = list(dict.fromkeys(symbols))
+        if not wanted:
+            return FetchResult(self.name, ())
+        to_symbol = {self._ticker(s): s for s in wanted}
+        apikey = self.config.apikey.get_secret_value() if self.config.apikey else None
+        requests = quote_urls(self.config.base_url, list(to_symbol), apikey=apikey,
+                              max_length=self.config.max_url_length)
+        cycle = _Cycle()
+        for i, request in enumerate(requests):
+            outcome = await self._one_request(request, to_symbol, cycle)
+            if outcome == "rate_limited" and i + 1 < len(requests):
+                # The other requests would only spend more of the exhausted quota.
+                self._log("skipped", "not sent: the daily hits limit is exhausted",
+                          requests=len(requests) - i - 1)
+                break
+        updates = tuple(cycle.updates[s] for s in wanted if s in cycle.updates)
+        missing = frozenset(s for s in wanted if s not in cycle.updates)
+        if missing and not cycle.problems:
+            cycle.problems.append(Problem("no_rows", f"Stooq sent no row for {', '.join(sorted(missing))}"))
+        self._settle(cycle.problems, delivered=bool(updates))
+        return FetchResult(self.name, updates, missing, tuple(p.detail for p in cycle.problems))
+
+    async def close(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    def _ticker(self, symbol: str) -> str:
+        return self.config.symbol_map.get(symbol, symbol.lower())
+
+    async def _one_request(self, request: StooqRequest, to_symbol: dict[str, str], cycle: _Cycle) -> str | None:
+        """Fetch and parse one URL into `cycle`; returns the whole-request fault code, if any."""
+        shown = mask_url(request.url)
+        body, code = await self._get(request.url, shown, cycle)
+        if body is None:
+            return code
+        try:
+            parsed = parse_quotes(body)
+        except StooqBodyError as e:
+            if code == "http_status":
+                e = StooqBodyError("http_status", e.detail) if e.code not in ("rate_limited",) else e
+            self._fail(cycle, e.code, e.detail, url=shown)
+            return e.code
+        if code is not None:  # an HTTP error status whose body still parsed as CSV: do not trust it
+            self._fail(cycle, code, "HTTP error status with a CSV body", url=shown)
+            return code
+        received = self.clock.now()
+        for quote in parsed.quotes:
+            symbol = to_symbol.get(quote.ticker)
+            if symbol is None:
+                log.debug("stooq.unrequested ticker=%s row for a symbol not asked for, ignored", quote.ticker)
+            elif symbol not in cycle.updates:
+                self._accept(symbol, quote, received, cycle)
+        for ticker in parsed.unknown:
+            if ticker in to_symbol:
+                self._unknown(to_symbol[ticker], ticker, cycle)
+        for bad in parsed.bad_rows:
+            symbol = to_symbol.get(bad.ticker or "", bad.ticker or "?")
+            self._log("bad_row", f"row skipped: {bad.reason}", symbol=symbol, url=shown)
+            cycle.problems.append(Problem("bad_csv", f"{symbol}: bad Stooq row ({bad.reason})"))
+        return None
+
+    async def _get(self, url: str, shown: str, cycle: _Cycle) -> tuple[str | None, str | None]:
+        """The body (None on a transport fault, already recorded) and "http_status" for a 4xx/5xx answer."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout)
+        try:
+            async with self._session.get(URL(url, encoded=True), timeout=timeout) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except TimeoutError:
+            self._fail(cycle, "timeout", f"no answer from Stooq within {self.config.timeout:g}s", url=shown)
+            return None, "timeout"
+        except aiohttp.ClientError as e:
+            self._fail(cycle, "connection", f"cannot reach Stooq: {type(e).__name__}", url=shown)
+            return None, "connection"
+        body = raw.decode("utf-8", errors="replace")
+        log.debug("stooq.response url=%s status=%d bytes=%d", shown, status, len(raw))
+        if status >= 400:
+            # Content first: a 429/503 whose body is the daily-limit text is a rate limit, not a server fault.
+            if "exceeded the daily hits limit" in body.lower():
+                return body, None
+            self._fail(cycle, "http_status", f"Stooq answered HTTP {status}", url=shown, status=status)
+            return None, "http_status"
+        return body, None
+
+    def _accept(self, symbol: str, quote: StooqQuote, received, cycle: _Cycle) -> None:
+        prev = quote.prev_close if quote.prev_close is not None else self._previous.for_day(symbol, quote.day)
+        try:
+            update = StockUpdate.with_change(
+                symbol=symbol, price=quote.close, prev_close=prev, timestamp=quote.timestamp,
+                data_source=self.name, volume=quote.volume, open=quote.open, high=quote.high, low=quote.low,
+                received_at=received)
+        except InvalidQuote as e:
+            self._log("invalid_quote", f"row skipped: {e.field} {e.problem}", symbol=symbol, field=e.field,
+                      value=e.value)
+            cycle.problems.append(Problem("invalid_quote", f"{symbol}: {e.field} {e.problem} (got {e.value!r})"))
+            return
+        self._previous.record(symbol, quote.day, quote.close)
+        self._reported_unknown.discard(symbol)  # known again: a later disappearance is news again
+        cycle.updates[symbol] = update
+
+    def _unknown(self, symbol: str, ticker: str, cycle: _Cycle) -> None:
+        detail = f"{symbol}: Stooq does not know ticker {ticker!r} (N/D row)"
+        if symbol not in self._reported_unknown:
+            self._reported_unknown.add(symbol)
+            self._log("unknown_symbol", "Stooq answered N/D (no data); check symbol_map "
+                      "(reported once per symbol)", symbol=symbol, ticker=ticker)
+        cycle.problems.append(Problem("unknown_symbol", detail))
+
+    def _fail(self, cycle: _Cycle, code: str, detail: str, **fields) -> None:
+        self._log(code, detail, **fields)
+        cycle.problems.append(Problem(code, detail, whole_request=True))
+
+    def _settle(self, problems: list[Problem], *, delivered: bool) -> None:
+        if not problems:
+            self.health.ok(self.clock.now())
+            return
+        primary = max(problems, key=lambda p: (p.whole_request, p.code != "unknown_symbol"))
+        for p in problems:  # every fault counts in the metrics; the primary one names the state
+            if p is not primary:
+                self.health.degraded(p.code, p.detail)
+        (self.health.degraded if delivered else self.health.down)(primary.code, primary.detail)
+
+    @staticmethod
+    def _log(event: str, reason: str, **fields) -> None:
+        pairs = " ".join(f"{k}={v}" for k, v in fields.items())
+        log.warning("stooq.%s %s%s", event, pairs + " " if pairs else "", reason)

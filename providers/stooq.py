@@ -33,6 +33,7 @@ class Problem:
 class _Cycle:
     updates: dict[str, StockUpdate] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    explained: set[str] = field(default_factory=set)  # missing symbols whose reason is already recorded
 
 
 class PreviousClose:
@@ -81,16 +82,18 @@ class StooqProvider:
                               max_length=self.config.max_url_length)
         cycle = _Cycle()
         for i, request in enumerate(requests):
-            outcome = await self._one_request(request, to_symbol, cycle)
-            if outcome == "rate_limited" and i + 1 < len(requests):
-                # The other requests would only spend more of the exhausted quota.
-                self._log("skipped", "not sent: the daily hits limit is exhausted",
-                          requests=len(requests) - i - 1)
+            if await self._one_request(request, to_symbol, cycle) == "rate_limited" and i + 1 < len(requests):
+                # The other requests would only spend more of an exhausted quota.
+                rest = [to_symbol[t] for r in requests[i + 1:] for t in r.tickers]
+                self._fail(cycle, rest, "rate_limited", "not asked: the Stooq daily hits limit is exhausted",
+                           symbols=len(rest))
                 break
         updates = tuple(cycle.updates[s] for s in wanted if s in cycle.updates)
+        unexplained = [s for s in wanted if s not in cycle.updates and s not in cycle.explained]
+        if unexplained:
+            self._log("no_rows", "the answer has no row for these symbols", symbols=",".join(unexplained))
+            cycle.problems.append(Problem("no_rows", f"Stooq sent no row for {', '.join(unexplained)}"))
         missing = frozenset(s for s in wanted if s not in cycle.updates)
-        if missing and not cycle.problems:
-            cycle.problems.append(Problem("no_rows", f"Stooq sent no row for {', '.join(sorted(missing))}"))
         self._settle(cycle.problems, delivered=bool(updates))
         return FetchResult(self.name, updates, missing, tuple(p.detail for p in cycle.problems))
 
@@ -105,19 +108,15 @@ class StooqProvider:
     async def _one_request(self, request: StooqRequest, to_symbol: dict[str, str], cycle: _Cycle) -> str | None:
         """Fetch and parse one URL into `cycle`; returns the whole-request fault code, if any."""
         shown = mask_url(request.url)
-        body, code = await self._get(request.url, shown, cycle)
+        symbols = [to_symbol[t] for t in request.tickers]
+        body = await self._get(request.url, shown, symbols, cycle)
         if body is None:
-            return code
+            return "failed"
         try:
             parsed = parse_quotes(body)
         except StooqBodyError as e:
-            if code == "http_status":
-                e = StooqBodyError("http_status", e.detail) if e.code not in ("rate_limited",) else e
-            self._fail(cycle, e.code, e.detail, url=shown)
+            self._fail(cycle, symbols, e.code, e.detail, url=shown)
             return e.code
-        if code is not None:  # an HTTP error status whose body still parsed as CSV: do not trust it
-            self._fail(cycle, code, "HTTP error status with a CSV body", url=shown)
-            return code
         received = self.clock.now()
         for quote in parsed.quotes:
             symbol = to_symbol.get(quote.ticker)
@@ -131,11 +130,12 @@ class StooqProvider:
         for bad in parsed.bad_rows:
             symbol = to_symbol.get(bad.ticker or "", bad.ticker or "?")
             self._log("bad_row", f"row skipped: {bad.reason}", symbol=symbol, url=shown)
+            cycle.explained.add(symbol)
             cycle.problems.append(Problem("bad_csv", f"{symbol}: bad Stooq row ({bad.reason})"))
         return None
 
-    async def _get(self, url: str, shown: str, cycle: _Cycle) -> tuple[str | None, str | None]:
-        """The body (None on a transport fault, already recorded) and "http_status" for a 4xx/5xx answer."""
+    async def _get(self, url: str, shown: str, symbols: list[str], cycle: _Cycle) -> str | None:
+        """The body, or None after recording a transport fault or an HTTP error status."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
         timeout = aiohttp.ClientTimeout(total=self.config.timeout)
@@ -144,20 +144,18 @@ class StooqProvider:
                 raw = await resp.read()
                 status = resp.status
         except TimeoutError:
-            self._fail(cycle, "timeout", f"no answer from Stooq within {self.config.timeout:g}s", url=shown)
-            return None, "timeout"
+            self._fail(cycle, symbols, "timeout", f"no answer from Stooq within {self.config.timeout:g}s", url=shown)
+            return None
         except aiohttp.ClientError as e:
-            self._fail(cycle, "connection", f"cannot reach Stooq: {type(e).__name__}", url=shown)
-            return None, "connection"
+            self._fail(cycle, symbols, "connection", f"cannot reach Stooq: {type(e).__name__}", url=shown)
+            return None
         body = raw.decode("utf-8", errors="replace")
         log.debug("stooq.response url=%s status=%d bytes=%d", shown, status, len(raw))
-        if status >= 400:
-            # Content first: a 429/503 whose body is the daily-limit text is a rate limit, not a server fault.
-            if "exceeded the daily hits limit" in body.lower():
-                return body, None
-            self._fail(cycle, "http_status", f"Stooq answered HTTP {status}", url=shown, status=status)
-            return None, "http_status"
-        return body, None
+        # Content before status: a 429/503 whose body is the daily-limit text is a rate limit, not a server fault.
+        if status >= 400 and "exceeded the daily hits limit" not in body.lower():
+            self._fail(cycle, symbols, "http_status", f"Stooq answered HTTP {status}", url=shown, status=status)
+            return None
+        return body
 
     def _accept(self, symbol: str, quote: StooqQuote, received, cycle: _Cycle) -> None:
         prev = quote.prev_close if quote.prev_close is not None else self._previous.for_day(symbol, quote.day)
@@ -169,6 +167,7 @@ class StooqProvider:
         except InvalidQuote as e:
             self._log("invalid_quote", f"row skipped: {e.field} {e.problem}", symbol=symbol, field=e.field,
                       value=e.value)
+            cycle.explained.add(symbol)
             cycle.problems.append(Problem("invalid_quote", f"{symbol}: {e.field} {e.problem} (got {e.value!r})"))
             return
         self._previous.record(symbol, quote.day, quote.close)
@@ -181,10 +180,12 @@ class StooqProvider:
             self._reported_unknown.add(symbol)
             self._log("unknown_symbol", "Stooq answered N/D (no data); check symbol_map "
                       "(reported once per symbol)", symbol=symbol, ticker=ticker)
+        cycle.explained.add(symbol)
         cycle.problems.append(Problem("unknown_symbol", detail))
 
-    def _fail(self, cycle: _Cycle, code: str, detail: str, **fields) -> None:
+    def _fail(self, cycle: _Cycle, affected: list[str], code: str, detail: str, **fields) -> None:
         self._log(code, detail, **fields)
+        cycle.explained.update(affected)
         cycle.problems.append(Problem(code, detail, whole_request=True))
 
     def _settle(self, problems: list[Problem], *, delivered: bool) -> None:

@@ -78,6 +78,10 @@ class EventBus:
             await asyncio.gather(sub.task, return_exceptions=True)
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def subscriptions(self) -> tuple[Subscription, ...]:
         return tuple(self._subs)
 

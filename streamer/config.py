@@ -141,6 +141,54 @@ class ProvidersConfig(_Section):
         return v
 
 
+class ReconnectConfig(_Section):
+    """Exponential backoff with jitter between connection attempts: initial_delay, x2, ... up to max_delay."""
+
+    initial_delay: Seconds = 1
+    max_delay: Seconds = 60
+    failed_after: Annotated[int, Field(ge=1)] = 10  # attempts before the sink reports FAILED (it keeps retrying)
+
+
+class OutboxConfig(_Section):
+    """The sink's durable on-disk queue (SQLite, WAL) used while its backend is unreachable."""
+
+    max_entries: Annotated[int, Field(ge=100)] = 1_000_000  # when full: latest-per-key entries are
+    # coalesced, append-only entries (time series, logs) are refused with an error and an alert
+
+
+class QuestDBSinkConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    http_port: Port = 9000  # ILP over HTTP (/write) and /exec
+    pg_port: Port = 8812  # PostgreSQL wire protocol, for the read side
+    username: str = "admin"
+    password: SecretStr = SecretStr("quest")
+    database: str = "qdb"
+    request_timeout: Seconds = 10
+    reconnect: ReconnectConfig = ReconnectConfig()
+    outbox: OutboxConfig = OutboxConfig()
+
+
+class PocketBaseSinkConfig(_Section):
+    enabled: bool = True
+    url: str = "http://127.0.0.1:8090"
+    admin_email: str = "admin@example.com"
+    admin_password: SecretStr | None = None
+    read_access: Literal["public", "users"] = "public"  # who may read the collections: anyone, or signed-in users
+    batch_max_requests: Annotated[int, Field(ge=1, le=1000)] = 50  # requests per batch call; larger cycles are split
+    movers: Annotated[int, Field(ge=0, le=50)] = 5  # top gainers/losers kept in each market_updates record
+    request_timeout: Seconds = 10
+    reconnect: ReconnectConfig = ReconnectConfig()
+    outbox: OutboxConfig = OutboxConfig()
+
+    _none = field_validator("admin_password", mode="before")(_blank_to_none)
+
+
+class SinksConfig(_Section):
+    questdb: QuestDBSinkConfig = QuestDBSinkConfig()
+    pocketbase: PocketBaseSinkConfig = PocketBaseSinkConfig()
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "console", "json"] = "auto"  # auto = console on a terminal, JSON lines otherwise
@@ -158,6 +206,7 @@ class Config(_Section):
     market: MarketConfig = MarketConfig()
     polling: PollingConfig = PollingConfig()
     providers: ProvidersConfig = ProvidersConfig()
+    sinks: SinksConfig = SinksConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @field_validator("data_dir")

@@ -33,8 +33,11 @@ class Sink(Protocol):
     async def start(self, bus: EventBus) -> None:
         """Subscribe to the bus and connect (connection failures are retried in the background)."""
 
-    async def stop(self) -> None:
-        """Flush what was handed over and close; called after the bus has drained."""
+    async def stop(self, timeout: float) -> None:
+        """Deliver what was handed over within `timeout`, then close; called after the bus has drained."""
+
+    def status(self) -> dict:
+        """State, backlog and counters, for health checks and metrics."""
 
 
 def next_tick(anchor: datetime, interval: float, now: datetime, last: int) -> tuple[int, datetime]:
@@ -104,7 +107,7 @@ class RealTimeStreamManager:
         drained = await self.bus.close(deadline)
         for sink in reversed(self.sinks):
             try:
-                await asyncio.wait_for(sink.stop(), deadline)
+                await sink.stop(deadline)
             except Exception:
                 log.exception("component.stop_failed component=%s", sink.name)
         await self.provider.close()

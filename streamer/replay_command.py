@@ -46,7 +46,7 @@ async def replay_file(config: Config, path: Path, speed: float | None, *, progre
             bar.update(len(stamped))
     drained = await bus.close(config.shutdown_timeout)
     for sink in sinks:
-        await sink.stop()
+        await sink.stop(config.shutdown_timeout)
     if bar:
         bar.close()
     seconds = time.perf_counter() - started

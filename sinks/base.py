@@ -1,0 +1,48 @@
+"""What a sink backend implements. The generic `OutboxSink` (sinks/runner.py) adds the bus subscription,
+the durable outbox, the reconnect state machine, status and metrics around it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from streamer.events import EventType
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One unit of work in a sink's outbox, delivered in `id` order."""
+
+    kind: str  # e.g. "quote", "market_status", "stock_data", "market_update", "alert"
+    payload: dict[str, Any]  # JSON-serialisable
+    key: str | None = None  # set for latest-wins kinds: a newer pending entry with the same kind+key replaces the older
+    id: int = field(default=0, compare=False)  # outbox sequence number, assigned on append
+
+
+class Rejected(Exception):
+    """The backend refused these entries as data: retrying cannot help. Anything else raised is a connection
+    problem and is retried with backoff."""
+
+    def __init__(self, entries: Sequence[Entry], reason: str) -> None:
+        self.entries = list(entries)
+        self.reason = reason
+        super().__init__(f"{len(self.entries)} entries rejected: {reason}")
+
+
+class Backend(Protocol):
+    name: str  # "questdb", "pocketbase": used in logs, status and the outbox file name
+    event_types: frozenset[EventType]  # the bus events this sink consumes
+
+    def entries_for(self, event: Any) -> list[Entry]:
+        """Turn one bus event into outbox entries (pure; no I/O)."""
+
+    async def connect(self) -> None:
+        """Open connections and create the schema if missing. Raise on failure (it will be retried)."""
+
+    async def write(self, entries: list[Entry]) -> None:
+        """Deliver `entries` in order, in as few requests as possible; every write must be idempotent.
+        Raise `Rejected` for entries the server refuses as data; anything else means 'retry later'."""
+
+    async def close(self) -> None:
+        """Close connections."""

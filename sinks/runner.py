@@ -1,0 +1,204 @@
+"""`OutboxSink`: runs one backend behind the bus with a durable outbox and its own reconnect state machine.
+
+Events go to the outbox first, then to the backend; a backend that is down only makes the outbox grow.
+Connection attempts back off exponentially with jitter (tenacity); after `failed_after` attempts the sink
+reports FAILED but keeps retrying at the cap, so it never silently stops for good."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+
+from streamer.bus import EventBus, Overflow
+from streamer.config import OutboxConfig, ReconnectConfig
+from streamer.events import ConnectionStatusChanged
+
+from .base import Backend, Entry, Rejected
+from .outbox import Outbox, OutboxFull
+
+log = logging.getLogger("sinks.runner")
+
+MAX_ENTRIES_PER_WRITE = 5000  # a normal cycle is one write; a backlog after an outage goes in chunks
+
+
+class SinkState(str, Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+def describe(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class OutboxSink:
+    def __init__(self, backend: Backend, *, data_dir: Path, reconnect: ReconnectConfig, outbox: OutboxConfig) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.reconnect = reconnect
+        self.outbox = Outbox(Path(data_dir) / "outbox" / f"{backend.name}.sqlite3", outbox.max_entries)
+        self.state = SinkState.STOPPED
+        self.attempt = 0
+        self.last_error: str | None = None
+        self.delivered = 0
+        self.rejected = 0
+        self.refused = 0
+        self.reconnects = 0
+        self._bus: EventBus | None = None
+        self._pending = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._ever_connected = False
+        self._expo = wait_exponential_jitter(multiplier=reconnect.initial_delay, max=reconnect.max_delay,
+                                             jitter=reconnect.initial_delay)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, bus: EventBus) -> None:
+        self._bus = bus
+        # Appending to the outbox is fast and local, so waiting (rather than dropping) on overflow is safe.
+        bus.subscribe(self.name, self._on_event, self.backend.event_types, maxsize=10_000,
+                      overflow=Overflow.WAIT, wait_timeout=30)
+        if self.outbox.depth:
+            log.info("sink.outbox_recovered sink=%s pending=%d delivering after connect", self.name,
+                     self.outbox.depth)
+            self._pending.set()
+        await self._set_state(SinkState.CONNECTING)
+        self._task = asyncio.create_task(self._run(), name=f"sink:{self.name}")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Give a connected backend up to `timeout` to take what is pending, then close; the rest stays on disk."""
+        if self.state is SinkState.CONNECTED and self.outbox.depth:
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            await self.backend.close()
+        finally:
+            if self.outbox.depth:
+                log.warning("sink.stopped_with_backlog sink=%s pending=%d kept in %s for the next start",
+                            self.name, self.outbox.depth, self.outbox.path)
+            self.outbox.close()
+            await self._set_state(SinkState.STOPPED)
+
+    def status(self) -> dict[str, Any]:
+        age = self.outbox.oldest_age() if self.outbox.depth else None
+        return {"state": self.state.value, "attempt": self.attempt, "last_error": self.last_error,
+                "outbox_depth": self.outbox.depth, "outbox_oldest_age_seconds": age,
+                "delivered": self.delivered, "rejected": self.rejected, "refused": self.refused,
+                "reconnects": self.reconnects}
+
+    # --- bus side --------------------------------------------------------------------------------
+
+    async def _on_event(self, event: Any) -> None:
+        entries = self.backend.entries_for(event)
+        if not entries:
+            return
+        try:
+            self.outbox.append(entries)
+        except OutboxFull as e:
+            self.refused += e.refused
+            log.error("sink.outbox_full sink=%s refused=%d limit=%d: new entries are refused until the "
+                      "backend catches up", self.name, e.refused, self.outbox.max_entries)
+        self._idle.clear()
+        self._pending.set()
+
+    # --- delivery side ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._connect()
+                await self._deliver()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self.last_error = describe(e)
+                self.reconnects += 1
+                log.warning("sink.connection_lost sink=%s pending=%d reason=%s", self.name, self.outbox.depth,
+                            self.last_error)
+                await self._set_state(SinkState.RECONNECTING, self.last_error)
+
+    async def _connect(self) -> None:
+        retrying = AsyncRetrying(
+            wait=self._backoff,
+            retry=retry_if_exception_type(Exception),
+            before_sleep=self._connect_failed,
+        )
+        async for attempt in retrying:
+            with attempt:
+                self.attempt = attempt.retry_state.attempt_number
+                await self.backend.connect()
+        self.attempt = 0
+        self._ever_connected = True
+        await self._set_state(SinkState.CONNECTED)
+
+    def _backoff(self, state: RetryCallState) -> float:
+        if state.attempt_number >= self.reconnect.failed_after:
+            return self.reconnect.max_delay
+        return self._expo(state)
+
+    async def _connect_failed(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        self.last_error = describe(error) if error else None
+        delay = state.next_action.sleep if state.next_action else 0
+        if state.attempt_number >= self.reconnect.failed_after:
+            new = SinkState.FAILED
+        else:
+            new = SinkState.RECONNECTING if self._ever_connected else SinkState.CONNECTING
+        log.warning("sink.connect_failed sink=%s attempt=%d retry_in=%.1fs pending=%d reason=%s", self.name,
+                    state.attempt_number, delay, self.outbox.depth, self.last_error)
+        await self._set_state(new, self.last_error)
+
+    async def _deliver(self) -> None:
+        while True:
+            batch = self.outbox.peek(MAX_ENTRIES_PER_WRITE)
+            if not batch:
+                self._pending.clear()
+                self._idle.set()
+                await self._pending.wait()
+                continue
+            try:
+                await self.backend.write(batch)
+            except Rejected as r:
+                self._reject(batch, r)
+            else:
+                self.outbox.ack(batch)
+                self.delivered += len(batch)
+
+    def _reject(self, batch: list[Entry], rejection: Rejected) -> None:
+        # The backend has written the good entries of the batch; only the refused ones are set aside.
+        bad = {e.id for e in rejection.entries}
+        self.outbox.reject(rejection.entries, rejection.reason)
+        good = [e for e in batch if e.id not in bad]
+        self.outbox.ack(good)
+        self.delivered += len(good)
+        self.rejected += len(bad)
+        for e in rejection.entries[:20]:
+            log.error("sink.rejected sink=%s kind=%s entry=%s reason=%s", self.name, e.kind, e.payload,
+                      rejection.reason)
+        if len(rejection.entries) > 20:
+            log.error("sink.rejected sink=%s %d more entries rejected for the same reason", self.name,
+                      len(rejection.entries) - 20)
+
+    async def _set_state(self, state: SinkState, reason: str | None = None) -> None:
+        if state is self.state:
+            return
+        previous, self.state = self.state, state
+        log.info("sink.state sink=%s state=%s previous=%s%s", self.name, state.value, previous.value,
+                 f" reason={reason}" if reason else "")
+        if self._bus is not None and not self._bus.closed:
+            await self._bus.publish(ConnectionStatusChanged(self.name, state.value, previous.value, reason,
+                                                            self.attempt))

@@ -1,0 +1,1 @@
+"""Tests of the quote providers against loopback servers speaking the real wire formats."""

@@ -1,0 +1,62 @@
+import pytest
+
+from sinks.base import Entry
+from sinks.outbox import Outbox, OutboxFull
+
+
+def quote(symbol, price):
+    return Entry("quote", {"symbol": symbol, "price": price})
+
+
+def latest(symbol, price):
+    return Entry("stock_data", {"symbol": symbol, "price": price}, key=symbol)
+
+
+def test_entries_come_back_in_order_and_survive_reopening(tmp_path):
+    path = tmp_path / "o.sqlite3"
+    box = Outbox(path, 1000)
+    box.append([quote("PKN", p) for p in (1.0, 2.0, 3.0)])
+    box.close()
+    box = Outbox(path, 1000)
+    assert box.depth == 3
+    assert [e.payload["price"] for e in box.peek(10)] == [1.0, 2.0, 3.0]
+    first_two = box.peek(2)
+    box.ack(first_two)
+    assert box.depth == 1 and [e.payload["price"] for e in box.peek(10)] == [3.0]
+
+
+def test_latest_wins_entries_replace_their_pending_version(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite3", 1000)
+    box.append([latest("PKN", 1.0), latest("PKO", 5.0)])
+    box.append([latest("PKN", 2.0)])
+    assert box.depth == 2
+    assert {e.payload["symbol"]: e.payload["price"] for e in box.peek(10)} == {"PKN": 2.0, "PKO": 5.0}
+
+
+def test_when_full_append_only_entries_are_refused_and_latest_wins_still_coalesce(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite3", 100)
+    box.append([latest("PKN", 1.0)])
+    with pytest.raises(OutboxFull) as err:
+        box.append([quote("PKN", float(i)) for i in range(1, 111)])
+    assert err.value.refused == 11 and box.depth == 100
+    kept = [e.payload["price"] for e in box.peek(200) if e.kind == "quote"]
+    assert kept == [float(i) for i in range(1, 100)]  # the oldest are kept, nothing silently replaced
+    box.append([latest("PKN", 9.0)])  # the latest quote of a symbol still gets through
+    assert box.depth == 100
+    assert [e.payload["price"] for e in box.peek(200) if e.kind == "stock_data"] == [9.0]
+
+
+def test_rejected_entries_are_kept_aside_with_the_reason(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite3", 100)
+    box.append([quote("PKN", 1.0), quote("BAD", -1.0)])
+    bad = [e for e in box.peek(10) if e.payload["symbol"] == "BAD"]
+    box.reject(bad, "price must be positive")
+    assert box.depth == 1 and box.rejected_count() == 1
+
+
+def test_oldest_age(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite3", 100)
+    assert box.oldest_age() is None
+    box.append([quote("PKN", 1.0)])
+    import time
+    assert 0 <= box.oldest_age(time.time() + 5) - 5 < 1

@@ -1,0 +1,147 @@
+"""The sink runner's state machine and outbox, driven through a backend double that can go down.
+
+The real backends are tested against the real servers in test_questdb.py / test_pocketbase.py."""
+
+import asyncio
+from datetime import datetime, timezone
+
+from sinks.base import Entry, Rejected
+from sinks.runner import OutboxSink, SinkState
+from streamer.bus import EventBus
+from streamer.config import OutboxConfig, ReconnectConfig
+from streamer.events import EventType, QuoteBatch
+from streamer.model import MarketStatus, StockUpdate
+
+T = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+FAST = ReconnectConfig(initial_delay=0.01, max_delay=0.04, failed_after=3)
+
+
+class RemoteDouble:
+    """Stands in for a remote server: `up` decides whether connect/write succeed."""
+
+    name = "double"
+    event_types = frozenset({EventType.STOCK_UPDATE})
+
+    def __init__(self, up=True):
+        self.up = up
+        self.rows: list[dict] = []
+        self.writes = 0
+        self.connects = 0
+
+    def entries_for(self, event):
+        return [Entry("quote", u.to_dict()) for u in event.updates]
+
+    async def connect(self):
+        self.connects += 1
+        if not self.up:
+            raise ConnectionRefusedError("connection refused")
+
+    async def write(self, entries):
+        if not self.up:
+            raise ConnectionResetError("connection reset")
+        self.writes += 1
+        bad = [e for e in entries if e.payload["symbol"] == "BAD"]
+        self.rows.extend(e.payload for e in entries if e not in bad)
+        if bad:
+            raise Rejected(bad, "symbol BAD is refused")
+
+    async def close(self):
+        pass
+
+
+def batch(n, symbol="PKN"):
+    return QuoteBatch(n, (StockUpdate(symbol=symbol, price=10.0 + n, timestamp=T, data_source="t"),),
+                      MarketStatus.OPEN)
+
+
+async def until(condition, timeout=5.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+async def start(tmp_path, backend, reconnect=FAST):
+    bus = EventBus()
+    states = []
+
+    async def record(e):
+        states.append(e.state)
+
+    bus.subscribe("states", record, [EventType.CONNECTION_STATUS])
+    sink = OutboxSink(backend, data_dir=tmp_path, reconnect=reconnect, outbox=OutboxConfig())
+    await sink.start(bus)
+    return bus, sink, states
+
+
+async def test_healthy_backend_gets_one_write_per_batch_in_order(tmp_path):
+    backend = RemoteDouble()
+    bus, sink, states = await start(tmp_path, backend)
+    for n in range(5):
+        await bus.publish(batch(n))
+        await until(lambda: len(backend.rows) == n + 1)
+    assert [r["price"] for r in backend.rows] == [10.0, 11.0, 12.0, 13.0, 14.0]
+    assert backend.writes == 5 and sink.outbox.depth == 0
+    assert await bus.drain(5)
+    assert states == ["connecting", "connected"]
+    await sink.stop(1)
+
+
+async def test_outage_fills_the_outbox_and_recovery_delivers_everything_in_order(tmp_path):
+    backend = RemoteDouble(up=False)
+    bus, sink, states = await start(tmp_path, backend)
+    for n in range(20):
+        await bus.publish(batch(n))
+    await until(lambda: sink.state is SinkState.FAILED)  # after failed_after attempts; still retrying
+    connects = backend.connects
+    await until(lambda: backend.connects > connects + 1)
+    assert sink.outbox.depth == 20 and sink.status()["outbox_oldest_age_seconds"] >= 0
+    backend.up = True
+    await until(lambda: sink.outbox.depth == 0)
+    assert [r["price"] for r in backend.rows] == [10.0 + n for n in range(20)]
+    assert sink.state is SinkState.CONNECTED
+    assert states[0] == "connecting" and "failed" in states and states[-1] == "connected"
+    await sink.stop(1)
+
+
+async def test_a_lost_connection_reconnects_with_backoff(tmp_path):
+    backend = RemoteDouble()
+    bus, sink, states = await start(tmp_path, backend)
+    await bus.publish(batch(0))
+    await until(lambda: len(backend.rows) == 1)
+    backend.up = False
+    await bus.publish(batch(1))
+    await until(lambda: sink.state is SinkState.RECONNECTING)
+    backend.up = True
+    await until(lambda: len(backend.rows) == 2)
+    assert states[:4] == ["connecting", "connected", "reconnecting", "connected"]
+    assert sink.reconnects == 1
+    await sink.stop(1)
+
+
+async def test_rejected_entries_are_set_aside_and_the_rest_delivered(tmp_path):
+    backend = RemoteDouble()
+    bus, sink, _ = await start(tmp_path, backend)
+    await bus.publish(QuoteBatch(1, (
+        StockUpdate(symbol="PKN", price=1.0, timestamp=T, data_source="t"),
+        StockUpdate(symbol="BAD", price=2.0, timestamp=T, data_source="t"),
+    ), MarketStatus.OPEN))
+    await until(lambda: sink.rejected == 1)
+    assert [r["symbol"] for r in backend.rows] == ["PKN"]
+    assert sink.outbox.depth == 0 and sink.outbox.rejected_count() == 1
+    await sink.stop(1)
+
+
+async def test_a_killed_daemon_delivers_its_outbox_on_the_next_start(tmp_path):
+    down = RemoteDouble(up=False)
+    bus, sink, _ = await start(tmp_path, down)
+    for n in range(3):
+        await bus.publish(batch(n))
+    await until(lambda: sink.outbox.depth == 3)
+    sink._task.cancel()  # the process dies: no stop(), no flush
+    backend = RemoteDouble()
+    bus2, sink2, _ = await start(tmp_path, backend)
+    await until(lambda: len(backend.rows) == 3)
+    assert [r["price"] for r in backend.rows] == [10.0, 11.0, 12.0]
+    await sink2.stop(1)

@@ -133,7 +133,8 @@ class AlphaVantageProvider:
         except TimeoutError:
             return self._fail(cycle, "timeout", f"no answer within {self.config.timeout:g}s", url=shown)
         except aiohttp.ClientError as e:
-            return self._fail(cycle, "connection", f"cannot reach Alpha Vantage: {type(e).__name__}", url=shown)
+            return self._fail(cycle, "connection", f"cannot reach Alpha Vantage: {type(e).__name__}: "
+                              f"{mask_url(str(e))}", url=shown)
         log.debug("alpha_vantage.response url=%s status=%d bytes=%d", shown, status, len(text))
         try:
             payload = load(text)  # content first: a message object means the same at any status

@@ -146,7 +146,7 @@ def parse_session(text: str, source: str) -> ReplaySession:
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        cells = [c.strip() for c in next(csv.reader([line]))]
+        cells = [c.strip() for c in next(csv.reader([line], skipinitialspace=True))]
         if header is None:
             header = [c.lower() for c in cells]
             unknown = [c for c in header if c not in COLUMNS]

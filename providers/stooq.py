@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 import aiohttp
 from yarl import URL
@@ -129,7 +129,7 @@ class StooqProvider:
                 self._unknown(to_symbol[ticker], ticker, cycle)
         for bad in parsed.bad_rows:
             symbol = to_symbol.get(bad.ticker or "", bad.ticker or "?")
-            self._log("bad_row", f"row skipped: {bad.reason}", symbol=symbol, url=shown)
+            self._log("bad_row", f"row skipped: {bad.reason}", symbol=symbol)
             cycle.explained.add(symbol)
             cycle.problems.append(Problem("bad_csv", f"{symbol}: bad Stooq row ({bad.reason})"))
         return None
@@ -144,10 +144,12 @@ class StooqProvider:
                 raw = await resp.read()
                 status = resp.status
         except TimeoutError:
-            self._fail(cycle, symbols, "timeout", f"no answer from Stooq within {self.config.timeout:g}s", url=shown)
+            self._fail(cycle, symbols, "timeout", f"no answer from Stooq within {self.config.timeout:g}s",
+                       url=shown)
             return None
         except aiohttp.ClientError as e:
-            self._fail(cycle, symbols, "connection", f"cannot reach Stooq: {type(e).__name__}", url=shown)
+            self._fail(cycle, symbols, "connection", f"cannot reach Stooq: {type(e).__name__}: {mask_url(str(e))}",
+                       url=shown)
             return None
         body = raw.decode("utf-8", errors="replace")
         log.debug("stooq.response url=%s status=%d bytes=%d", shown, status, len(raw))
@@ -157,7 +159,7 @@ class StooqProvider:
             return None
         return body
 
-    def _accept(self, symbol: str, quote: StooqQuote, received, cycle: _Cycle) -> None:
+    def _accept(self, symbol: str, quote: StooqQuote, received: datetime, cycle: _Cycle) -> None:
         prev = quote.prev_close if quote.prev_close is not None else self._previous.for_day(symbol, quote.day)
         try:
             update = StockUpdate.with_change(

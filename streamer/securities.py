@@ -64,7 +64,7 @@ def parse_securities(text: str, source: str) -> list[Security]:
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        cells = [c.strip() for c in next(csv.reader([line]))]
+        cells = [c.strip() for c in next(csv.reader([line], skipinitialspace=True))]
 
         def fail(problem: str) -> ValueError:
             return ValueError(f"{source}, line {lineno}: {problem}")

@@ -60,7 +60,8 @@ class WireServer:
         self._server = TestServer(app, host="127.0.0.1", port=0)
 
     async def __aenter__(self) -> WireServer:
-        await self._server.start_server()
+        # No access log: it would print the request URLs (keys included) as the remote service's own log.
+        await self._server.start_server(access_log=None)
         self.base_url = str(self._server.make_url("")).rstrip("/")  # kept after exit: a port nobody serves
         return self
 

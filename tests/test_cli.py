@@ -1,0 +1,109 @@
+"""The `streamer` command as a user runs it: a real process, real signals."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STREAMER = [sys.executable, "-m", "streamer.cli"]
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"""
+data_dir: {tmp_path / 'data'}
+shutdown_timeout: 5
+providers:
+  replay:
+    speed: 200
+sinks:
+  questdb:
+    enabled: false
+  pocketbase:
+    enabled: false
+logging:
+  format: json
+{extra}""")
+    return path
+
+
+def read_events(proc: subprocess.Popen, until, timeout: float = 60):
+    """Read JSON log lines from the daemon's stderr until `until(event)` is true."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    for line in proc.stderr:
+        event = json.loads(line)
+        seen.append(event)
+        if until(event):
+            return seen
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError("the daemon never logged the expected event; it logged:\n" +
+                         "\n".join(json.dumps(e) for e in seen[-20:]))
+
+
+def published(event) -> int:
+    if event["event"] != "cycle.done":
+        return 0
+    return int(dict(kv.split("=") for kv in event["msg"].split())["published"])
+
+
+def test_demo_publishes_updates_and_exits_0_on_sigterm(tmp_path):
+    config = write_config(tmp_path)
+    proc = subprocess.Popen([*STREAMER, "run", "--demo", "-c", str(config)], cwd=tmp_path,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        events = read_events(proc, lambda e: published(e) > 0)
+        statuses = [e["msg"] for e in events if e["event"] == "market.status"]
+        assert any("status=open" in s for s in statuses)
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=30) == 0
+        assert '"event": "manager.stopped"' in rest and "drained=True" in rest
+    finally:
+        proc.kill()
+
+
+def test_run_with_a_bad_config_exits_2_before_starting_anything(tmp_path):
+    config = write_config(tmp_path, "polling:\n  interval: 0\n")
+    result = subprocess.run([*STREAMER, "run", "-c", str(config)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "polling.interval: must be greater than 0 (got 0)" in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_replay_at_full_speed_prints_a_summary(tmp_path):
+    session = tmp_path / "session.csv"
+    session.write_text("# my recording\n"
+                       "timestamp,symbol,price,open,high,low,volume,prev_close\n"
+                       "2026-11-20T08:00:00Z,PKN,65.5,65.0,65.6,64.9,1000,64.8\n"
+                       "2026-11-20T08:00:00Z,PKO,51.0,50.8,51.2,50.7,2000,50.5\n"
+                       "2026-11-20T08:00:30Z,PKN,65.6,65.0,65.7,64.9,1500,64.8\n")
+    result = subprocess.run([*STREAMER, "replay", str(session), "--speed", "max", "--json", "-c",
+                             str(write_config(tmp_path))], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["rows"], summary["symbols"], summary["batches"]) == (3, 2, 2)
+    assert summary["rows_per_second"] > 0
+
+
+def test_replay_of_a_bad_file_names_line_and_field(tmp_path):
+    session = tmp_path / "bad.csv"
+    session.write_text("timestamp,symbol,price,open,high,low,volume,prev_close\n"
+                       "2026-11-20T08:00:00Z,PKN,-3,65.0,65.6,64.9,1000,64.8\n")
+    result = subprocess.run([*STREAMER, "replay", str(session), "--speed", "max", "-c",
+                             str(write_config(tmp_path))], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "line 2" in result.stderr and "price" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "check-config", "replay"])
+def test_every_command_has_help(command):
+    result = subprocess.run([*STREAMER, command, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "usage: streamer" in result.stdout and "--config" in result.stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -35,7 +36,15 @@ class Problem:
 class _Cycle:
     updates: dict[str, StockUpdate] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
-    stop: bool = False  # the service refused us: ask nothing more this cycle
+    stop: str | None = None  # why the service refused us; then nothing more is asked this cycle
+    unasked: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # code -> (why, symbols)
+
+    def not_asked(self, code: str, why: str, symbols: list[str]) -> None:
+        self.unasked.setdefault(code, (why, []))[1].extend(symbols)
+
+
+def _label(symbols: list[str]) -> str:
+    return ", ".join(symbols) if len(symbols) <= 5 else f"{len(symbols)} symbols"
 
 
 class AlphaVantageProvider:
@@ -69,6 +78,8 @@ class AlphaVantageProvider:
         else:
             for symbol in wanted:
                 await self._global_quote(symbol, cycle)
+        for code, (why, skipped) in cycle.unasked.items():  # one line per reason, not one per symbol
+            cycle.problems.append(Problem(code, f"{_label(skipped)}: not asked: {why}"))
         updates = tuple(cycle.updates[s] for s in wanted if s in cycle.updates)
         missing = frozenset(s for s in wanted if s not in cycle.updates)
         self._settle(cycle.problems, delivered=bool(updates))
@@ -117,7 +128,9 @@ class AlphaVantageProvider:
 
     async def _call(self, params: dict[str, str], symbols: list[str], cycle: _Cycle) -> dict[str, Any] | None:
         """One API call within the budget; None (with the reason recorded) when it yields no payload."""
+        label = _label(symbols)
         if cycle.stop:
+            cycle.not_asked(cycle.stop, f"Alpha Vantage refused an earlier request ({cycle.stop})", symbols)
             return None
         if not self.limiter.try_acquire():
             self._budget_spent(symbols, cycle)
@@ -131,9 +144,10 @@ class AlphaVantageProvider:
             async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as resp:
                 status, text = resp.status, (await resp.read()).decode("utf-8", errors="replace")
         except TimeoutError:
-            return self._fail(cycle, "timeout", f"no answer within {self.config.timeout:g}s", url=shown)
+            return self._fail(cycle, "timeout", f"{label}: no answer from Alpha Vantage within "
+                              f"{self.config.timeout:g}s", url=shown)
         except aiohttp.ClientError as e:
-            return self._fail(cycle, "connection", f"cannot reach Alpha Vantage: {type(e).__name__}: "
+            return self._fail(cycle, "connection", f"{label}: cannot reach Alpha Vantage: {type(e).__name__}: "
                               f"{mask_url(str(e))}", url=shown)
         log.debug("alpha_vantage.response url=%s status=%d bytes=%d", shown, status, len(text))
         try:
@@ -144,27 +158,29 @@ class AlphaVantageProvider:
             if e.daily_limit:
                 until = self.limiter.exhaust_day()
                 e = AvError(e.code, f"{e.detail} (no more requests until {until:%Y-%m-%d %H:%M} UTC)")
+            elif e.code == "rate_limited":  # per-minute or burst refusal: the key may be shared, so back off
+                self.limiter.minute.empty_until(self.clock.now() + timedelta(minutes=1))
             # Quota, plan and key refusals answer every further call the same way: stop asking.
-            cycle.stop = e.code in ("rate_limited", "premium_only", "api_message") or "apikey" in e.detail.lower()
-            return self._fail(cycle, e.code, e.detail, url=shown)
+            if e.code in ("rate_limited", "premium_only", "api_message") or "apikey" in e.detail.lower():
+                cycle.stop = e.code
+            return self._fail(cycle, e.code, f"{label}: {e.detail}", url=shown)
         if status >= 400:
-            return self._fail(cycle, "http_status", f"Alpha Vantage answered HTTP {status}", url=shown)
+            return self._fail(cycle, "http_status", f"{label}: Alpha Vantage answered HTTP {status}", url=shown)
         return payload
 
     def _budget_spent(self, symbols: list[str], cycle: _Cycle) -> None:
-        detail = (f"request budget used up ({self.config.requests_per_day}/day, "
-                  f"{self.config.requests_per_minute}/min): not asked, next request at "
-                  f"{self.limiter.next_allowed_at():%Y-%m-%d %H:%M:%S} UTC")
+        why = (f"request budget used up ({self.config.requests_per_day}/day, {self.config.requests_per_minute}/min)"
+               f", next request at {self.limiter.next_allowed_at():%Y-%m-%d %H:%M:%S} UTC")
         if not self._limited_logged:  # once per spell, not every cycle
             self._limited_logged = True
-            self._log("rate_limited", detail, symbols=len(symbols))
-        cycle.problems.append(Problem("rate_limited", f"{', '.join(symbols)}: {detail}"))
+            self._log("rate_limited", f"not asked: {why}", symbols=_label(symbols).replace(" ", ""))
+        cycle.not_asked("rate_limited", why, symbols)
 
     def _unknown(self, symbol: str, cycle: _Cycle) -> None:
         if symbol not in self._reported_unknown:
             self._reported_unknown.add(symbol)
-            self._log("unknown_symbol", "empty Global Quote: Alpha Vantage does not know this ticker; check "
-                      "symbol_map (reported once per symbol)", symbol=symbol, ticker=self._ticker(symbol))
+            self._log("unknown_symbol", "no quote: Alpha Vantage does not know this ticker; check symbol_map "
+                      "(reported once per symbol)", symbol=symbol, ticker=self._ticker(symbol))
         cycle.problems.append(Problem("unknown_symbol", f"{symbol}: Alpha Vantage has no quote for "
                                       f"{self._ticker(symbol)!r}"))
 
@@ -177,8 +193,10 @@ class AlphaVantageProvider:
             self.health.ok(self.clock.now())
             return
         primary = max(problems, key=lambda p: (p.whole_request, p.code != "unknown_symbol"))
-        for p in problems:  # every fault counts in the metrics; the primary one names the state
-            if p is not primary:
+        counted = {primary.code}
+        for p in problems:  # each reason counts once per cycle in the metrics; the primary names the state
+            if p.code not in counted:
+                counted.add(p.code)
                 self.health.degraded(p.code, self._redact(p.detail))
         (self.health.degraded if delivered else self.health.down)(primary.code, self._redact(primary.detail))
 

@@ -224,7 +224,7 @@ class DemoClock:
         self._wall_start = self._wall.now()
         self._ratio = Fraction(self.speed)  # exact, so wall<->replayed conversions round-trip
         self._base = session.start - lead_in  # file time shown at wall elapsed 0
-        self._pass_us = _us(session.end + tail - self._base)
+        self._pass_us = max(_us(session.end + tail - self._base), 1)  # one row and no lead/tail: still > 0
         self._anchor = session.start.astimezone(WARSAW)
         self._days = [session.session_date]
         self._offsets = [timedelta(0)]

@@ -195,8 +195,10 @@ class StooqProvider:
             self.health.ok(self.clock.now())
             return
         primary = max(problems, key=lambda p: (p.whole_request, p.code != "unknown_symbol"))
-        for p in problems:  # every fault counts in the metrics; the primary one names the state
-            if p is not primary:
+        counted = {primary.code}
+        for p in problems:  # each reason counts once per cycle in the metrics; the primary names the state
+            if p.code not in counted:
+                counted.add(p.code)
                 self.health.degraded(p.code, p.detail)
         (self.health.degraded if delivered else self.health.down)(primary.code, primary.detail)
 

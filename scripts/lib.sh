@@ -45,13 +45,14 @@ abspath() {
 }
 
 require_port() {  # name value
-    if ! [[ $2 =~ ^[0-9]{1,5}$ ]] || ((10#$2 < 1 || 10#$2 > 65535)); then
+    # No leading zeros: bash arithmetic and printf would read "08" as (bad) octal.
+    if ! [[ $2 =~ ^[1-9][0-9]{0,4}$ ]] || (($2 > 65535)); then
         die "$1 must be a TCP port number, got '$2'"
     fi
 }
 
 require_seconds() {  # name value
-    if ! [[ $2 =~ ^[0-9]{1,6}$ ]] || ((10#$2 < 1)); then
+    if ! [[ $2 =~ ^[1-9][0-9]{0,5}$ ]]; then
         die "$1 must be a whole number of seconds >= 1, got '$2'"
     fi
 }

@@ -143,11 +143,13 @@ fetch_questdb() {  # version -> sets QDB_JAR
 }
 
 # A QuestDB "rt" distribution is a jlink image: bin/java with the io.questdb module linked in.
-is_runtime_image() {
+# Prints the module version ("io.questdb@9.3.4" -> 9.3.4; "unknown" if it has none).
+runtime_image_version() {
     local mods
     [[ -x $1/bin/java ]] || return 1
     mods=$("$1/bin/java" --list-modules 2>/dev/null) || return 1
-    [[ $mods == *io.questdb* ]]
+    [[ $mods =~ (^|[[:space:]])io\.questdb(@([^[:space:]]+))? ]] || return 1
+    printf '%s\n' "${BASH_REMATCH[3]:-unknown}"
 }
 
 # The questdb jar inside QUESTDB_HOME: top level (no-JRE tarball: questdb.sh + questdb.jar,
@@ -189,12 +191,10 @@ resolve_server() {
             resolve_java
             QDB_VER=$(jar_version "$QDB_JAR")
             QDB_ORIGIN="QUESTDB_HOME jar"
-        elif is_runtime_image "$home"; then
+        elif QDB_VER=$(runtime_image_version "$home"); then
             # The bundled runtime contains the server; JAVA_HOME is deliberately ignored.
             QDB_JAR=''
             resolve_java "$home/bin/java"
-            QDB_VER=unknown
-            if [[ -r $home/VERSION ]]; then read -r QDB_VER <"$home/VERSION" || true; fi
             QDB_ORIGIN="QUESTDB_HOME runtime image (bundled Java, JAVA_HOME ignored)"
         else
             die "QUESTDB_HOME=$home holds neither questdb.jar / questdb-<version>.jar (top level, lib/ or bin/) nor a QuestDB runtime image (bin/java with module io.questdb)"

@@ -18,6 +18,7 @@ class Entry:
     payload: dict[str, Any]  # JSON-serialisable
     key: str | None = None  # set for latest-wins kinds: a newer pending entry with the same kind+key replaces the older
     id: int = field(default=0, compare=False)  # outbox sequence number, assigned on append
+    created: float = field(default=0.0, compare=False)  # when it entered the outbox (epoch seconds)
 
 
 class Rejected(Exception):

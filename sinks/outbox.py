@@ -91,8 +91,9 @@ class Outbox:
 
     def peek(self, limit: int) -> list[Entry]:
         """The oldest pending entries, in order."""
-        rows = self._db.execute("SELECT id, kind, key, payload FROM entries ORDER BY id LIMIT ?", (limit,))
-        return [Entry(kind, json.loads(payload), key, id) for id, kind, key, payload in rows]
+        rows = self._db.execute("SELECT id, kind, key, payload, created FROM entries ORDER BY id LIMIT ?",
+                                (limit,))
+        return [Entry(kind, json.loads(payload), key, id, created) for id, kind, key, payload, created in rows]
 
     def ack(self, entries: Sequence[Entry]) -> None:
         """Remove delivered entries."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from streamer.bus import EventBus, Overflow
 from streamer.config import OutboxConfig, ReconnectConfig
 from streamer.events import ConnectionStatusChanged
+from streamer.metrics import COMPONENTS, SINK_DELIVERED, SINK_RECONNECTS, SINK_REJECTED
 
 from .base import Backend, Entry, Rejected
 from .outbox import Outbox, OutboxFull
@@ -52,6 +54,7 @@ class OutboxSink:
         self.rejected = 0
         self.refused = 0
         self.reconnects = 0
+        self.delivery_lag: float | None = None  # seconds from outbox to backend, of the last write
         self._bus: EventBus | None = None
         self._pending = asyncio.Event()
         self._idle = asyncio.Event()
@@ -71,6 +74,7 @@ class OutboxSink:
             log.info("sink.outbox_recovered sink=%s pending=%d delivering after connect", self.name,
                      self.outbox.depth)
             self._pending.set()
+        COMPONENTS.register(f"sink:{self.name}", self._gauges)
         await self._set_state(SinkState.CONNECTING)
         self._task = asyncio.create_task(self._run(), name=f"sink:{self.name}")
 
@@ -91,6 +95,7 @@ class OutboxSink:
                 log.warning("sink.stopped_with_backlog sink=%s pending=%d kept in %s for the next start",
                             self.name, self.outbox.depth, self.outbox.path)
             self.outbox.close()
+            COMPONENTS.unregister(f"sink:{self.name}")
             await self._set_state(SinkState.STOPPED)
 
     def status(self) -> dict[str, Any]:
@@ -98,7 +103,16 @@ class OutboxSink:
         return {"state": self.state.value, "attempt": self.attempt, "last_error": self.last_error,
                 "outbox_depth": self.outbox.depth, "outbox_oldest_age_seconds": age,
                 "delivered": self.delivered, "rejected": self.rejected, "refused": self.refused,
-                "reconnects": self.reconnects}
+                "reconnects": self.reconnects, "delivery_lag_seconds": self.delivery_lag}
+
+    def _gauges(self):
+        labels = {"sink": self.name}
+        yield "streamer_sink_outbox_depth", "Entries waiting in the sink's outbox", labels, self.outbox.depth
+        yield ("streamer_sink_outbox_oldest_age_seconds", "Age of the oldest entry in the outbox", labels,
+               self.outbox.oldest_age() or 0.0 if self.outbox.depth else 0.0)
+        yield ("streamer_sink_delivery_lag_seconds", "Outbox-to-backend time of the last write", labels,
+               self.delivery_lag or 0.0)
+        yield "streamer_sink_connected", "1 when the sink is connected", labels, float(self.state is SinkState.CONNECTED)
 
     # --- bus side --------------------------------------------------------------------------------
 
@@ -127,6 +141,7 @@ class OutboxSink:
             except Exception as e:
                 self.last_error = describe(e)
                 self.reconnects += 1
+                SINK_RECONNECTS.labels(self.name).inc()
                 log.warning("sink.connection_lost sink=%s pending=%d reason=%s", self.name, self.outbox.depth,
                             self.last_error)
                 await self._set_state(SinkState.RECONNECTING, self.last_error)
@@ -177,6 +192,8 @@ class OutboxSink:
             else:
                 self.outbox.ack(batch)
                 self.delivered += len(batch)
+                SINK_DELIVERED.labels(self.name).inc(len(batch))
+            self.delivery_lag = time.time() - min(e.created for e in batch)
 
     def _reject(self, batch: list[Entry], rejection: Rejected) -> None:
         # The backend has written the good entries of the batch; only the refused ones are set aside.
@@ -186,6 +203,8 @@ class OutboxSink:
         self.outbox.ack(good)
         self.delivered += len(good)
         self.rejected += len(bad)
+        SINK_DELIVERED.labels(self.name).inc(len(good))
+        SINK_REJECTED.labels(self.name).inc(len(bad))
         for e in rejection.entries[:20]:
             log.error("sink.rejected sink=%s kind=%s entry=%s reason=%s", self.name, e.kind, e.payload,
                       rejection.reason)

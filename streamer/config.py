@@ -189,6 +189,68 @@ class SinksConfig(_Section):
     pocketbase: PocketBaseSinkConfig = PocketBaseSinkConfig()
 
 
+class WebSocketConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 8765
+    tls_cert: Path | None = None  # PEM certificate chain: serve wss:// when set (with tls_key)
+    tls_key: Path | None = None
+    history_size: Annotated[int, Field(ge=0)] = 1000  # stock_updates messages kept for resume (since_seq)
+    send_buffer: Annotated[int, Field(ge=1)] = 256  # messages queued for one client before it is closed (1013)
+    max_frame_bytes: Annotated[int, Field(ge=128)] = 65536  # largest client message accepted
+    max_subscriptions: Annotated[int, Field(ge=1)] = 500  # symbols one client may subscribe to
+    max_messages_per_second: Annotated[float, Field(gt=0)] = 20  # client -> server messages, per client
+    ping_interval: Seconds = 20  # keepalive pings detect dead peers
+    ping_timeout: Seconds = 20
+    require_auth: bool = False  # when true, a client must present a token (header or first message)
+    tokens: list[SecretStr] = []  # shared tokens accepted when require_auth is true
+    pocketbase_auth: bool = True  # also accept a PocketBase user token (checked against sinks.pocketbase.url)
+    allowed_origins: list[str] = []  # browser Origins allowed; empty = any (non-browser clients send none)
+
+    _none = field_validator("tls_cert", "tls_key", mode="before")(_blank_to_none)
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _drop_blank(cls, v: Any) -> Any:
+        return [t for t in v if not (isinstance(t, str) and not t.strip())] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebSocketConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        return self
+
+
+class HttpConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 8080
+
+
+class AlertRule(_Section):
+    """One alert rule; `kind` decides which of the thresholds applies."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    kind: Literal["change_percent", "price_cross", "volume_spike"]
+    symbols: list[str] = []  # empty = every symbol
+    threshold: float  # change_percent: |% vs previous close|; price_cross: the level; volume_spike: x average
+    window: Annotated[int, Field(ge=2)] = 20  # volume_spike: cycles in the recent average
+    cooldown: Seconds = 900  # seconds before the same rule may fire again for the same symbol
+
+
+class AlertsConfig(_Section):
+    enabled: bool = True
+    rules: list[AlertRule] = []
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, v: list[AlertRule]) -> list[AlertRule]:
+        names = [r.name for r in v]
+        if len(set(names)) != len(names):
+            raise ValueError("rule names must be unique")
+        return v
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "console", "json"] = "auto"  # auto = console on a terminal, JSON lines otherwise
@@ -207,6 +269,9 @@ class Config(_Section):
     polling: PollingConfig = PollingConfig()
     providers: ProvidersConfig = ProvidersConfig()
     sinks: SinksConfig = SinksConfig()
+    websocket: WebSocketConfig = WebSocketConfig()
+    http: HttpConfig = HttpConfig()
+    alerts: AlertsConfig = AlertsConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @field_validator("data_dir")

@@ -76,4 +76,31 @@ class ConnectionStatusChanged:
     at: datetime = field(default_factory=utc_now)
 
 
-Event = QuoteBatch | MarketStatusChanged | ProviderStatusChanged | ConnectionStatusChanged
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A rule fired for a symbol, or (symbol None) a system condition such as a full outbox."""
+
+    type: ClassVar[EventType] = EventType.ALERT
+    rule: str
+    kind: str  # change_percent | price_cross | volume_spike | system
+    symbol: str | None
+    message: str
+    at: datetime  # the quote's time (or when the condition was seen)
+    price: float | None = None
+    value: float | None = None  # what was measured: % change, price, volume ratio
+    threshold: float | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "timestamp": format_timestamp(self.at),
+            "rule": self.rule,
+            "kind": self.kind,
+            "symbol": self.symbol,
+            "message": self.message,
+            "price": self.price,
+            "value": self.value,
+            "threshold": self.threshold,
+        }
+
+
+Event = QuoteBatch | MarketStatusChanged | ProviderStatusChanged | ConnectionStatusChanged | Alert

@@ -17,6 +17,7 @@ from .bus import EventBus
 from .clock import Clock
 from .config import Config
 from .events import MarketStatusChanged, ProviderStatusChanged, QuoteBatch
+from .metrics import CYCLE_SECONDS, CYCLES, PROVIDER_ERRORS, SKIPPED_TICKS, UPDATES_PUBLISHED
 from .model import MarketStatus, StockUpdate
 
 log = logging.getLogger("streamer.manager")
@@ -78,6 +79,7 @@ class RealTimeStreamManager:
         self.skipped_ticks = 0
         self.last_cycle: CycleReport | None = None
         self._provider_states: dict[str, tuple] = {}
+        self._provider_errors: dict[tuple[str, str], int] = {}
         self._stop = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -135,6 +137,7 @@ class RealTimeStreamManager:
                 continue
             k_next, due = next_tick(anchor, self._interval(status), now, k)
             self.skipped_ticks += max(0, k_next - k - 1)
+            SKIPPED_TICKS.inc(max(0, k_next - k - 1))
             if k_next - k > 1 and k >= 0:
                 log.warning("cycle.overrun skipped=%d the last cycle took longer than the interval",
                             k_next - k - 1)
@@ -198,6 +201,9 @@ class RealTimeStreamManager:
         report = CycleReport(self.cycles, status, len(result.updates), len(updates), len(result.missing),
                              time.perf_counter() - started)
         self.last_cycle = report
+        CYCLES.labels(status.value).inc()
+        CYCLE_SECONDS.observe(report.seconds)
+        UPDATES_PUBLISHED.inc(len(updates))
         log.info("cycle.done cycle=%d status=%s fetched=%d published=%d missing=%d took=%.3fs",
                  report.cycle, status.value, report.fetched, report.published, report.missing, report.seconds)
         return report
@@ -205,6 +211,11 @@ class RealTimeStreamManager:
     async def _publish_provider_health(self) -> None:
         for member in getattr(self.provider, "members", [self.provider]):
             health = member.health
+            for reason, count in health.errors_by_reason.items():
+                seen = self._provider_errors.get((member.name, reason), 0)
+                if count > seen:
+                    PROVIDER_ERRORS.labels(member.name, reason).inc(count - seen)
+                    self._provider_errors[(member.name, reason)] = count
             state = (health.state, health.reason)
             before = self._provider_states.get(member.name)
             if state == before:

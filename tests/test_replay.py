@@ -135,7 +135,8 @@ def test_generator_reproduces_the_packaged_file_for_its_seed(demo, tmp_path, cap
     assert gen.main(["--seed", seed, "-o", str(out_b)]) == 0
     packaged = resources.files("streamer").joinpath("data", "demo_session.csv.gz").read_bytes()
     assert out_a.read_bytes() == out_b.read_bytes()
-    assert gzip.decompress(out_a.read_bytes()) == gzip.decompress(packaged)
+    assert gzip.decompress(out_a.read_bytes()) == gzip.decompress(packaged), (
+        "streamer/data/demo_session.csv.gz is stale: run python scripts/make_demo_session.py")
     other = tmp_path / "c.csv.gz"
     gen.main(["--seed", str(int(seed) + 1), "-o", str(other)])
     assert gzip.decompress(other.read_bytes()) != gzip.decompress(packaged)
@@ -358,14 +359,14 @@ async def test_provider_on_a_looped_clock_shifts_timestamps_into_replayed_time(s
     wall = FakeClock(W0)
     clock = DemoClock(small, 60, wall=wall)
     provider = ReplayProvider(small, clock)
+    wall.set(W0 + PASS / 60 + timedelta(minutes=1) / 60)  # Monday 08:59 Warsaw: the new day has no quotes yet
+    assert (await provider.fetch(["AAA"])).missing == {"AAA"}
     wall.set(W0 + PASS / 60 + timedelta(minutes=3) / 60)  # Monday 09:01 Warsaw
     result = await provider.fetch(["AAA", "BBB"])
     shifted = {u.symbol: (u.price, u.timestamp) for u in result.updates}
     monday = timedelta(days=3)
     assert shifted == {"AAA": (10.5, at(2026, 11, 20, 8, 1) + monday), "BBB": (20, START + monday)}
     assert all(u.received_at == clock.now() for u in result.updates)
-    wall.set(W0 + PASS / 60 + timedelta(minutes=1) / 60)  # Monday 08:59: the new day has no quotes yet
-    assert (await provider.fetch(["AAA"])).missing == {"AAA"}
 
 
 async def test_sleep_until_wakes_at_the_matching_wall_time(small):

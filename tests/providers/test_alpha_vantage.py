@@ -157,14 +157,22 @@ async def test_unknown_symbol_is_missing_and_reported_once(server, make_provider
     assert "symbol=XYZ" in logged
 
 
-async def test_note_is_a_rate_limit_and_ends_the_cycle(server, make_provider, caplog):
+async def test_note_is_a_rate_limit_that_ends_the_cycle_and_the_minute(server, make_provider, caplog):
+    clock = FakeClock(NOW)
     server.reply = json_reply(OLD_NOTE)
-    provider = make_provider(server)
+    provider = make_provider(server, clock=clock)
     result = await provider.fetch(["PKN", "PKO", "KGH"])
     assert len(server.requests) == 1  # the other symbols were not asked after the refusal
     assert result.missing == {"PKN", "PKO", "KGH"}
+    assert any(p.startswith("PKO, KGH: not asked") for p in result.problems)
     assert provider.health.state is ProviderState.DOWN and provider.health.errors_by_reason == {"rate_limited": 1}
-    assert warnings_of(caplog, "rate_limited")
+    assert len(warnings_of(caplog, "rate_limited")) == 1
+
+    server.reply = alpha_vantage_book({"PKN.WAR": PKN_QUOTE})
+    clock.advance(30)
+    assert (await provider.fetch(["PKN"])).missing == {"PKN"} and len(server.requests) == 1  # backing off
+    clock.advance(30)
+    assert (await provider.fetch(["PKN"])).updates and len(server.requests) == 2
 
 
 async def test_daily_limit_information_empties_the_bucket_until_next_day(server, make_provider, caplog):

@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from providers.stooq import PreviousClose, StooqProvider
-from providers.stooq_csv import StooqBodyError, check_body, mask_url, parse_quotes, quote_urls
+from providers.stooq_csv import StooqBodyError, mask_url, parse_quotes, quote_urls
 from streamer.clock import FakeClock
 from streamer.config import StooqConfig
 from streamer.events import ProviderState
@@ -91,10 +91,6 @@ def test_unusable_bodies_are_recognised_by_content(body, code):
     with pytest.raises(StooqBodyError) as err:
         parse_quotes(body)
     assert err.value.code == code
-
-
-def test_a_good_body_passes_the_content_check():
-    check_body(stooq_csv([PKN]))
 
 
 def test_one_url_when_it_fits_with_plus_joined_tickers_and_apikey():
@@ -200,45 +196,24 @@ async def test_unknown_symbols_are_missing_every_cycle_but_reported_once(server,
     logged = warnings_of(caplog, "unknown_symbol")
     assert len(logged) == 2
     assert any("symbol=XYZ" in m for m in logged) and any("symbol=ABC" in m for m in logged)
-    assert provider.health.errors_by_reason["unknown_symbol"] == 4  # two symbols, two cycles
+    assert provider.health.errors_by_reason == {"unknown_symbol": 2}  # once per cycle
 
 
-async def test_header_without_rows_is_down_no_rows(server, make_provider, caplog):
-    server.reply = text(stooq_csv([]), content_type="text/csv")
+@pytest.mark.parametrize(("reply", "code"), [
+    (text(stooq_csv([]), content_type="text/csv"), "no_rows"),
+    (text(POW_PAGE, content_type="text/html"), "html_page"),  # anti-bot page with HTTP 200
+    *[(text("Server Error", status=status), "http_status") for status in (403, 404, 500, 502)],
+    *[(text(DAILY_LIMIT_BODY, status=status), "rate_limited") for status in (200, 429, 503)],
+])
+async def test_unusable_answers_leave_all_missing_down_with_one_logged_reason(server, make_provider, caplog,
+                                                                            reply, code):
+    server.reply = reply
     provider = make_provider(server)
     result = await provider.fetch(["PKN", "PKO"])
-    assert result.updates == () and result.missing == {"PKN", "PKO"}
-    assert provider.health.state is ProviderState.DOWN and provider.health.errors_by_reason == {"no_rows": 1}
-    assert warnings_of(caplog, "no_rows")
-
-
-async def test_html_proof_of_work_page_with_200_is_not_csv(server, make_provider, caplog):
-    server.reply = text(POW_PAGE, content_type="text/html")
-    provider = make_provider(server)
-    result = await provider.fetch(["PKN"])
-    assert result.missing == {"PKN"} and "HTML" in result.problems[0]
-    assert provider.health.state is ProviderState.DOWN and provider.health.errors_by_reason == {"html_page": 1}
-    assert warnings_of(caplog, "html_page")
-
-
-@pytest.mark.parametrize("status", [403, 404, 500, 502])
-async def test_http_error_status_is_down_http_status(server, make_provider, caplog, status):
-    server.reply = text("Server Error", status=status)
-    provider = make_provider(server)
-    result = await provider.fetch(["PKN"])
-    assert result.missing == {"PKN"}
-    assert provider.health.state is ProviderState.DOWN and provider.health.errors_by_reason == {"http_status": 1}
-    assert any(f"status={status}" in m for m in warnings_of(caplog, "http_status"))
-
-
-@pytest.mark.parametrize("status", [200, 429, 503])
-async def test_daily_hits_limit_body_is_a_rate_limit_whatever_the_status(server, make_provider, caplog, status):
-    server.reply = text(DAILY_LIMIT_BODY, status=status)
-    provider = make_provider(server)
-    result = await provider.fetch(["PKN"])
-    assert result.missing == {"PKN"}
-    assert provider.health.state is ProviderState.DOWN and provider.health.errors_by_reason == {"rate_limited": 1}
-    assert warnings_of(caplog, "rate_limited")
+    assert result.updates == () and result.missing == {"PKN", "PKO"} and len(result.problems) == 1
+    assert provider.health.state is ProviderState.DOWN and provider.health.errors_by_reason == {code: 1}
+    assert provider.health.reason == result.problems[0]
+    assert len(warnings_of(caplog, code)) == 1
 
 
 async def test_daily_limit_stops_the_other_requests_of_the_cycle(server, make_provider):
@@ -255,7 +230,7 @@ async def test_truncated_and_non_numeric_rows_are_skipped_good_rows_count(server
     provider = make_provider(server)
     result = await provider.fetch(["PKN", "PKO", "KGH"])
     assert [u.symbol for u in result.updates] == ["PKN"] and result.missing == {"PKO", "KGH"}
-    assert provider.health.state is ProviderState.DEGRADED and provider.health.errors_by_reason == {"bad_csv": 2}
+    assert provider.health.state is ProviderState.DEGRADED and provider.health.errors_by_reason == {"bad_csv": 1}
     logged = warnings_of(caplog, "bad_row")
     assert any("symbol=PKO" in m and "Close is not a number ('abc')" in m for m in logged)
     assert any("symbol=KGH" in m and "truncated" in m for m in logged)
@@ -268,7 +243,7 @@ async def test_rows_failing_validation_are_skipped_naming_the_field(server, make
     provider = make_provider(server)
     result = await provider.fetch(["PKN", "PKO", "KGH"])
     assert [u.symbol for u in result.updates] == ["PKN"] and result.missing == {"PKO", "KGH"}
-    assert provider.health.errors_by_reason == {"invalid_quote": 2}
+    assert provider.health.errors_by_reason == {"invalid_quote": 1}
     logged = warnings_of(caplog, "invalid_quote")
     assert any("symbol=PKO field=price" in m for m in logged)
     assert any("symbol=KGH field=volume" in m for m in logged)

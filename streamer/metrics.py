@@ -1,0 +1,57 @@
+"""Prometheus metrics, defined once; components update them, `GET /metrics` exposes them.
+
+Gauges that describe a component's current state (outbox depth, delivery lag, connected clients) are read
+at scrape time from the components themselves (`ComponentCollector`), so they can never go stale."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+CYCLES = Counter("streamer_cycles", "Polling cycles run", ["status"])
+CYCLE_SECONDS = Histogram("streamer_cycle_duration_seconds", "Time to fetch and publish one cycle",
+                          buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
+SKIPPED_TICKS = Counter("streamer_skipped_ticks", "Cycles skipped because the previous one overran")
+UPDATES_PUBLISHED = Counter("streamer_updates_published", "Quotes published on the bus")
+PROVIDER_ERRORS = Counter("streamer_provider_errors", "Provider problems by reason", ["provider", "reason"])
+SINK_RECONNECTS = Counter("streamer_sink_reconnects", "Connections lost and re-established", ["sink"])
+SINK_DELIVERED = Counter("streamer_sink_delivered", "Entries delivered to the backend", ["sink"])
+SINK_REJECTED = Counter("streamer_sink_rejected", "Entries the backend refused as data", ["sink"])
+WS_MESSAGES_SENT = Counter("streamer_ws_messages_sent", "WebSocket messages sent to clients", ["type"])
+WS_MESSAGES_DROPPED = Counter("streamer_ws_messages_dropped", "WebSocket messages not sent (client too slow)")
+WS_CLIENTS_CLOSED = Counter("streamer_ws_clients_closed", "WebSocket clients closed by the server", ["reason"])
+ALERTS_FIRED = Counter("streamer_alerts_fired", "Alerts fired", ["rule"])
+
+
+class ComponentCollector(Collector):
+    """Reads live gauges from registered components at scrape time."""
+
+    def __init__(self) -> None:
+        self._sources: dict[str, Callable[[], Iterable[tuple[str, str, dict[str, str], float]]]] = {}
+
+    def register(self, name: str, source: Callable[[], Iterable[tuple[str, str, dict[str, str], float]]]) -> None:
+        """`source()` yields (metric name, help, labels, value) tuples."""
+        self._sources[name] = source
+
+    def unregister(self, name: str) -> None:
+        self._sources.pop(name, None)
+
+    def collect(self):
+        families: dict[str, GaugeMetricFamily] = {}
+        for source in list(self._sources.values()):
+            for name, help_text, labels, value in source():
+                family = families.get(name)
+                if family is None:
+                    family = families[name] = GaugeMetricFamily(name, help_text, labels=sorted(labels))
+                family.add_metric([labels[k] for k in sorted(labels)], value)
+        return list(families.values())
+
+    def describe(self):
+        return []
+
+
+COMPONENTS = ComponentCollector()
+REGISTRY.register(COMPONENTS)

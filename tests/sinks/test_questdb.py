@@ -1,0 +1,342 @@
+"""QuestDB sink against a real QuestDB (never mocked). Each test uses symbols of its own, so tests are independent
+of each other and of leftovers in the shared tables. WAL makes rows visible asynchronously: tests poll with a
+deadline, never sleep."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import aiohttp
+import psycopg
+import pytest
+from questdb import QuestDBErrorCode
+
+from sinks.base import Entry, Rejected
+from sinks.questdb import QuestDBBackend, parse_refusal
+from sinks.questdb_read import QuestDBReader
+from sinks.questdb_schema import ALERT_COLUMNS, MARKET_STATUS_COLUMNS, QUOTE_COLUMNS, create_table_sql
+from streamer.config import QuestDBSinkConfig
+from streamer.events import EventType, MarketStatusChanged, QuoteBatch
+from streamer.model import MarketStatus, StockUpdate
+
+pytestmark = pytest.mark.servers
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+FAR = datetime(2100, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="session")
+def _local_questdb() -> QuestDBSinkConfig:
+    """Until tests/conftest.py provides `questdb_config`: a QuestDB already running on TEST_QDB_* ports."""
+    http_port = int(os.environ.get("TEST_QDB_HTTP_PORT", "19100"))
+    pg_port = int(os.environ.get("TEST_QDB_PG_PORT", "18912"))
+    try:
+        socket.create_connection(("127.0.0.1", http_port), timeout=2).close()
+    except OSError:
+        pytest.skip(f"no QuestDB on 127.0.0.1:{http_port} (start one: QDB_HTTP_PORT={http_port} "
+                    f"QDB_PG_PORT={pg_port} ... scripts/run_questdb.sh start)")
+    return QuestDBSinkConfig(host="127.0.0.1", http_port=http_port, pg_port=pg_port, request_timeout=5)
+
+
+@pytest.fixture
+async def backend(_local_questdb):
+    b = QuestDBBackend(_local_questdb)
+    await b.connect()
+    yield b
+    await b.close()
+
+
+@pytest.fixture
+async def reader(_local_questdb):
+    r = QuestDBReader(_local_questdb)
+    yield r
+    await r.close()
+
+
+def sym() -> str:
+    return f"T{uuid.uuid4().hex[:10].upper()}"
+
+
+def quote(symbol: str, at: datetime, price: float = 10.0, volume: int = 100, **kw) -> StockUpdate:
+    kw.setdefault("received_at", at + timedelta(seconds=1))
+    return StockUpdate.with_change(symbol=symbol, price=price, timestamp=at, data_source="test", volume=volume,
+                                   prev_close=kw.pop("prev_close", 9.5), **kw)
+
+
+def entries(*updates: StockUpdate) -> list[Entry]:
+    return [Entry("quote", u.to_dict(), id=i + 1) for i, u in enumerate(updates)]
+
+
+async def wait_for_rows(reader: QuestDBReader, symbol: str, n: int, timeout: float = 15) -> list[StockUpdate]:
+    """Poll until `symbol` has at least `n` rows (WAL apply is asynchronous); fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = await reader.history(symbol, EPOCH, FAR, limit=100_000)
+        if len(rows) >= n or time.monotonic() > deadline:
+            assert len(rows) >= n, f"{symbol}: {len(rows)} rows visible after {timeout}s, expected {n}"
+            return rows
+        await asyncio.sleep(0.05)
+
+
+async def sql(config: QuestDBSinkConfig, query: str, params: list | None = None) -> list[tuple]:
+    async with await psycopg.AsyncConnection.connect(host=config.host, port=config.pg_port, user="admin",
+                                                     password="quest", dbname="qdb", autocommit=True) as conn:
+        cur = await conn.execute(query, params)
+        return await cur.fetchall()
+
+
+# --- schema ----------------------------------------------------------------------------------------
+
+async def test_connect_creates_the_tables_with_the_intended_schema(backend, _local_questdb):
+    await backend.connect()  # a second connect is harmless: IF NOT EXISTS, fresh sender
+    for table, columns, keys in [("stock_prices", QUOTE_COLUMNS, {"timestamp", "symbol"}),
+                                 ("market_status", MARKET_STATUS_COLUMNS, {"timestamp", "status"}),
+                                 ("alerts", ALERT_COLUMNS, {"timestamp", "symbol", "rule"})]:
+        [(ts, part, wal, dedup)] = await sql(
+            _local_questdb, "SELECT designatedTimestamp, partitionBy, walEnabled, dedup FROM tables() "
+                            "WHERE table_name = %s", [table])
+        assert (ts, part, wal, dedup) == ("timestamp", "DAY", True, True), table
+        cols = await sql(_local_questdb, f'SELECT "column", type, designated, upsertKey FROM table_columns(\'{table}\')')
+        assert {c: t for c, t, _, _ in cols} == columns, table
+        assert {c for c, _, designated, _ in cols if designated} == {"timestamp"}, table
+        assert {c for c, _, _, upsert in cols if upsert} == keys, table
+
+
+def test_entries_for_maps_events_to_outbox_entries(_local_questdb):
+    b = QuestDBBackend(_local_questdb)
+    assert b.event_types == frozenset({EventType.STOCK_UPDATE, EventType.MARKET_STATUS})
+    a, c = quote("AAA", T0), quote("BBB", T0)
+    batch = QuoteBatch(cycle=1, updates=(a, c), market_status=MarketStatus.OPEN)
+    assert b.entries_for(batch) == [Entry("quote", a.to_dict()), Entry("quote", c.to_dict())]
+    change = MarketStatusChanged(MarketStatus.OPEN, MarketStatus.PRE_MARKET, T0)
+    assert b.entries_for(change) == [Entry("market_status", change.to_dict())]
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+async def test_quotes_land_with_their_types_and_exact_timestamps(backend, reader):
+    s = sym()
+    full = quote(s, T0, price=12.34, volume=5_000_000_000)  # beyond 32 bits: must be a LONG
+    sparse = StockUpdate(symbol=s, price=11, timestamp=T0 + timedelta(seconds=30), data_source="test",
+                         received_at=T0 + timedelta(seconds=31))  # int price, no optional fields
+    micro = quote(s, T0 + timedelta(minutes=1, microseconds=123_456))
+    payload = micro.to_dict() | {"timestamp": "2026-03-02T09:01:00.123456Z",  # to_dict keeps only ms
+                                 "received_at": "2026-03-02T09:01:01.654321+00:00"}
+    await backend.write(entries(full, sparse) + [Entry("quote", payload, id=3)])
+    rows = await wait_for_rows(reader, s, 3)
+    assert rows[0] == StockUpdate.from_dict(full.to_dict())
+    assert rows[1] == sparse and rows[1].open is None and rows[1].change is None and rows[1].volume == 0
+    assert rows[2].timestamp == datetime(2026, 3, 2, 9, 1, 0, 123_456, tzinfo=timezone.utc)
+    assert rows[2].received_at == datetime(2026, 3, 2, 9, 1, 1, 654_321, tzinfo=timezone.utc)
+
+
+async def test_one_write_spanning_tables_lands_in_each(backend, reader, _local_questdb):
+    s = sym()
+    at = T0 + timedelta(days=1, milliseconds=uuid.uuid4().int % 86_400_000)  # a key of its own in the shared table
+    change = MarketStatusChanged(MarketStatus.OPEN, MarketStatus.PRE_MARKET, at, MarketStatus.AFTER_HOURS,
+                                 at + timedelta(hours=8))
+    mixed = entries(quote(s, T0), quote(s, T0 + timedelta(minutes=1)))
+    mixed.insert(1, Entry("market_status", change.to_dict(), id=3))
+    await backend.write(mixed)
+    await wait_for_rows(reader, s, 2)
+    deadline = time.monotonic() + 15
+    while not (rows := await sql(_local_questdb, "SELECT status, previous, next_status, next_change "
+                                                 "FROM market_status WHERE timestamp = %s", [at])):
+        assert time.monotonic() < deadline, "market_status row not visible"
+        await asyncio.sleep(0.05)
+    assert rows == [("open", "pre_market", "after_hours", (at + timedelta(hours=8)).replace(tzinfo=None))]
+
+
+async def test_the_same_batch_twice_leaves_one_copy(backend, reader):
+    s, marker = sym(), sym()
+    batch = entries(*(quote(s, T0 + timedelta(minutes=i), price=10 + i) for i in range(3)))
+    await backend.write(batch)
+    await backend.write(batch)
+    # WAL transactions of a table apply in order: once a later write is visible, both copies have been applied.
+    await backend.write(entries(quote(marker, T0)))
+    await wait_for_rows(reader, marker, 1)
+    rows = await reader.history(s, EPOCH, FAR, 100)
+    assert [r.price for r in rows] == [10, 11, 12]
+
+
+async def test_refused_rows_are_rejected_with_the_reason_and_good_rows_land(_local_questdb):
+    # A table whose `change` column is LONG (schema drift): rows with a change are refused, rows without land.
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    b = QuestDBBackend(_local_questdb, table_prefix=prefix)
+    r = QuestDBReader(_local_questdb, table_prefix=prefix)
+    drifted = create_table_sql("stock_prices", prefix).replace("change DOUBLE", "change LONG")
+    await b.execute(drifted)
+    try:
+        await b.connect()
+        s = sym()
+        good = [StockUpdate(symbol=s, price=10 + i, timestamp=T0 + timedelta(minutes=i), data_source="test",
+                            received_at=T0) for i in range(4)]
+        bad = [quote(s, T0 + timedelta(minutes=10 + i)) for i in range(2)]
+        batch = entries(good[0], bad[0], good[1], good[2], bad[1], good[3])
+        broken = Entry("quote", {"symbol": s, "timestamp": "2026-03-02T09:00:00Z"}, id=99)  # no price
+        with pytest.raises(Rejected) as info:
+            await b.write(batch + [broken])
+        assert [e.id for e in info.value.entries] == [2, 5, 99]
+        assert "column: change" in info.value.reason and "cast error" in info.value.reason
+        assert "invalid quote entry" in info.value.reason and "price" in info.value.reason
+        rows = await wait_for_rows(r, s, 4)
+        assert [u.price for u in rows] == [10, 11, 12, 13]
+    finally:
+        for table in ("stock_prices", "market_status", "alerts"):
+            await b.execute(f"DROP TABLE IF EXISTS {prefix}{table}")
+        await b.close()
+        await r.close()
+
+
+def test_parse_refusal_tells_data_from_server_trouble():
+    body = ('Could not flush buffer: {"code":"invalid","message":"failed to parse line protocol:errors encountered '
+            'on line(s):\\nerror in line 2: table: x, column: price; cast error from protocol type: STRING to '
+            'column type: DOUBLE","line":2,"errorId":"e-1"}')
+    assert parse_refusal(QuestDBErrorCode.ServerFlushError, body).line == 2
+    assert parse_refusal(QuestDBErrorCode.ServerFlushError, body).reason.startswith("table: x, column: price;")
+    rendered = "Could not flush buffer: bad line [id: e-2, code: invalid, line: 7]"
+    assert parse_refusal(QuestDBErrorCode.ServerFlushError, rendered).line == 7
+    internal = 'Could not flush buffer: {"code":"internal error","message":"commit error","errorId":"e-3"}'
+    assert parse_refusal(QuestDBErrorCode.ServerFlushError, internal) is None
+    assert parse_refusal(QuestDBErrorCode.SocketError, body) is None
+
+
+# --- connection failures ---------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_a_closed_port_fails_fast_and_is_not_a_rejection():
+    config = QuestDBSinkConfig(http_port=free_port(), pg_port=free_port(), request_timeout=2)
+    b = QuestDBBackend(config)
+    for call in (b.connect(), b.write(entries(quote(sym(), T0)))):
+        started = time.monotonic()
+        with pytest.raises(Exception) as info:
+            await call
+        assert not isinstance(info.value, Rejected)
+        assert time.monotonic() - started < config.request_timeout
+    await b.close()
+
+
+class Proxy:
+    """A TCP forwarder in front of the real server, to take the server away and bring it back."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target, self.port, self.server, self.conns = target_port, free_port(), None, set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        self.server.close()
+        for w in list(self.conns):
+            w.transport.abort()  # cut pooled keep-alive connections too
+        await self.server.wait_closed()
+
+    async def _serve(self, reader, writer) -> None:
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
+        self.conns |= {writer, up_w}
+
+        async def pipe(src, dst):
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+                self.conns.discard(dst)
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+
+
+async def test_server_gone_mid_session_raises_then_recovers_after_connect(_local_questdb, reader):
+    proxy = Proxy(_local_questdb.http_port)
+    await proxy.start()
+    b = QuestDBBackend(_local_questdb.model_copy(update={"http_port": proxy.port, "request_timeout": 2}))
+    s = sym()
+    try:
+        await b.connect()
+        await b.write(entries(quote(s, T0)))
+        await proxy.stop()
+        started = time.monotonic()
+        with pytest.raises(Exception) as info:
+            await b.write(entries(quote(s, T0 + timedelta(minutes=1))))
+        assert not isinstance(info.value, Rejected) and time.monotonic() - started < 2
+        await proxy.start()
+        await b.connect()  # what the runner does after a failed write
+        await b.write(entries(quote(s, T0 + timedelta(minutes=1))))
+        await wait_for_rows(reader, s, 2)
+    finally:
+        await b.close()
+        await proxy.stop()
+
+
+# --- read side -------------------------------------------------------------------------------------
+
+async def test_latest_returns_the_newest_row_per_requested_symbol(backend, reader):
+    a, c = sym(), sym()
+    await backend.write(entries(*(quote(x, T0 + timedelta(minutes=i), price=20 + i) for x in (a, c) for i in range(3))))
+    await wait_for_rows(reader, a, 3)
+    await wait_for_rows(reader, c, 3)
+    latest = await reader.latest([c, a, "NO-SUCH"])
+    assert [(u.symbol, u.price, u.timestamp) for u in latest] == sorted(
+        [(a, 22, T0 + timedelta(minutes=2)), (c, 22, T0 + timedelta(minutes=2))])
+    assert await reader.latest([]) == []
+    assert {a, c} <= {u.symbol for u in await reader.latest()}
+
+
+async def test_history_is_a_half_open_time_ordered_range_with_a_limit(backend, reader):
+    s = sym()
+    await backend.write(entries(*(quote(s, T0 + timedelta(minutes=i), price=30 + i) for i in reversed(range(6)))))
+    await wait_for_rows(reader, s, 6)
+    rows = await reader.history(s, T0 + timedelta(minutes=1), T0 + timedelta(minutes=4), limit=10)
+    assert [r.price for r in rows] == [31, 32, 33]
+    rows = await reader.history(s, T0, FAR, limit=2)
+    assert [r.price for r in rows] == [30, 31]
+    warsaw = timezone(timedelta(hours=1))  # any offset means the same instant
+    assert [r.price for r in await reader.history(s, T0.astimezone(warsaw), T0.astimezone(warsaw) + timedelta(minutes=1))] == [30]
+    assert await reader.history(s + "' OR '1'='1", EPOCH, FAR) == []  # bound, not spliced into the SQL
+    with pytest.raises(ValueError):
+        await reader.history(s, T0, FAR, limit=0)
+
+
+async def test_one_minute_bars_have_the_ohlc_and_volume_of_their_rows(backend, reader):
+    s = sym()
+    ticks = [(0, 10.0, 100), (15, 12.0, 150), (40, 9.0, 180), (59, 11.0, 200),  # 09:00
+             (65, 11.5, 260), (100, 10.5, 300),                                # 09:01
+             (190, 13.0, 420)]                                                  # 09:03 (09:02 empty)
+    await backend.write(entries(*(quote(s, T0 + timedelta(seconds=t), price=p, volume=v) for t, p, v in ticks)))
+    await wait_for_rows(reader, s, len(ticks))
+    bars = await reader.bars(s, T0, T0 + timedelta(hours=1), "1m", limit=10)
+    got = [(b.timestamp, b.open, b.high, b.low, b.close, b.volume, b.quotes) for b in bars]
+    assert got == [(T0, 10.0, 12.0, 9.0, 11.0, 100, 4),
+                   (T0 + timedelta(minutes=1), 11.5, 11.5, 10.5, 10.5, 40, 2),
+                   (T0 + timedelta(minutes=3), 13.0, 13.0, 13.0, 13.0, 0, 1)]
+    assert bars[0].to_dict()["timestamp"] == "2026-03-02T09:00:00.000Z"
+    assert len(await reader.bars(s, T0, T0 + timedelta(hours=1), "1m", limit=2)) == 2
+    [day] = await reader.bars(s, T0 - timedelta(hours=9), T0 + timedelta(hours=15), "1d")
+    assert (day.open, day.high, day.low, day.close, day.volume, day.quotes) == (10.0, 13.0, 9.0, 13.0, 420, 7)
+    with pytest.raises(ValueError):
+        await reader.bars(s, T0, FAR, "2m")  # type: ignore[arg-type]
+
+
+# --- throughput ------------------------------------------------------------------------------------
+
+async def test_ten_thousand_rows_in_one_write(backend, reader):
+    s = sym()
+    batch = entries(*(quote(s, T0 + timedelta(seconds=i), price=10 + i % 7, volume=i) for i in range(10_000)))
+    started = time.perf_counter()
+    await backend.write(batch)
+    elapsed = time.perf_counter() - started
+    print(f"\n10k-row write: {elapsed * 1000:.0f} ms, {10_000 / elapsed:,.0f} rows/s")
+    await wait_for_rows(reader, s, 10_000, timeout=30)

@@ -103,7 +103,8 @@ class StooqProvider:
         self._session = None
 
     def _ticker(self, symbol: str) -> str:
-        return self.config.symbol_map.get(symbol, symbol.lower())
+        # Stooq tickers are case-insensitive and rows come back upper case: compare in lower case.
+        return self.config.symbol_map.get(symbol, symbol).lower()
 
     async def _one_request(self, request: StooqRequest, to_symbol: dict[str, str], cycle: _Cycle) -> str | None:
         """Fetch and parse one URL into `cycle`; returns the whole-request fault code, if any."""

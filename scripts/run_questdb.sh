@@ -131,7 +131,7 @@ fetch_questdb() {  # version -> sets QDB_JAR
     if ! (cd "$tmp" && mvn -B -q --strict-checksums -Dstyle.color=never \
             "$MAVEN_DEP_PLUGIN:copy" "-Dartifact=org.questdb:questdb:$version:jar" \
             "-DoutputDirectory=$tmp" >"$mvnlog" 2>&1); then
-        sed 's/^/    /' "$mvnlog" >&2
+        sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^/    /' "$mvnlog" >&2   # strip jansi colour codes
         rm -rf "$tmp"
         die "Maven could not download org.questdb:questdb:$version (see above)"
     fi

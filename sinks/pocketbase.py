@@ -85,7 +85,7 @@ class PocketBaseBackend:
                 continue
             except _BatchTooLarge as e:
                 log.info("pocketbase.batch_limit max_requests=%d (was %d)", e.limit, self.batch_size)
-                self.batch_size = e.limit
+                self.batch_size = min(e.limit, len(chunk) - 1)  # strictly smaller: the loop ends
                 continue
             remaining = remaining[len(chunk):]
         if rejected:
@@ -155,7 +155,7 @@ class PocketBaseBackend:
             items.append((entry, planned))
         return items, rejected
 
-    def _commit(self, planned: Planned, entry: Entry) -> None:
+    def _commit(self, entry: Entry, planned: Planned) -> None:
         if planned.collection == STOCK_DATA:
             symbol, ts = str(planned.body["symbol"]), quote_time(entry.payload)
             if ts >= self._latest.get(symbol, ("", _NEVER))[1]:
@@ -174,7 +174,7 @@ class PocketBaseBackend:
             if status == 200:
                 self._batch_retry_at = None
                 for entry, planned in pending:
-                    self._commit(planned, entry)
+                    self._commit(entry, planned)
                 return rejected
             if status == 403:
                 raise _BatchUnavailable(describe_error(body))
@@ -184,7 +184,7 @@ class PocketBaseBackend:
                     raise _BatchUnavailable(describe_error(body))
                 raise _BatchTooLarge(limit)
             failure = batch_failure(body) if status == 400 else None
-            if failure is None:  # e.g. the transaction timed out: nothing names a culprit
+            if failure is None or failure[0] >= len(pending):  # e.g. a transaction timeout names no culprit
                 raise PocketBaseError("batch", status, body)
             index, inner_status, inner = failure
             entry, planned = pending[index]
@@ -220,7 +220,7 @@ class PocketBaseBackend:
         """None when the record is written; the reason when refused as data; raises for anything else."""
         duplicate = status == 400 and field_error_code(body, "id") == "validation_not_unique"
         if status in (200, 204) or (duplicate and planned.collection != STOCK_DATA):
-            self._commit(planned, entry)  # a duplicate id of an append-only record: an earlier attempt wrote it
+            self._commit(entry, planned)  # a duplicate id of an append-only record: an earlier attempt wrote it
             return None
         if status == 400 and planned.collection == STOCK_DATA and \
                 field_error_code(body, "symbol") == "validation_not_unique":

@@ -165,7 +165,8 @@ class PocketBaseClient:
         records: list[dict[str, Any]] = []
         page = 1
         while True:
-            query = f"?page={page}&perPage={per_page}&skipTotal=1&sort=id" + (f"&fields={quote(fields)}" if fields else "")
+            query = f"?page={page}&perPage={per_page}&skipTotal=1&sort=id"
+            query += f"&fields={quote(fields)}" if fields else ""
             status, answer = await self.send("GET", f"/api/collections/{quote(collection)}/records{query}")
             if status != 200:
                 raise PocketBaseError(f"list {collection}", status, answer)

@@ -175,10 +175,13 @@ def quote_time(payload: Mapping[str, Any]) -> datetime:
 def movers(updates: Iterable[StockUpdate], n: int) -> dict[str, list[dict[str, Any]]]:
     """Top `n` gainers and losers by change_percent (quotes without one are left out)."""
     known = [u for u in updates if u.change_percent is not None]
-    item = lambda u: {"symbol": u.symbol, "price": u.price, "change_percent": u.change_percent}  # noqa: E731
     up = sorted((u for u in known if u.change_percent > 0), key=lambda u: (-u.change_percent, u.symbol))
     down = sorted((u for u in known if u.change_percent < 0), key=lambda u: (u.change_percent, u.symbol))
-    return {"gainers": [item(u) for u in up[:n]], "losers": [item(u) for u in down[:n]]}
+    return {"gainers": [_mover(u) for u in up[:n]], "losers": [_mover(u) for u in down[:n]]}
+
+
+def _mover(u: StockUpdate) -> dict[str, Any]:
+    return {"symbol": u.symbol, "price": u.price, "change_percent": u.change_percent}
 
 
 def market_update_payload(batch: QuoteBatch, n_movers: int) -> dict[str, Any]:

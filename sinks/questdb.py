@@ -95,6 +95,7 @@ class QuestDBBackend:
         self._session: aiohttp.ClientSession | None = None
         self._sender: Sender | None = None
         self._lock = asyncio.Lock()  # one Sender, one thread at a time
+        self._busy: asyncio.Future | None = None  # the worker thread of the last write
 
     # --- Backend ---------------------------------------------------------------------------------
 
@@ -118,8 +119,12 @@ class QuestDBBackend:
         async with self._lock:
             if self._sender is None:
                 self._sender = await asyncio.to_thread(self._new_sender)
+            # Shielded so a cancelled write() leaves the thread running; _drop_sender waits for it before
+            # closing the sender under it.
+            self._busy = asyncio.ensure_future(asyncio.to_thread(self._write_blocking, entries))
+            self._busy.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved even if abandoned
             try:
-                bad = await asyncio.to_thread(self._write_blocking, entries)
+                bad = await asyncio.shield(self._busy)
             except Exception:
                 await self._drop_sender()  # recreated on the next connect()/write()
                 raise
@@ -172,6 +177,12 @@ class QuestDBBackend:
 
     async def _drop_sender(self) -> None:
         sender, self._sender = self._sender, None
+        if self._busy is not None and not self._busy.done():
+            # The client bounds a flush by request_timeout (+ its short retry budget).
+            await asyncio.wait([self._busy], timeout=2 * self.config.request_timeout + 1)
+            if not self._busy.done():
+                log.warning("questdb.sender_busy: leaving a stuck ILP sender unclosed")
+                return
         if sender is not None:
             await asyncio.to_thread(sender.close, False)
 

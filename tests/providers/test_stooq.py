@@ -170,7 +170,7 @@ async def test_polish_header_and_dst_correct_timestamps(server, make_provider):
 
 async def test_symbol_map_is_used_on_the_wire_and_mapped_back(server, make_provider):
     server.reply = stooq_book([replace(PKO, symbol="peo"), PKN])
-    result = await make_provider(server, symbol_map={"PEKAO": "peo"}).fetch(["PEKAO", "PKN"])
+    result = await make_provider(server, symbol_map={"PEKAO": "PEO"}).fetch(["PEKAO", "PKN"])
     assert requested_tickers(server.requests[0]) == ["peo", "pkn"]
     assert [u.symbol for u in result.updates] == ["PEKAO", "PKN"]
 

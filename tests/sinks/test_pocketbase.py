@@ -197,6 +197,18 @@ async def test_anonymous_writes_are_refused(backend, http: Http) -> None:
     assert (await http.stock(sym))["price"] == 10.0
 
 
+async def user_token(http: Http) -> str:
+    """Create an ordinary `users` record and sign in as it."""
+    email, password = f"{uuid.uuid4().hex[:12]}@example.com", "reader-pass-123"
+    status, body = await http.call("POST", "/api/collections/users/records",
+                                   {"email": email, "password": password, "passwordConfirm": password})
+    assert status == 200, body
+    status, body = await http.call("POST", "/api/collections/users/auth-with-password",
+                                   {"identity": email, "password": password}, anonymous=True)
+    assert status == 200, body
+    return body["token"]
+
+
 @servers
 async def test_read_access_public_or_users(_local_pocketbase, http: Http) -> None:
     b, _ = traced(_local_pocketbase)
@@ -213,6 +225,11 @@ async def test_read_access_public_or_users(_local_pocketbase, http: Http) -> Non
         assert (await http.call("GET", view, anonymous=True))[0] == 404  # hidden from guests
         status, listing = await http.call("GET", "/api/collections/stock_data/records", anonymous=True)
         assert status == 200 and listing["items"] == []
+        reader = Http(http.url, await user_token(http))
+        try:
+            assert (await reader.call("GET", view))[0] == 200  # any signed-in user may read
+        finally:
+            await reader.session.close()
     finally:
         await users.close()
         await b.connect()  # back to public for the other tests
@@ -300,6 +317,44 @@ async def test_same_entries_twice_leave_one_market_update(backend, http: Http) -
     await b.write(entries)
     await b.write(entries[-1:])
     assert len(await http.records("market_updates", f"cycle={batch.cycle}")) == 1
+    sym = symbol()
+    alert = Entry("alert", {"symbol": sym, "rule": "price>10", "kind": "threshold", "message": "above 10",
+                            "price": 10.5, "value": 10.5, "threshold": 10.0, "time": format_timestamp(T0)})
+    await b.write([alert])
+    await b.write([alert])
+    [stored] = await http.records("alerts", f"symbol='{sym}'")
+    assert stored["rule"] == "price>10" and stored["threshold"] == 10.0
+
+
+@servers
+async def test_server_batch_limit_lowered_after_connect(backend, http: Http) -> None:
+    b, calls = backend
+    _, settings = await http.call("GET", "/api/settings")
+    await http.call("PATCH", "/api/settings", {"batch": {**settings["batch"], "maxRequests": 2}})
+    try:
+        syms = [symbol() for _ in range(5)]
+        calls.clear()
+        await b.write(b.entries_for(cycle_of([quote(s) for s in syms])))  # 6 entries
+        assert calls.paths("/api/batch") == 4  # one refused as too long, then 3 of 2
+        assert all([await http.stock(s) for s in syms])
+    finally:
+        await http.call("PATCH", "/api/settings", {"batch": settings["batch"]})
+
+
+@servers
+async def test_a_record_created_elsewhere_is_adopted(backend, http: Http) -> None:
+    b, _ = backend
+    sym = symbol()
+    status, other = await http.call("POST", "/api/collections/stock_data/records",
+                                    {"symbol": sym, "price": 5, "timestamp": format_timestamp(T0)})
+    assert status == 200, other
+    entries = b.entries_for(cycle_of([quote(sym, 6.0, T0 + timedelta(seconds=1))]))
+    with pytest.raises(Exception) as info:  # our id clashes on the unique symbol: learn the real id, retry
+        await b.write(entries)
+    assert not isinstance(info.value, Rejected)
+    await b.write(entries)
+    record = await http.stock(sym)
+    assert record["id"] == other["id"] and record["price"] == 6.0
 
 
 @servers
@@ -327,11 +382,13 @@ async def test_token_renewal_and_revoked_token(_local_pocketbase, http: Http) ->
                                                            "admin_password": SecretStr(password)}))
     try:
         await b.connect()
-        old = b.client.token
         b.client.expire_soon()
         calls.clear()
         await b.write(b.entries_for(cycle_of([quote(sym := symbol())])))
-        assert calls[0] == ("POST", "/api/collections/_superusers/auth-refresh") and b.client.token != old
+        assert calls == [("POST", "/api/collections/_superusers/auth-refresh"), ("POST", "/api/batch")]
+        calls.clear()
+        await b.write(b.entries_for(cycle_of([quote(symbol())])))
+        assert calls == [("POST", "/api/batch")]  # the renewed token is good for most of a day again
         assert await http.stock(sym)
         # Setting the password (even to the same value) rotates the token key: every issued token dies.
         await http.call("PATCH", f"/api/collections/_superusers/records/{user['id']}",

@@ -281,6 +281,18 @@ async def test_server_gone_mid_session_raises_then_recovers_after_connect(_local
         await proxy.stop()
 
 
+async def test_close_during_a_cancelled_write_waits_for_the_worker_thread(_local_questdb, reader):
+    b = QuestDBBackend(_local_questdb)
+    await b.connect()
+    s = sym()
+    write = asyncio.create_task(b.write(entries(*(quote(s, T0 + timedelta(seconds=i)) for i in range(3000)))))
+    await asyncio.sleep(0.05)  # let the worker thread start
+    write.cancel()
+    await b.close()  # must not close the sender under the running flush
+    assert write.cancelled()
+    await wait_for_rows(reader, s, 3000)  # the flush in flight still completed
+
+
 # --- read side -------------------------------------------------------------------------------------
 
 async def test_latest_returns_the_newest_row_per_requested_symbol(backend, reader):

@@ -17,6 +17,7 @@
 #   POCKETBASE_BIN  use this binary; else `pocketbase` on PATH; else build the pin with Go
 #   PB_VERSION    build this module version instead of the pin
 #   PB_HOOKS_DIR / PB_MIGRATIONS_DIR  passed as --hooksDir / --migrationsDir when set
+#   PB_GO_TOOLCHAIN=go1.26.8  toolchain fetched from the Go proxy when the local go is < 1.25
 #   STREAMER_CACHE (default ~/.cache/stock-streamer) where builds are kept
 set -euo pipefail
 
@@ -32,6 +33,10 @@ readonly PB_PIN=v0.39.11
 readonly PB_MODULE=github.com/pocketbase/pocketbase
 readonly PB_PACKAGE=$PB_MODULE/examples/base       # the stock server (JS hooks + migrations)
 readonly PB_MIN_GO=1.25
+# Toolchain used when the local go is older than PB_MIN_GO. Pinned (not GOTOOLCHAIN=auto,
+# which would pick exactly go1.25.0 from go.mod) because the toolchain's net/http and
+# crypto end up inside the server binary; go1.26.8 is what the pin was verified with.
+PB_GO_TOOLCHAIN=${PB_GO_TOOLCHAIN:-go1.26.8}
 # Local-development superuser used only when neither PB_ADMIN_EMAIL nor PB_ADMIN_PASSWORD
 # is set (documented in docs/servers.md).
 readonly DEV_ADMIN_EMAIL=admin@example.com
@@ -63,7 +68,11 @@ PB_ORIGIN=''
 
 # `superuser upsert` exists since v0.23 (before that: `admin create`); -h/--help make
 # PocketBase skip its bootstrap, so probing creates no pb_data anywhere.
-supports_upsert() { "$1" superuser upsert --help >/dev/null 2>&1; }
+supports_upsert() {
+    local out
+    out=$("$1" superuser upsert --help 2>&1) || return 1
+    [[ $out == *"superuser upsert"* ]]
+}
 
 binary_version() {
     local out
@@ -79,28 +88,69 @@ go_version() {  # "1.26.8" from "go1.26.8"
     printf '%s\n' "${v%%[!0-9.]*}"
 }
 
+# Pick the go command for the build:
+#   go >= PB_MIN_GO       -> as is;
+#   go 1.21 .. < MIN      -> GOTOOLCHAIN=$PB_GO_TOOLCHAIN: go fetches that toolchain from the
+#                            Go module proxy itself;
+#   go < 1.21 (e.g. Debian 12's golang-go 1.19, which ignores GOTOOLCHAIN)
+#                         -> bootstrap_go fetches the same toolchain module explicitly.
+GO_CMD=(go)
+choose_go() {
+    local gov
+    gov=$(go_version)
+    if [[ -n $gov ]] && version_ge "$gov" "$PB_MIN_GO"; then
+        log "using go $gov"
+    elif [[ -n $gov ]] && version_ge "$gov" 1.21; then
+        log "go $gov is older than $PB_MIN_GO (needed by PocketBase $PB_VER); GOTOOLCHAIN=$PB_GO_TOOLCHAIN makes it fetch that toolchain from the Go module proxy"
+        export GOTOOLCHAIN=$PB_GO_TOOLCHAIN
+    else
+        log "go ${gov:-?} predates toolchain switching (Go 1.21); fetching $PB_GO_TOOLCHAIN from the Go module proxy"
+        bootstrap_go
+    fi
+}
+
+# A Go toolchain is published on the module proxy as golang.org/toolchain@v0.0.1-<goX>.<os>-<arch>
+# (that is what GOTOOLCHAIN downloads). Fetch it with the old go into the cache; module zips
+# carry no file modes, so the executables get +x here, as cmd/go does for its own downloads.
+bootstrap_go() {
+    local root=$CACHE_ROOT/go/$PB_GO_TOOLCHAIN tmp mod
+    if [[ ! -x $root/bin/go ]]; then
+        mod="golang.org/toolchain@v0.0.1-$PB_GO_TOOLCHAIN.$(go env GOOS)-$(go env GOARCH)"
+        mkdir -p "$CACHE_ROOT/go"
+        tmp=$(mktemp -d "$CACHE_ROOT/go/.fetch.XXXXXX")
+        # Private GOMODCACHE so the 300 MB toolchain is not kept twice; -modcacherw so it can be moved.
+        if ! (cd "$tmp" && GOMODCACHE=$tmp/mod GOFLAGS=-modcacherw go mod download "$mod" >"$tmp/dl.log" 2>&1); then
+            sed 's/^/    /' "$tmp/dl.log" >&2
+            rm -rf "$tmp"
+            die "could not download $mod from the Go module proxy; install Go >= $PB_MIN_GO or set POCKETBASE_BIN"
+        fi
+        rm -rf "$root"
+        mv "$tmp/mod/$mod" "$root"
+        chmod +x "$root"/bin/* "$root"/pkg/tool/*/*
+        rm -rf "$tmp"
+    fi
+    # GOROOT from the environment would point at the old installation.
+    GO_CMD=(env -u GOROOT GOTOOLCHAIN=local "$root/bin/go")
+    log "using $("${GO_CMD[@]}" version)"
+}
+
 # go install the pinned module into the cache (once; atomic).
 build_pocketbase() {
-    local dir=$CACHE_ROOT/pocketbase/$PB_VER tmp started gov
+    local dir=$CACHE_ROOT/pocketbase/$PB_VER tmp started
     PB_BIN=$dir/pocketbase
     [[ -x $PB_BIN ]] && return 0
-    have go || die "Go is needed to build PocketBase $PB_VER; install Go >= $PB_MIN_GO, or set POCKETBASE_BIN to an existing pocketbase binary"
+    have go || die "Go is needed to build PocketBase $PB_VER; install Go (>= $PB_MIN_GO ideally), or set POCKETBASE_BIN to an existing pocketbase binary"
     mkdir -p "$dir"
     take_lock "$CACHE_LOCK_FD" "$dir/.lock" "build"
     [[ -x $PB_BIN ]] && return 0                     # another invocation built it meanwhile
-    gov=$(go_version)
-    if [[ -z $gov ]] || ! version_ge "$gov" "$PB_MIN_GO"; then
-        # GOTOOLCHAIN=auto makes this go download a newer toolchain from the Go proxy.
-        log "go ${gov:-?} is older than $PB_MIN_GO (needed by PocketBase $PB_VER); using GOTOOLCHAIN=auto so Go fetches a newer toolchain"
-        export GOTOOLCHAIN=auto
-    fi
+    choose_go
     tmp=$(mktemp -d "$dir/.build.XXXXXX")
-    log "building $PB_PACKAGE@$PB_VER with go ${gov:-?} into $dir (first time only; takes a minute or two)"
+    log "building $PB_PACKAGE@$PB_VER into $dir (first time only; takes a minute or two)"
     started=$SECONDS
     # CGO_ENABLED=0: pure-Go SQLite, static binary. -X Version: makes `pocketbase --version`
     # report the pin (it says "(untracked)" otherwise). Built from an empty dir so a go.mod
     # or go.work in the caller's cwd cannot interfere.
-    if ! (cd "$tmp" && GOBIN=$tmp CGO_ENABLED=0 go install -trimpath \
+    if ! (cd "$tmp" && GOBIN=$tmp CGO_ENABLED=0 "${GO_CMD[@]}" install -trimpath \
             -ldflags "-s -w -X $PB_MODULE.Version=${PB_VER#v}" "$PB_PACKAGE@$PB_VER" \
             >"$tmp/build.log" 2>&1); then
         sed 's/^/    /' "$tmp/build.log" >&2

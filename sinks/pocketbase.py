@@ -40,7 +40,7 @@ class PocketBaseBackend:
     """`Backend` for PocketBase (see sinks/base.py)."""
 
     name = "pocketbase"
-    event_types = frozenset({EventType.STOCK_UPDATE})  # + EventType.ALERT once alert events exist
+    event_types = frozenset({EventType.STOCK_UPDATE, EventType.ALERT})
 
     def __init__(self, config: PocketBaseSinkConfig, *, client: PocketBaseClient | None = None) -> None:
         self.config = config

@@ -68,7 +68,7 @@ FIELDS: dict[str, list[dict[str, Any]]] = {
         *_AUTODATES,
     ],
     ALERTS: [
-        _text("symbol", required=True, max_len=32), _text("rule", max_len=200), _text("kind", max_len=64),
+        _text("symbol", max_len=32), _text("rule", max_len=200), _text("kind", max_len=64),  # "" = system alert
         _text("message", max_len=2000),
         _number("price"), _number("value"), _number("threshold"),
         _date("time", required=True),
@@ -131,7 +131,16 @@ def market_update_id(payload: Mapping[str, Any]) -> str:
 
 
 def alert_id(payload: Mapping[str, Any]) -> str:
-    return record_id("alert", str(payload["time"]), str(payload["symbol"]), str(payload.get("rule")))
+    """From an `Alert.to_dict()`: its time, symbol and rule (a rule fires once per symbol and quote)."""
+    return record_id("alert", str(payload["timestamp"]), str(payload.get("symbol") or ""), str(payload["rule"]))
+
+
+def alert_record(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """`Alert.to_dict()` -> an `alerts` record body (`timestamp` becomes `time`; a system alert has symbol "")."""
+    body = _pick(payload, ALERTS)
+    body["symbol"] = payload.get("symbol") or ""
+    body["time"] = payload["timestamp"]
+    return body
 
 
 def _pick(payload: Mapping[str, Any], collection: str) -> dict[str, Any]:
@@ -161,7 +170,7 @@ def plan_record(kind: str, payload: Mapping[str, Any], stock_id: str | None = No
         elif collection == MARKET_UPDATES:
             rid = market_update_id(payload)
         else:
-            rid = alert_id(payload)
+            rid, body = alert_id(payload), alert_record(payload)
     except KeyError as e:
         raise ValueError(f"{e.args[0]}: is required") from None
     json.dumps(body, allow_nan=False)  # PocketBase cannot parse NaN/Infinity: it would fail the whole batch

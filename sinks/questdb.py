@@ -24,8 +24,8 @@ from .base import Entry, Rejected
 
 log = logging.getLogger("sinks.questdb")
 
-# Events stored as one row from their `to_dict()`. To store alerts: add `EventType.ALERT: "alert"`.
-_RECORD_KINDS: dict[EventType, str] = {EventType.MARKET_STATUS: "market_status"}
+# Events stored as one row from their `to_dict()` (mapped to a row by `questdb_schema.row_for`).
+_RECORD_KINDS: dict[EventType, str] = {EventType.MARKET_STATUS: "market_status", EventType.ALERT: "alert"}
 
 # Short on purpose: the runner owns retrying with backoff. Long enough to ride over a stale pooled
 # keep-alive connection without a full reconnect cycle.
@@ -82,7 +82,7 @@ def parse_refusal(code: QuestDBErrorCode, message: str) -> Refusal | None:
 
 
 class QuestDBBackend:
-    """The `Backend` that stores quotes, market status changes (and later alerts) in QuestDB."""
+    """The `Backend` that stores quotes, market status changes and alerts in QuestDB."""
 
     name = "questdb"
     event_types: frozenset[EventType] = frozenset({EventType.STOCK_UPDATE, *_RECORD_KINDS})
@@ -121,7 +121,7 @@ class QuestDBBackend:
                 self._sender = await asyncio.to_thread(self._new_sender)
             # Shielded so a cancelled write() leaves the thread running; _drop_sender waits for it before
             # closing the sender under it.
-            self._busy = asyncio.ensure_future(asyncio.to_thread(self._write_blocking, entries))
+            self._busy = asyncio.ensure_future(asyncio.to_thread(self._write_blocking, self._sender, entries))
             self._busy.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved even if abandoned
             try:
                 bad = await asyncio.shield(self._busy)
@@ -163,15 +163,17 @@ class QuestDBBackend:
 
     def _new_sender(self) -> Sender:
         timeout_ms = int(self.config.request_timeout * 1000)
-        sender = Sender.from_conf(
-            f"http::addr={self.config.host}:{self.config.http_port};",
-            username=self.config.username, password=self.config.password.get_secret_value(),
-            auto_flush=False,  # exactly one request per table per write()
-            retry_timeout=min(CLIENT_RETRY_TIMEOUT_MS, timeout_ms), request_timeout=timeout_ms)
+        sender: Sender | None = None
         try:
+            sender = Sender.from_conf(
+                f"http::addr={self.config.host}:{self.config.http_port};",
+                username=self.config.username, password=self.config.password.get_secret_value(),
+                auto_flush=False,  # exactly one request per table per write()
+                retry_timeout=min(CLIENT_RETRY_TIMEOUT_MS, timeout_ms), request_timeout=timeout_ms)
             sender.establish()  # reads /settings: fails fast when the server is down
         except QuestDBError as e:
-            sender.close(flush=False)
+            if sender is not None:
+                sender.close(flush=False)
             raise QuestDBUnavailable(f"ILP sender for {self.url}: {e.code.name}: {e}") from e
         return sender
 
@@ -186,26 +188,26 @@ class QuestDBBackend:
         if sender is not None:
             await asyncio.to_thread(sender.close, False)
 
-    def _write_blocking(self, entries: list[Entry]) -> list[tuple[Entry, str]]:
+    def _write_blocking(self, sender: Sender, entries: list[Entry]) -> list[tuple[Entry, str]]:
         """Map, group by table (first-seen order), flush each table; return the refused entries with reasons."""
         bad: list[tuple[Entry, str]] = []
         tables: dict[str, Pending] = {}
         for entry in entries:
             try:
                 row = schema.row_for(entry, self.prefix)
-            except (KeyError, TypeError, ValueError) as e:
+            except Exception as e:  # noqa: BLE001 - pure mapping: whatever fails is the payload, and a poison
+                # entry must be set aside, never retried forever
                 bad.append((entry, f"invalid {entry.kind} entry: {type(e).__name__}: {e}"))
                 continue
             tables.setdefault(row.table, []).append((entry, row))
         for rows in tables.values():
-            bad += self._send_table(rows)
+            bad += self._send_table(sender, rows)
         order = {id(entry): i for i, entry in enumerate(entries)}
         return sorted(bad, key=lambda b: order[id(b[0])])
 
-    def _build(self, rows: Pending) -> tuple[Any, Pending, list[tuple[Entry, str]]]:
+    def _build(self, sender: Sender, rows: Pending) -> tuple[Any, Pending, list[tuple[Entry, str]]]:
         """An ILP buffer of `rows`; rows the client itself refuses (e.g. a negative timestamp) are left out."""
-        assert self._sender is not None
-        buf = self._sender.new_buffer()
+        buf = sender.new_buffer()
         kept: Pending = []
         bad: list[tuple[Entry, str]] = []
         for entry, row in rows:
@@ -217,20 +219,19 @@ class QuestDBBackend:
                 kept.append((entry, row))
         return buf, kept, bad
 
-    def _send_table(self, rows: Pending) -> list[tuple[Entry, str]]:
+    def _send_table(self, sender: Sender, rows: Pending) -> list[tuple[Entry, str]]:
         """Flush rows of one table; on a data refusal, drop the row the server names (or halve) and resend
         the rest, so good rows are written and only bad ones come back."""
-        assert self._sender is not None
-        buf, rows, bad = self._build(rows)
+        buf, rows, bad = self._build(sender, rows)
         work: list[tuple[Pending, Any]] = [(rows, buf)]
         while work:
             part, buf = work.pop()
             if not part:
                 continue
             if buf is None:
-                buf = self._build(part)[0]
+                buf = self._build(sender, part)[0]
             try:
-                self._sender.flush(buf, transactional=True)
+                sender.flush(buf, transactional=True)
                 continue
             except QuestDBError as e:
                 refusal = parse_refusal(e.code, str(e))

@@ -90,8 +90,10 @@ def market_status_row(p: dict[str, Any], prefix: str = "") -> Row:
 
 
 def alert_row(p: dict[str, Any], prefix: str = "") -> Row:
-    """From an alert event's `to_dict()`: timestamp, symbol, rule, kind, message, price, value, threshold."""
-    return Row(f"{prefix}{ALERTS}", {"symbol": str(p["symbol"]), "rule": str(p["rule"]), "kind": p.get("kind")},
+    """From `Alert.to_dict()`; a system alert has no symbol (NULL)."""
+    symbol = p.get("symbol")
+    return Row(f"{prefix}{ALERTS}", {"symbol": str(symbol) if symbol else None, "rule": str(p["rule"]),
+                                     "kind": p.get("kind")},
                {"message": p.get("message"), "price": _float(p.get("price")), "value": _float(p.get("value")),
                 "threshold": _float(p.get("threshold"))}, parse_timestamp(p["timestamp"]))
 

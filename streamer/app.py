@@ -70,7 +70,27 @@ def build_providers(config: Config, clock: Clock | None, schedule: MarketSchedul
 
 
 def build_sinks(config: Config) -> list[Sink]:
-    return []
+    """The enabled storage sinks, each behind its own outbox and reconnect loop."""
+    from sinks.runner import OutboxSink
+
+    sinks: list[Sink] = []
+    qdb = config.sinks.questdb
+    if qdb.enabled:
+        from sinks.questdb import QuestDBBackend
+
+        sinks.append(OutboxSink(QuestDBBackend(qdb), data_dir=config.data_dir, reconnect=qdb.reconnect,
+                                outbox=qdb.outbox))
+    pb = config.sinks.pocketbase
+    if pb.enabled:
+        if pb.admin_password is None:
+            log.warning("sink.skipped sink=pocketbase reason=no superuser password "
+                        "(set sinks.pocketbase.admin_password, e.g. from ${PB_ADMIN_PASSWORD})")
+        else:
+            from sinks.pocketbase import PocketBaseBackend
+
+            sinks.append(OutboxSink(PocketBaseBackend(pb), data_dir=config.data_dir, reconnect=pb.reconnect,
+                                    outbox=pb.outbox))
+    return sinks
 
 
 def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel, SecretStr
 
 from . import __version__
 from .config import Config, ConfigError, load_config
@@ -33,8 +34,21 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _secrets(config: Config) -> list[str]:
-    p = config.providers
-    return [s.get_secret_value() for s in (p.stooq.apikey, p.alpha_vantage.apikey) if s is not None]
+    """Every secret value in the configuration, so no log line can carry one."""
+    found: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, SecretStr):
+            found.append(node.get_secret_value())
+        elif isinstance(node, BaseModel):
+            for name in type(node).model_fields:
+                walk(getattr(node, name))
+        elif isinstance(node, (list, tuple)):
+            for item in node:
+                walk(item)
+
+    walk(config)
+    return found
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -192,11 +192,12 @@ class SinksConfig(_Section):
 class WebSocketConfig(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: Port = 8765
+    port: Annotated[int, Field(ge=0, le=65535)] = 8765  # 0 = any free port (tests; see WebSocketServer.port)
     tls_cert: Path | None = None  # PEM certificate chain: serve wss:// when set (with tls_key)
     tls_key: Path | None = None
     history_size: Annotated[int, Field(ge=0)] = 1000  # stock_updates messages kept for resume (since_seq)
-    send_buffer: Annotated[int, Field(ge=1)] = 256  # messages queued for one client before it is closed (1013)
+    # Bytes waiting to be sent to one client before it is closed as too slow (1013); a byte count bounds memory.
+    send_buffer: Annotated[int, Field(ge=4096)] = 262144
     max_frame_bytes: Annotated[int, Field(ge=128)] = 65536  # largest client message accepted
     max_subscriptions: Annotated[int, Field(ge=1)] = 500  # symbols one client may subscribe to
     max_messages_per_second: Annotated[float, Field(gt=0)] = 20  # client -> server messages, per client

@@ -25,7 +25,7 @@ from sinks.pocketbase import PocketBaseBackend
 from sinks.pocketbase_client import PocketBaseAuthError, PocketBaseClient
 from sinks.pocketbase_schema import collection_patch, market_update_id, movers, record_id, stock_record_id
 from streamer.config import PocketBaseSinkConfig
-from streamer.events import QuoteBatch
+from streamer.events import Alert, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate, format_timestamp
 from tests.pb_realtime import RealtimeSubscriber
 
@@ -71,15 +71,9 @@ def test_collection_patch_keeps_existing_fields_and_fixes_rules() -> None:
 # --- the server -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def _local_pocketbase() -> PocketBaseSinkConfig:
-    """The PocketBase under test (TEST_PB_URL/EMAIL/PASSWORD) as a sink config; fails if it is not up."""
-    url = os.environ.get("TEST_PB_URL", "http://127.0.0.1:18190")
-    try:
-        urllib.request.urlopen(f"{url}/api/health", timeout=3).close()
-    except OSError as e:
-        pytest.fail(f"no PocketBase at {url} ({e}); start one with scripts/run_pocketbase.sh or set TEST_PB_URL")
-    return PocketBaseSinkConfig(url=url, admin_email=os.environ.get("TEST_PB_EMAIL", "admin@example.com"),
-                                admin_password=SecretStr(os.environ.get("TEST_PB_PASSWORD", "test-password-123")))
+def _local_pocketbase(pocketbase_config) -> PocketBaseSinkConfig:
+    """The test PocketBase started through scripts/run_pocketbase.sh (tests/conftest.py)."""
+    return pocketbase_config
 
 
 def symbol() -> str:
@@ -197,8 +191,8 @@ async def test_anonymous_writes_are_refused(backend, http: Http) -> None:
     assert (await http.stock(sym))["price"] == 10.0
 
 
-async def user_token(http: Http) -> str:
-    """Create an ordinary `users` record and sign in as it."""
+async def user_token(http: Http) -> tuple[str, str]:
+    """Create an ordinary `users` record and sign in as it: (record id, token)."""
     email, password = f"{uuid.uuid4().hex[:12]}@example.com", "reader-pass-123"
     status, body = await http.call("POST", "/api/collections/users/records",
                                    {"email": email, "password": password, "passwordConfirm": password})
@@ -206,7 +200,7 @@ async def user_token(http: Http) -> str:
     status, body = await http.call("POST", "/api/collections/users/auth-with-password",
                                    {"identity": email, "password": password}, anonymous=True)
     assert status == 200, body
-    return body["token"]
+    return body["record"]["id"], body["token"]
 
 
 @servers
@@ -225,11 +219,13 @@ async def test_read_access_public_or_users(_local_pocketbase, http: Http) -> Non
         assert (await http.call("GET", view, anonymous=True))[0] == 404  # hidden from guests
         status, listing = await http.call("GET", "/api/collections/stock_data/records", anonymous=True)
         assert status == 200 and listing["items"] == []
-        reader = Http(http.url, await user_token(http))
+        user_id, token = await user_token(http)
+        reader = Http(http.url, token)
         try:
             assert (await reader.call("GET", view))[0] == 200  # any signed-in user may read
         finally:
             await reader.session.close()
+            await http.call("DELETE", f"/api/collections/users/records/{user_id}")
     finally:
         await users.close()
         await b.connect()  # back to public for the other tests
@@ -317,13 +313,18 @@ async def test_same_entries_twice_leave_one_market_update(backend, http: Http) -
     await b.write(entries)
     await b.write(entries[-1:])
     assert len(await http.records("market_updates", f"cycle={batch.cycle}")) == 1
-    sym = symbol()
-    alert = Entry("alert", {"symbol": sym, "rule": "price>10", "kind": "threshold", "message": "above 10",
-                            "price": 10.5, "value": 10.5, "threshold": 10.0, "time": format_timestamp(T0)})
-    await b.write([alert])
-    await b.write([alert])
+    sym, rule = symbol(), "system-" + uuid.uuid4().hex
+    alerts = [*b.entries_for(Alert(rule="pkn-up-5", kind="change_percent", symbol=sym, message="up 5.2%", at=T0,
+                                   price=10.5, value=5.2, threshold=5.0)),
+              *b.entries_for(Alert(rule=rule, kind="system", symbol=None, message="outbox full", at=T0))]
+    assert [e.kind for e in alerts] == ["alert", "alert"]
+    await b.write(alerts)
+    await b.write(alerts)
     [stored] = await http.records("alerts", f"symbol='{sym}'")
-    assert stored["rule"] == "price>10" and stored["threshold"] == 10.0
+    assert (stored["rule"], stored["value"], stored["threshold"]) == ("pkn-up-5", 5.2, 5.0)
+    assert stored["time"].startswith(format_timestamp(T0)[:19].replace("T", " "))
+    [system] = await http.records("alerts", f"rule='{rule}'")
+    assert system["symbol"] == "" and system["kind"] == "system"
 
 
 @servers

@@ -11,7 +11,6 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import aiohttp
 import psycopg
 import pytest
 from questdb import QuestDBErrorCode
@@ -21,7 +20,8 @@ from sinks.questdb import QuestDBBackend, parse_refusal
 from sinks.questdb_read import QuestDBReader
 from sinks.questdb_schema import ALERT_COLUMNS, MARKET_STATUS_COLUMNS, QUOTE_COLUMNS, create_table_sql
 from streamer.config import QuestDBSinkConfig
-from streamer.events import EventType, MarketStatusChanged, QuoteBatch
+from streamer.events import (Alert, EventType, MarketStatusChanged, ProviderState, ProviderStatusChanged,
+                             QuoteBatch)
 from streamer.model import MarketStatus, StockUpdate
 
 pytestmark = pytest.mark.servers
@@ -32,16 +32,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @pytest.fixture(scope="session")
-def _local_questdb() -> QuestDBSinkConfig:
-    """Until tests/conftest.py provides `questdb_config`: a QuestDB already running on TEST_QDB_* ports."""
-    http_port = int(os.environ.get("TEST_QDB_HTTP_PORT", "19100"))
-    pg_port = int(os.environ.get("TEST_QDB_PG_PORT", "18912"))
-    try:
-        socket.create_connection(("127.0.0.1", http_port), timeout=2).close()
-    except OSError:
-        pytest.skip(f"no QuestDB on 127.0.0.1:{http_port} (start one: QDB_HTTP_PORT={http_port} "
-                    f"QDB_PG_PORT={pg_port} ... scripts/run_questdb.sh start)")
-    return QuestDBSinkConfig(host="127.0.0.1", http_port=http_port, pg_port=pg_port, request_timeout=5)
+def _local_questdb(questdb_config) -> QuestDBSinkConfig:
+    """The test QuestDB started through scripts/run_questdb.sh (tests/conftest.py)."""
+    return questdb_config
 
 
 @pytest.fixture
@@ -85,8 +78,9 @@ async def wait_for_rows(reader: QuestDBReader, symbol: str, n: int, timeout: flo
 
 
 async def sql(config: QuestDBSinkConfig, query: str, params: list | None = None) -> list[tuple]:
-    async with await psycopg.AsyncConnection.connect(host=config.host, port=config.pg_port, user="admin",
-                                                     password="quest", dbname="qdb", autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(
+            host=config.host, port=config.pg_port, user=config.username,
+            password=config.password.get_secret_value(), dbname=config.database, autocommit=True) as conn:
         cur = await conn.execute(query, params)
         return await cur.fetchall()
 
@@ -102,20 +96,24 @@ async def test_connect_creates_the_tables_with_the_intended_schema(backend, _loc
             _local_questdb, "SELECT designatedTimestamp, partitionBy, walEnabled, dedup FROM tables() "
                             "WHERE table_name = %s", [table])
         assert (ts, part, wal, dedup) == ("timestamp", "DAY", True, True), table
-        cols = await sql(_local_questdb, f'SELECT "column", type, designated, upsertKey FROM table_columns(\'{table}\')')
+        cols = await sql(_local_questdb,
+                         f"SELECT \"column\", type, designated, upsertKey FROM table_columns('{table}')")
         assert {c: t for c, t, _, _ in cols} == columns, table
         assert {c for c, _, designated, _ in cols if designated} == {"timestamp"}, table
         assert {c for c, _, _, upsert in cols if upsert} == keys, table
 
 
-def test_entries_for_maps_events_to_outbox_entries(_local_questdb):
-    b = QuestDBBackend(_local_questdb)
-    assert b.event_types == frozenset({EventType.STOCK_UPDATE, EventType.MARKET_STATUS})
+def test_entries_for_maps_events_to_outbox_entries():
+    b = QuestDBBackend(QuestDBSinkConfig())  # pure: no server involved
+    assert b.event_types == frozenset({EventType.STOCK_UPDATE, EventType.MARKET_STATUS, EventType.ALERT})
     a, c = quote("AAA", T0), quote("BBB", T0)
     batch = QuoteBatch(cycle=1, updates=(a, c), market_status=MarketStatus.OPEN)
     assert b.entries_for(batch) == [Entry("quote", a.to_dict()), Entry("quote", c.to_dict())]
     change = MarketStatusChanged(MarketStatus.OPEN, MarketStatus.PRE_MARKET, T0)
     assert b.entries_for(change) == [Entry("market_status", change.to_dict())]
+    alert = Alert("up5", "change_percent", "AAA", "AAA +5%", T0, 10.5, 5.0, 5.0)
+    assert b.entries_for(alert) == [Entry("alert", alert.to_dict())]
+    assert b.entries_for(ProviderStatusChanged("stooq", ProviderState.OK, None)) == []
 
 
 # --- writing ---------------------------------------------------------------------------------------
@@ -153,6 +151,26 @@ async def test_one_write_spanning_tables_lands_in_each(backend, reader, _local_q
     assert rows == [("open", "pre_market", "after_hours", (at + timedelta(hours=8)).replace(tzinfo=None))]
 
 
+async def test_alerts_land_and_a_repeated_alert_is_one_row(backend, _local_questdb):
+    s = sym()
+    fired = Alert("up5", "change_percent", s, f"{s} +5.2%", T0, 10.52, 5.2, 5.0)
+    system = Alert(f"outbox_full_{s}", "system", None, "outbox full", T0)  # no symbol: NULL in a dedup key
+    batch = [Entry("alert", a.to_dict(), id=i) for i, a in enumerate((fired, system, fired))]
+    await backend.write(batch)
+    await backend.write(batch)
+    marker = Alert(f"marker_{s}", "system", None, "applied", T0)  # visible => both writes applied (WAL order)
+    await backend.write([Entry("alert", marker.to_dict(), id=9)])
+    query = ("SELECT symbol, rule, kind, message, price, value, threshold FROM alerts "
+             "WHERE timestamp = %s AND (symbol = %s OR rule IN (%s, %s)) ORDER BY rule DESC")
+    deadline = time.monotonic() + 15
+    while len(rows := await sql(_local_questdb, query, [T0, s, system.rule, marker.rule])) < 3:
+        assert time.monotonic() < deadline, f"alerts not visible: {rows}"
+        await asyncio.sleep(0.05)
+    assert rows == [(s, "up5", "change_percent", f"{s} +5.2%", 10.52, 5.2, 5.0),
+                    (None, system.rule, "system", "outbox full", None, None, None),
+                    (None, marker.rule, "system", "applied", None, None, None)]
+
+
 async def test_the_same_batch_twice_leaves_one_copy(backend, reader):
     s, marker = sym(), sym()
     batch = entries(*(quote(s, T0 + timedelta(minutes=i), price=10 + i) for i in range(3)))
@@ -180,11 +198,13 @@ async def test_refused_rows_are_rejected_with_the_reason_and_good_rows_land(_loc
         bad = [quote(s, T0 + timedelta(minutes=10 + i)) for i in range(2)]
         batch = entries(good[0], bad[0], good[1], good[2], bad[1], good[3])
         broken = Entry("quote", {"symbol": s, "timestamp": "2026-03-02T09:00:00Z"}, id=99)  # no price
+        garbled = Entry("market_status", {"status": "open", "at": 1234}, id=100)  # not a timestamp
         with pytest.raises(Rejected) as info:
-            await b.write(batch + [broken])
-        assert [e.id for e in info.value.entries] == [2, 5, 99]
+            await b.write(batch + [broken, garbled])
+        assert [e.id for e in info.value.entries] == [2, 5, 99, 100]
         assert "column: change" in info.value.reason and "cast error" in info.value.reason
         assert "invalid quote entry" in info.value.reason and "price" in info.value.reason
+        assert "invalid market_status entry" in info.value.reason
         rows = await wait_for_rows(r, s, 4)
         assert [u.price for u in rows] == [10, 11, 12, 13]
     finally:
@@ -316,7 +336,8 @@ async def test_history_is_a_half_open_time_ordered_range_with_a_limit(backend, r
     rows = await reader.history(s, T0, FAR, limit=2)
     assert [r.price for r in rows] == [30, 31]
     warsaw = timezone(timedelta(hours=1))  # any offset means the same instant
-    assert [r.price for r in await reader.history(s, T0.astimezone(warsaw), T0.astimezone(warsaw) + timedelta(minutes=1))] == [30]
+    local = T0.astimezone(warsaw)
+    assert [r.price for r in await reader.history(s, local, local + timedelta(minutes=1))] == [30]
     assert await reader.history(s + "' OR '1'='1", EPOCH, FAR) == []  # bound, not spliced into the SQL
     with pytest.raises(ValueError):
         await reader.history(s, T0, FAR, limit=0)

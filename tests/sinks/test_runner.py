@@ -101,6 +101,7 @@ async def test_outage_fills_the_outbox_and_recovery_delivers_everything_in_order
     await until(lambda: sink.outbox.depth == 0)
     assert [r["price"] for r in backend.rows] == [10.0 + n for n in range(20)]
     assert sink.state is SinkState.CONNECTED
+    await until(lambda: states[-1:] == ["connected"])
     assert states[0] == "connecting" and "failed" in states and states[-1] == "connected"
     await sink.stop(1)
 
@@ -115,6 +116,7 @@ async def test_a_lost_connection_reconnects_with_backoff(tmp_path):
     await until(lambda: sink.state is SinkState.RECONNECTING)
     backend.up = True
     await until(lambda: len(backend.rows) == 2)
+    await until(lambda: len(states) >= 4)  # state events reach subscribers through the bus
     assert states[:4] == ["connecting", "connected", "reconnecting", "connected"]
     assert sink.reconnects == 1
     await sink.stop(1)

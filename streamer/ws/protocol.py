@@ -1,0 +1,288 @@
+"""The WebSocket API without I/O: client messages parsed and validated, server messages built as JSON bytes,
+error codes, and the per-client subscription state and message budget."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum, StrEnum
+from typing import Any, Final
+
+from streamer.model import format_timestamp
+
+PROTOCOL_VERSION: Final = 1
+MAX_SYMBOL_LENGTH: Final = 32
+MAX_PING_ID_LENGTH: Final = 128
+
+# Subscription key meaning "every symbol"; "*" can never be a valid symbol, so it cannot collide.
+ALL: Final = frozenset({"*"})
+NOTHING: Final = frozenset()
+
+_SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9._-]*")
+
+
+class ErrorCode(StrEnum):
+    INVALID_JSON = "invalid_json"
+    INVALID_MESSAGE = "invalid_message"
+    UNKNOWN_TYPE = "unknown_type"
+    UNKNOWN_SYMBOLS = "unknown_symbols"
+    TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    RATE_LIMITED = "rate_limited"
+    ALREADY_AUTHENTICATED = "already_authenticated"
+
+
+class CloseReason:
+    """Close codes and reasons the server uses (the library itself closes oversized frames with 1009)."""
+
+    SHUTDOWN = (1001, "server shutting down")
+    AUTH_REQUIRED = (1008, "authentication required")
+    AUTH_FAILED = (1008, "authentication failed")
+    RATE_LIMIT = (1008, "rate limit exceeded")
+    SLOW = (1013, "send buffer full: client too slow")
+
+
+class ProtocolViolation(ValueError):
+    """A client message the server refuses; answered with an `error` message, the connection stays open."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --- client -> server ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    symbols: tuple[str, ...] | None  # None = everything
+    since_seq: int | None = None
+    epoch: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    symbols: tuple[str, ...] | None  # None = all
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    id: str | int | float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    token: str
+
+    def __repr__(self) -> str:  # never show the token in logs or tracebacks
+        return "Auth(token=***)"
+
+
+ClientMessage = Subscribe | Unsubscribe | StatusRequest | Ping | Auth
+
+
+def parse(data: str | bytes) -> ClientMessage:
+    """Parse one client frame; raises `ProtocolViolation` with the error code to answer."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolViolation(ErrorCode.INVALID_JSON, "message is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, "message must be a JSON object")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, "`type` must be a string")
+    if kind == "subscribe":
+        since, epoch = obj.get("since_seq"), obj.get("epoch")
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+            raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, "`since_seq` must be a non-negative integer")
+        if epoch is not None and not isinstance(epoch, str):
+            raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, "`epoch` must be a string")
+        if (since is None) != (epoch is None):
+            raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, "`since_seq` and `epoch` go together")
+        return Subscribe(_symbols(obj), since, epoch)
+    if kind == "unsubscribe":
+        return Unsubscribe(_symbols(obj))
+    if kind == "status":
+        return StatusRequest()
+    if kind == "ping":
+        ping_id = obj.get("id")
+        if ping_id is not None and (isinstance(ping_id, bool) or not isinstance(ping_id, (str, int, float))
+                                    or len(str(ping_id)) > MAX_PING_ID_LENGTH):
+            raise ProtocolViolation(ErrorCode.INVALID_MESSAGE,
+                                    f"`id` must be a string or number of at most {MAX_PING_ID_LENGTH} characters")
+        return Ping(ping_id)
+    if kind == "auth":
+        token = obj.get("token")
+        if not isinstance(token, str) or not token:
+            raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, "`token` must be a non-empty string")
+        return Auth(token)
+    raise ProtocolViolation(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}")
+
+
+def _symbols(obj: dict[str, Any]) -> tuple[str, ...] | None:
+    raw = obj.get("symbols")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not raw:
+        raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, "`symbols` must be a non-empty list (omit it for all)")
+    out: dict[str, None] = {}  # ordered and de-duplicated
+    for item in raw:
+        if not isinstance(item, str):
+            raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, "`symbols` must contain strings")
+        symbol = item.strip().upper()
+        if len(symbol) > MAX_SYMBOL_LENGTH or not _SYMBOL.fullmatch(symbol):
+            raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, f"invalid symbol {item[:40]!r}")
+        out[symbol] = None
+    return tuple(out)
+
+
+# --- per-client state ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a subscribe or unsubscribe did: the new key and the symbols it refused as unknown."""
+
+    key: frozenset[str]
+    unknown: tuple[str, ...] = ()
+
+
+def subscribe(key: frozenset[str], symbols: Sequence[str] | None, *, universe: frozenset[str] | None,
+              limit: int) -> Change:
+    """The key after subscribing `symbols` (None = all); known symbols are added even when some are unknown."""
+    if symbols is None:
+        return Change(ALL)
+    unknown = tuple(s for s in symbols if universe is not None and s not in universe)
+    if key is ALL:
+        return Change(ALL, unknown)
+    wanted = key.union(s for s in symbols if universe is None or s in universe)
+    if len(wanted) > limit:
+        raise ProtocolViolation(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                                f"at most {limit} symbols per connection (this request would make {len(wanted)})")
+    return Change(frozenset(wanted), unknown)
+
+
+def unsubscribe(key: frozenset[str], symbols: Sequence[str] | None, *,
+                universe: frozenset[str] | None) -> Change:
+    """The key after unsubscribing `symbols` (None = everything)."""
+    if symbols is None:
+        return Change(NOTHING)
+    if key is ALL:
+        if universe is None:
+            raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, "cannot remove single symbols from an all-symbols "
+                                    "subscription on a server without a symbol list; unsubscribe all first")
+        key = universe
+    return Change(key.difference(symbols))
+
+
+def matches(key: frozenset[str], symbol: str) -> bool:
+    return key is ALL or symbol in key
+
+
+class RateLimit:
+    """Token bucket: `burst` messages at once, refilled at `rate` per second; two floats of state per client.
+
+    providers.rate_limit.TokenBucket keeps one datetime per spent token (a deque per client); for a
+    per-message check on thousands of connections a refill-rate bucket on a float clock is much lighter."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, float(math.ceil(rate)))
+        self.tokens = self.burst
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        """Spend one token; False (nothing spent) when the client is over its budget."""
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+# --- server -> client ---------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    # Event payloads (alerts) may carry datetimes or enums; give them their JSON form rather than failing.
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, Enum):
+        return value.value
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_plain).encode()
+
+
+def _with_array(head: dict[str, Any], name: str, items: Iterable[bytes]) -> bytes:
+    # Splice pre-encoded JSON items into the object, so each quote is serialised once, not once per message.
+    return encode(head)[:-1] + b',"' + name.encode() + b'":[' + b",".join(items) + b"]}"
+
+
+def _key_fields(key: frozenset[str]) -> dict[str, Any]:
+    return {"all": key is ALL, "symbols": [] if key is ALL else sorted(key)}
+
+
+def connection(*, version: str, epoch: str, seq: int, timestamp: str, market_status: str | None,
+               authenticated: bool) -> bytes:
+    return encode({"type": "connection", "status": "connected", "server": "stock-streamer", "version": version,
+                   "protocol": PROTOCOL_VERSION, "timestamp": timestamp, "epoch": epoch, "seq": seq,
+                   "market_status": market_status, "authenticated": authenticated,
+                   "message": "Connected to the stock-streamer WebSocket API; send subscribe to receive quotes"})
+
+
+def stock_updates(*, seq: int, prev_seq: int, epoch: str, timestamp: str, quotes: Sequence[bytes]) -> bytes:
+    return _with_array({"type": "stock_updates", "timestamp": timestamp, "seq": seq, "prev_seq": prev_seq,
+                        "epoch": epoch, "count": len(quotes)}, "data", quotes)
+
+
+def subscription_confirmed(*, key: frozenset[str], epoch: str, seq: int, timestamp: str, snapshot: Sequence[bytes],
+                           recovered: bool = False, replay: int = 0) -> bytes:
+    head = {"type": "subscription_confirmed", "timestamp": timestamp, **_key_fields(key), "epoch": epoch,
+            "seq": seq, "recovered": recovered, "replay": replay}
+    return _with_array(head, "snapshot", snapshot)
+
+
+def resync(*, reason: str, key: frozenset[str], epoch: str, seq: int, timestamp: str,
+           snapshot: Sequence[bytes]) -> bytes:
+    head = {"type": "resync", "timestamp": timestamp, "reason": reason, **_key_fields(key), "epoch": epoch,
+            "seq": seq}
+    return _with_array(head, "snapshot", snapshot)
+
+
+def status(*, key: frozenset[str], timestamp: str, clients: int, epoch: str, seq: int, history: int,
+           market_status: str | None, version: str) -> bytes:
+    return encode({"type": "status", "timestamp": timestamp, "subscriptions": _key_fields(key), "clients": clients,
+                   "epoch": epoch, "seq": seq, "history": history, "market_status": market_status,
+                   "version": version, "protocol": PROTOCOL_VERSION})
+
+
+def market_status(*, timestamp: str, data: dict[str, Any]) -> bytes:
+    return encode({"type": "market_status", "timestamp": timestamp, "data": data})
+
+
+def alert(*, timestamp: str, symbol: str, data: dict[str, Any]) -> bytes:
+    return encode({"type": "alert", "timestamp": timestamp, "symbol": symbol, "data": data})
+
+
+def pong(*, timestamp: str, ping_id: str | int | float | None) -> bytes:
+    return encode({"type": "pong", "timestamp": timestamp, "id": ping_id})
+
+
+def error(code: ErrorCode, message: str, *, timestamp: str, **extra: Any) -> bytes:
+    return encode({"type": "error", "timestamp": timestamp, "code": code.value, "message": message, **extra})

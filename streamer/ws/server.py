@@ -1,0 +1,413 @@
+"""`WebSocketServer`: the I/O around `protocol` and `history` — connections, auth, fan-out, limits, keepalive.
+
+Fan-out writes each message, framed once, straight to every transport in one synchronous pass (as
+websockets' `broadcast` does) instead of a queue and task per client; a transport whose unsent bytes would
+pass `send_buffer` belongs to a client that cannot keep up, and it is closed (1013) rather than awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.protocol import OPEN
+
+from streamer import __version__
+from streamer.bus import EventBus, Overflow, Subscription
+from streamer.config import WebSocketConfig
+from streamer.events import EventType, MarketStatusChanged, QuoteBatch
+from streamer.metrics import COMPONENTS, WS_CLIENTS_CLOSED, WS_MESSAGES_DROPPED, WS_MESSAGES_SENT
+from streamer.model import MarketStatus, format_timestamp, utc_now
+
+from . import protocol as p
+from .auth import Authenticator, origins, token_from_header
+from .history import FutureSeq, History, ResyncReason
+
+log = logging.getLogger("streamer.ws")
+
+
+class _Client:
+    __slots__ = ("conn", "key", "rate", "strikes", "live")
+
+    def __init__(self, conn: ServerConnection, rate: p.RateLimit) -> None:
+        self.conn = conn
+        self.key: frozenset[str] = p.NOTHING
+        self.rate = rate
+        self.strikes = 0  # messages refused by the rate limit since the client last backed off
+        self.live = False  # in a fan-out group (False while replaying missed batches)
+
+
+class _Group:
+    """Clients with the same subscription key: they share one encoded message per batch."""
+
+    __slots__ = ("key", "clients", "last_seq")
+
+    def __init__(self, key: frozenset[str], last_seq: int) -> None:
+        self.key = key
+        self.clients: set[_Client] = set()
+        self.last_seq = last_seq  # seq of the last batch with something for this key (the next prev_seq)
+
+
+def _frame(payload: bytes) -> bytes:
+    # Server frames are unmasked and compression is off, so one frame's bytes serve every client.
+    return Frame(Opcode.TEXT, payload).serialize(mask=False)
+
+
+class WebSocketServer:
+    """Streams quote batches to WebSocket clients; a `Sink` for the manager (`start`, `stop`, `status`)."""
+
+    name = "websocket"
+
+    def __init__(self, config: WebSocketConfig, *, pocketbase_url: str | None = None,
+                 symbols: Iterable[str] | None = None, auth_timeout: float = 5.0, close_timeout: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.universe = frozenset(s.strip().upper() for s in symbols) if symbols is not None else None
+        self.auth_timeout = auth_timeout
+        self.close_timeout = close_timeout
+        self.clock = clock
+        self.history = History(config.history_size)
+        self.market_status: MarketStatus | None = None
+        self.auth = Authenticator(config.tokens, pocketbase_url=pocketbase_url if config.pocketbase_auth else None)
+        self.port: int | None = None
+        self.counters = dict.fromkeys(("connections", "messages_sent", "dropped", "errors_sent", "rate_limited",
+                                       "auth_refused", "closed_slow", "closed_rate_limited", "recovered",
+                                       "resynced"), 0)
+        self._clients: set[_Client] = set()
+        self._groups: dict[frozenset[str], _Group] = {}
+        self._server: Server | None = None
+        self._bus: EventBus | None = None
+        self._sub: Subscription | None = None
+        # A client is closed after this many refused messages without backing off.
+        self._max_strikes = max(10, 2 * int(p.RateLimit(config.max_messages_per_second, 0).burst))
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        scheme = "wss" if self.config.tls_cert else "ws"
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        return f"{scheme}://{host}:{self.port}"
+
+    async def start(self, bus: EventBus) -> None:
+        cfg = self.config
+        tls = None
+        if cfg.tls_cert and cfg.tls_key:
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        self._server = await serve(
+            self._handle, cfg.host, cfg.port, ssl=tls, origins=origins(cfg.allowed_origins),
+            compression=None,  # deflate costs ~50 KiB per connection and defeats framing a message once
+            max_size=cfg.max_frame_bytes, ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout,
+            close_timeout=self.close_timeout, write_limit=min(2**15, max(cfg.send_buffer // 2, 1024)),
+            server_header=f"stock-streamer/{__version__}")
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._bus = bus
+        self._sub = bus.subscribe(self.name, self._on_event,
+                                  [EventType.STOCK_UPDATE, EventType.MARKET_STATUS, EventType.ALERT],
+                                  maxsize=1000, overflow=Overflow.DROP_OLDEST)
+        COMPONENTS.register(self.name, self._gauges)
+        log.info("ws.listening url=%s epoch=%s auth=%s origins=%s", self.url, self.history.epoch,
+                 "required" if cfg.require_auth else "off", ",".join(cfg.allowed_origins) or "any")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Close every client with 1001 "server shutting down" within `timeout`, then stop listening."""
+        COMPONENTS.unregister(self.name)
+        if self._bus is not None and self._sub in self._bus.subscriptions:
+            await self._bus.unsubscribe(self._sub)
+        if self._server is not None:
+            WS_CLIENTS_CLOSED.labels("shutdown").inc(len(self._clients))
+            self._server.close(code=p.CloseReason.SHUTDOWN[0], reason=p.CloseReason.SHUTDOWN[1])
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), timeout)
+            except asyncio.TimeoutError:
+                # Clients that do not answer the close (not reading) are cut off.
+                for conn in list(self._server.connections):
+                    conn.transport.abort()
+                await asyncio.wait_for(self._server.wait_closed(), self.close_timeout)
+        await self.auth.close()
+        log.info("ws.stopped %s", " ".join(f"{k}={v}" for k, v in self.counters.items()))
+
+    def status(self) -> dict[str, Any]:
+        return {"state": "listening" if self._server and self._server.is_serving() else "stopped",
+                "url": self.url if self.port else None, "clients": len(self._clients),
+                "groups": len(self._groups), "epoch": self.history.epoch, "seq": self.history.seq,
+                "history_depth": self.history.depth, "history_size": self.history.size, **self.counters}
+
+    def _gauges(self):
+        yield "streamer_ws_clients", "Connected WebSocket clients", {}, float(len(self._clients))
+
+    # --- bus side: fan-out -----------------------------------------------------------------------
+
+    async def _on_event(self, event: Any) -> None:
+        if event.type is EventType.STOCK_UPDATE:
+            self._publish_batch(event)
+        elif event.type is EventType.MARKET_STATUS:
+            self._publish_market_status(event)
+        elif event.type is EventType.ALERT:
+            self._publish_alert(event)
+
+    def _publish_batch(self, batch: QuoteBatch) -> None:
+        self.market_status = batch.market_status
+        quotes = {u.symbol: p.encode(u.to_dict()) for u in batch.updates}
+        if not quotes:
+            return
+        entry = self.history.append(format_timestamp(batch.ready_at), quotes)
+        for group in list(self._groups.values()):
+            selected = entry.select(group.key)
+            if not selected:
+                continue
+            payload = p.stock_updates(seq=entry.seq, prev_seq=group.last_seq, epoch=self.history.epoch,
+                                      timestamp=entry.timestamp, quotes=selected)
+            group.last_seq = entry.seq
+            self._fan_out(group.clients, payload, "stock_updates")
+
+    def _publish_market_status(self, event: MarketStatusChanged) -> None:
+        self.market_status = event.status
+        self._fan_out(self._clients, p.market_status(timestamp=_now(), data=event.to_dict()), "market_status")
+
+    def _publish_alert(self, event: Any) -> None:
+        symbol = getattr(event, "symbol", None)
+        payload = p.alert(timestamp=_now(), symbol=symbol, data=event.to_dict())
+        for group in list(self._groups.values()):
+            if symbol is None or p.matches(group.key, symbol):
+                self._fan_out(group.clients, payload, "alert")
+
+    def _fan_out(self, clients: Iterable[_Client], payload: bytes, kind: str) -> None:
+        frame = _frame(payload)
+        sent = sum(self._write(c, frame) for c in list(clients))
+        if sent:
+            WS_MESSAGES_SENT.labels(kind).inc(sent)
+            self.counters["messages_sent"] += sent
+
+    def _write(self, client: _Client, frame: bytes) -> bool:
+        """Write a framed message without waiting; a client whose backlog would pass `send_buffer` is closed."""
+        conn = client.conn
+        if conn.protocol.state is not OPEN:
+            return False
+        transport = conn.transport
+        backlog = transport.get_write_buffer_size()
+        # An empty backlog always takes the frame, so one message larger than the limit reaches a healthy client.
+        if backlog and backlog + len(frame) > self.config.send_buffer:
+            WS_MESSAGES_DROPPED.inc()
+            self.counters["dropped"] += 1
+            self._evict(client, p.CloseReason.SLOW, "slow", backlog=backlog)
+            return False
+        transport.write(frame)
+        return True
+
+    def _reply(self, client: _Client, payload: bytes, kind: str) -> None:
+        if self._write(client, _frame(payload)):
+            WS_MESSAGES_SENT.labels(kind).inc()
+            self.counters["messages_sent"] += 1
+
+    def _evict(self, client: _Client, close: tuple[int, str], reason: str, **details: Any) -> None:
+        """Close now without awaiting the client: the close frame queues behind what it has not read yet."""
+        self._leave(client)
+        conn = client.conn
+        if conn.protocol.state is not OPEN:
+            return
+        conn.protocol.fail(*close)
+        conn.send_data()
+        # A client that never reads never completes the close: cut it off after close_timeout.
+        asyncio.get_running_loop().call_later(self.close_timeout, conn.transport.abort)
+        WS_CLIENTS_CLOSED.labels(reason).inc()
+        self.counters[f"closed_{reason}"] += 1
+        log.warning("ws.client_closed id=%s peer=%s code=%d reason=%s%s", conn.id, _peer(conn), close[0], reason,
+                    "".join(f" {k}={v}" for k, v in details.items()))
+
+    def _join(self, client: _Client, key: frozenset[str]) -> None:
+        self._leave(client)
+        if not key:
+            client.key = p.NOTHING
+            return
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = _Group(key, self.history.last_match(key))
+        client.key = group.key  # one shared frozenset per distinct subscription, not one per client
+        group.clients.add(client)
+        client.live = True
+
+    def _leave(self, client: _Client) -> None:
+        if client.live:
+            group = self._groups[client.key]
+            group.clients.discard(client)
+            if not group.clients:
+                del self._groups[client.key]
+            client.live = False
+
+    # --- connection side -------------------------------------------------------------------------
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        client = _Client(conn, p.RateLimit(self.config.max_messages_per_second, self.clock()))
+        self.counters["connections"] += 1
+        try:
+            if not await self._admit(client):
+                return
+            # The handshake's headers are not needed any more; ~3 KiB per connection is worth freeing at scale.
+            conn.request = conn.response = None
+            self._clients.add(client)
+            log.debug("ws.connect id=%s peer=%s clients=%d", conn.id, _peer(conn), len(self._clients))
+            self._reply(client, p.connection(
+                version=__version__, epoch=self.history.epoch, seq=self.history.seq, timestamp=_now(),
+                market_status=self._market_status(), authenticated=self.config.require_auth), "connection")
+            async for raw in conn:
+                replay = self._dispatch(client, raw)
+                if replay is not None:
+                    await self._catch_up(client, replay)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._leave(client)
+            self._clients.discard(client)
+            log.debug("ws.disconnect id=%s peer=%s code=%s clients=%d", conn.id, _peer(conn), conn.close_code,
+                      len(self._clients))
+
+    async def _admit(self, client: _Client) -> bool:
+        if not self.config.require_auth:
+            return True
+        conn = client.conn
+        try:
+            token = token_from_header(conn.request.headers.get("Authorization") if conn.request else None)
+        except LookupError:  # several Authorization headers: ambiguous, refuse
+            token = ""
+        close = p.CloseReason.AUTH_REQUIRED
+        if token is None:
+            try:
+                async with asyncio.timeout(self.auth_timeout):
+                    message = p.parse(await conn.recv())
+                token = message.token if isinstance(message, p.Auth) else None
+            except (TimeoutError, p.ProtocolViolation):
+                token = None
+        if token is not None:
+            if token and await self.auth.check(token):
+                return True
+            close = p.CloseReason.AUTH_FAILED
+        self.counters["auth_refused"] += 1
+        WS_CLIENTS_CLOSED.labels("auth").inc()
+        log.info("ws.auth_refused id=%s peer=%s reason=%s", conn.id, _peer(conn), close[1])
+        await conn.close(*close)
+        return False
+
+    def _dispatch(self, client: _Client, raw: str | bytes) -> int | None:
+        """Handle one client message; returns a seq to replay from when the client resumes."""
+        rate = client.rate
+        if not rate.take(self.clock()):
+            client.strikes += 1
+            self.counters["rate_limited"] += 1
+            if client.strikes == 1:  # one error per burst: answering every refused message would amplify it
+                self._error(client, p.ErrorCode.RATE_LIMITED,
+                            f"more than {self.config.max_messages_per_second:g} messages per second; slow down")
+            if client.strikes >= self._max_strikes:
+                self._evict(client, p.CloseReason.RATE_LIMIT, "rate_limited")
+            return None
+        if rate.tokens + 1 >= rate.burst:
+            client.strikes = 0  # the bucket was full again: the client backed off
+        try:
+            message = p.parse(raw)
+            if isinstance(message, p.Subscribe):
+                return self._subscribe(client, message)
+            if isinstance(message, p.Unsubscribe):
+                change = p.unsubscribe(client.key, message.symbols, universe=self.universe)
+                self._join(client, change.key)
+                self._reply(client, p.subscription_confirmed(key=client.key, epoch=self.history.epoch,
+                                                             seq=self.history.seq, timestamp=_now(), snapshot=[]),
+                            "subscription_confirmed")
+            elif isinstance(message, p.StatusRequest):
+                self._reply(client, p.status(key=client.key, timestamp=_now(), clients=len(self._clients),
+                                             epoch=self.history.epoch, seq=self.history.seq,
+                                             history=self.history.depth, market_status=self._market_status(),
+                                             version=__version__), "status")
+            elif isinstance(message, p.Ping):
+                self._reply(client, p.pong(timestamp=_now(), ping_id=message.id), "pong")
+            elif isinstance(message, p.Auth):
+                raise p.ProtocolViolation(p.ErrorCode.ALREADY_AUTHENTICATED,
+                                          "already admitted; auth is only accepted as the first message")
+        except p.ProtocolViolation as v:
+            self._error(client, v.code, v.message)
+        return None
+
+    def _subscribe(self, client: _Client, message: p.Subscribe) -> int | None:
+        change = p.subscribe(client.key, message.symbols, universe=self.universe,
+                             limit=self.config.max_subscriptions)
+        if change.unknown:
+            self._error(client, p.ErrorCode.UNKNOWN_SYMBOLS, "not followed by this server: "
+                        + " ".join(change.unknown), symbols=list(change.unknown))
+        history, key = self.history, change.key
+        outcome: list | ResyncReason | None = None
+        if message.since_seq is not None:
+            try:
+                outcome = history.resume(message.since_seq, message.epoch or "")
+            except FutureSeq as e:
+                raise p.ProtocolViolation(p.ErrorCode.INVALID_MESSAGE, str(e)) from None
+        if isinstance(outcome, list):
+            self._leave(client)
+            client.key = key
+            missed = sum(1 for e in outcome if e.matches(key))
+            self.counters["recovered"] += 1
+            self._reply(client, p.subscription_confirmed(key=key, epoch=history.epoch, seq=message.since_seq,
+                                                         timestamp=_now(), snapshot=[], recovered=True,
+                                                         replay=missed), "subscription_confirmed")
+            return message.since_seq
+        self._join(client, key)
+        if outcome is None:
+            self._reply(client, p.subscription_confirmed(key=client.key, epoch=history.epoch, seq=history.seq,
+                                                         timestamp=_now(), snapshot=history.snapshot(key)),
+                        "subscription_confirmed")
+        else:
+            self._resync(client, outcome)
+        return None
+
+    def _resync(self, client: _Client, reason: ResyncReason) -> None:
+        self.counters["resynced"] += 1
+        self._reply(client, p.resync(reason=reason.value, key=client.key, epoch=self.history.epoch,
+                                     seq=self.history.seq, timestamp=_now(),
+                                     snapshot=self.history.snapshot(client.key)), "resync")
+
+    async def _catch_up(self, client: _Client, last: int) -> None:
+        """Send the batches after `last` with backpressure, then join live fan-out with no batch in between."""
+        prev = last
+        while True:
+            entries = self.history.after(last)
+            if entries is None:  # the replay fell behind the history's end
+                self._join(client, client.key)
+                self._resync(client, ResyncReason.HISTORY_EXCEEDED)
+                return
+            if not entries:
+                # No await since `after()`: no batch can be published between this check and joining.
+                self._join(client, client.key)
+                return
+            for entry in entries:
+                selected = entry.select(client.key)
+                if selected:
+                    await client.conn.send(p.stock_updates(seq=entry.seq, prev_seq=prev, epoch=self.history.epoch,
+                                                           timestamp=entry.timestamp, quotes=selected), text=True)
+                    WS_MESSAGES_SENT.labels("stock_updates").inc()
+                    self.counters["messages_sent"] += 1
+                    prev = entry.seq
+                last = entry.seq
+
+    def _error(self, client: _Client, code: p.ErrorCode, message: str, **extra: Any) -> None:
+        self.counters["errors_sent"] += 1
+        self._reply(client, p.error(code, message, timestamp=_now(), **extra), "error")
+
+    def _market_status(self) -> str | None:
+        return self.market_status.value if self.market_status else None
+
+
+def _now() -> str:
+    return format_timestamp(utc_now())
+
+
+def _peer(conn: ServerConnection) -> str:
+    try:
+        host, port = conn.remote_address[:2]
+        return f"{host}:{port}"
+    except (TypeError, ValueError, OSError):
+        return "?"

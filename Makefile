@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test servers stop-servers check-config clean
+.PHONY: setup run test servers fetch-servers stop-servers check-config clean
 
 setup: $(STAMP)
 
@@ -16,7 +16,13 @@ $(STAMP): pyproject.toml
 
 ## Start QuestDB and PocketBase (obtained and cached on first use), then the daemon on the recorded demo session.
 run: setup servers
-	$(BIN)/streamer run --demo -c config.yaml
+	PB_ADMIN_PASSWORD="$${PB_ADMIN_PASSWORD:-$$(scripts/run_pocketbase.sh dev-password)}" \
+		$(BIN)/streamer run --demo -c config.yaml
+
+## Download QuestDB and build PocketBase into the cache (once; later runs find them there).
+fetch-servers:
+	scripts/run_questdb.sh fetch >/dev/null
+	scripts/run_pocketbase.sh fetch >/dev/null
 
 servers:
 	scripts/run_questdb.sh start
@@ -27,7 +33,7 @@ stop-servers:
 	-scripts/run_questdb.sh stop
 
 ## The whole test suite; it starts its own QuestDB and PocketBase instances on test ports through scripts/.
-test: setup
+test: setup fetch-servers
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 check-config: setup

@@ -38,9 +38,9 @@ readonly PB_MIN_GO=1.25
 # crypto end up inside the server binary; go1.26.8 is what the pin was verified with.
 PB_GO_TOOLCHAIN=${PB_GO_TOOLCHAIN:-go1.26.8}
 # Local-development superuser used only when neither PB_ADMIN_EMAIL nor PB_ADMIN_PASSWORD
-# is set (documented in docs/servers.md).
+# is set (documented in docs/servers.md). Its password is random, made on first use and kept
+# in the data directory (mode 600), so no password lives in the repository.
 readonly DEV_ADMIN_EMAIL=admin@example.com
-readonly DEV_ADMIN_PASSWORD=stock-streamer-dev
 
 CACHE_ROOT=$(abspath "${STREAMER_CACHE:-$HOME/.cache/stock-streamer}")
 DATA_DIR=$(abspath "${PB_DATA_DIR:-${STREAMER_DATA:-$HOME/.local/share/stock-streamer}/pocketbase}")
@@ -184,11 +184,24 @@ resolve_pocketbase() {
 ADMIN_EMAIL=''
 ADMIN_PASSWORD=''
 
+dev_password_file() { printf '%s/.dev-superuser-password\n' "$DATA_DIR"; }
+
+# The development superuser's password: made once (random), then read back.
+dev_password() {
+    local file
+    file=$(dev_password_file)
+    if [[ ! -s $file ]]; then
+        mkdir -p "$DATA_DIR"
+        (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$file")
+    fi
+    cat "$file"
+}
+
 resolve_admin() {
     if [[ -z ${PB_ADMIN_EMAIL:-} && -z ${PB_ADMIN_PASSWORD:-} ]]; then
         ADMIN_EMAIL=$DEV_ADMIN_EMAIL
-        ADMIN_PASSWORD=$DEV_ADMIN_PASSWORD
-        warn "PB_ADMIN_EMAIL/PB_ADMIN_PASSWORD not set: using the local-development superuser $DEV_ADMIN_EMAIL (password in docs/servers.md). Set both for anything but a local dev server."
+        ADMIN_PASSWORD=$(dev_password)
+        warn "PB_ADMIN_EMAIL/PB_ADMIN_PASSWORD not set: using the local-development superuser $DEV_ADMIN_EMAIL (password in $(dev_password_file); '$0 dev-password' prints it). Set both for anything but a local dev server."
     elif [[ -z ${PB_ADMIN_EMAIL:-} || -z ${PB_ADMIN_PASSWORD:-} ]]; then
         die "set both PB_ADMIN_EMAIL and PB_ADMIN_PASSWORD (or neither, for the dev defaults)"
     else
@@ -316,7 +329,9 @@ cmd_stop() {
 cmd_status() {
     local pid
     if ! pid=$(running_pid "$PIDFILE" "$MARKER"); then
-        log "stopped (data dir $DATA_DIR)"
+        local stale=''
+        [[ -e $PIDFILE ]] && stale=", stale pidfile: pid $(read_pidfile "$PIDFILE") is gone (crashed or killed?)"
+        log "stopped (data dir $DATA_DIR$stale)"
         return "$STATUS_STOPPED"
     fi
     local port ver email where
@@ -340,7 +355,7 @@ cmd_fetch() {
 }
 
 usage() {
-    printf 'usage: %s start|stop|restart|status|fetch\n' "$0" >&2
+    printf 'usage: %s start|stop|restart|status|fetch|dev-password\n' "$0" >&2
     exit 2
 }
 
@@ -352,6 +367,7 @@ main() {
         restart) cmd_stop && cmd_start ;;
         status) cmd_status ;;
         fetch) cmd_fetch ;;
+        dev-password) dev_password ;;
         *) usage ;;
     esac
 }

@@ -388,7 +388,9 @@ cmd_stop() {
 cmd_status() {
     local pid
     if ! pid=$(running_pid "$PIDFILE" "$MARKER"); then
-        log "stopped (data dir $DATA_DIR)"
+        local stale=''
+        [[ -e $PIDFILE ]] && stale=", stale pidfile: pid $(read_pidfile "$PIDFILE") is gone (crashed or killed?)"
+        log "stopped (data dir $DATA_DIR$stale)"
         return "$STATUS_STOPPED"
     fi
     local http pg ilp mn ver

@@ -82,6 +82,14 @@ class QuestDBReader:
         rows = await self._fetch(sql, [symbol, _bound(start), _bound(end), _limit(limit)])
         return [Bar(symbol, schema.utc(ts), o, h, lo, c, int(v or 0), int(n)) for ts, o, h, lo, c, v, n in rows]
 
+    async def alerts(self, limit: int = 100, symbol: str | None = None) -> list[dict[str, Any]]:
+        """Recent alerts as `Alert.to_dict()`-shaped dicts, newest first."""
+        params: list[Any] = ([symbol] if symbol is not None else []) + [_limit(limit)]
+        rows = await self._fetch(schema.alerts_sql(symbol is not None, self.prefix), params)
+        return [{"timestamp": format_timestamp(schema.utc(ts)), "rule": rule, "kind": kind, "symbol": sym,
+                 "message": message, "price": price, "value": value, "threshold": threshold}
+                for ts, rule, kind, sym, message, price, value, threshold in rows]
+
     async def close(self) -> None:
         async with self._lock:
             await self._drop()

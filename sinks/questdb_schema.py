@@ -128,6 +128,13 @@ def history_sql(prefix: str = "") -> str:
             f"AND timestamp < %s ORDER BY timestamp LIMIT %s")
 
 
+def alerts_sql(with_symbol: bool, prefix: str = "") -> str:
+    """Recent alerts, newest first; parameters: [symbol,] limit."""
+    where = "WHERE symbol = %s " if with_symbol else ""
+    return (f"SELECT timestamp, rule, kind, symbol, message, price, value, threshold FROM {prefix}{ALERTS} "
+            f"{where}ORDER BY timestamp DESC LIMIT %s")
+
+
 def bars_sql(interval: str, prefix: str = "") -> str:
     """OHLC per interval, oldest first; parameters: symbol, start, end, limit.
 

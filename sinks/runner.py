@@ -79,8 +79,9 @@ class OutboxSink:
         self._task = asyncio.create_task(self._run(), name=f"sink:{self.name}")
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Give a connected backend up to `timeout` to take what is pending, then close; the rest stays on disk."""
-        if self.state is SinkState.CONNECTED and self.outbox.depth:
+        """Give a reachable backend up to `timeout` to take what is pending, then close; the rest stays on disk."""
+        # Waiting is pointless while the backend is known to be down: the backlog is safe on disk anyway.
+        if self.state in (SinkState.CONNECTING, SinkState.CONNECTED) and self.outbox.depth:
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout)
             except asyncio.TimeoutError:

@@ -31,6 +31,14 @@ class Daemon:
     manager: RealTimeStreamManager
     clock: Clock
     schedule: MarketSchedule
+    reader: object | None = None  # the QuestDB read side used by the HTTP API; closed after the manager
+
+    async def serve(self) -> bool:
+        try:
+            return await self.manager.serve()
+        finally:
+            if self.reader is not None:
+                await self.reader.close()
 
 
 def build_providers(config: Config, clock: Clock | None, schedule: MarketSchedule) -> tuple[list[Provider], Clock]:
@@ -94,12 +102,40 @@ def build_sinks(config: Config) -> list[Sink]:
 
 
 def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
+    """Every enabled component, wired: providers -> manager -> bus -> sinks, alerts, WebSocket, HTTP."""
     schedule = MarketSchedule(config.market)
     members, clock = build_providers(config, clock, schedule)
     securities = select_symbols(load_securities(config.symbols.file), config.symbols)
+    symbols = [s.symbol for s in securities]
+    components: list[Sink] = build_sinks(config)
+    alerts = None
+    if config.alerts.enabled:
+        from .alerts import AlertEngine
+
+        alerts = AlertEngine(config.alerts, timezone=config.market.timezone)
+        components.append(alerts)
+    ws = None
+    if config.websocket.enabled:
+        from .ws.server import WebSocketServer
+
+        pocketbase_url = config.sinks.pocketbase.url if config.sinks.pocketbase.enabled else None
+        ws = WebSocketServer(config.websocket, pocketbase_url=pocketbase_url, symbols=symbols)
+        components.append(ws)
     manager = RealTimeStreamManager(config, provider=FallbackChain(members), schedule=schedule, clock=clock,
-                                    symbols=[s.symbol for s in securities], sinks=build_sinks(config))
-    return Daemon(manager, clock, schedule)
+                                    symbols=symbols, sinks=components)
+    reader = None
+    if config.http.enabled:
+        from .http import HttpApi
+
+        if config.sinks.questdb.enabled:
+            from sinks.questdb_read import QuestDBReader
+
+            reader = QuestDBReader(config.sinks.questdb)
+        # Started last and stopped first: health and metrics describe every other component.
+        manager.sinks.append(HttpApi(config.http, manager=manager, securities=securities, reader=reader,
+                                     history=ws.history if ws else None, components=list(components),
+                                     alerts=alerts))
+    return Daemon(manager, clock, schedule, reader)
 
 
 async def run_daemon(config: Config) -> int:
@@ -110,5 +146,5 @@ async def run_daemon(config: Config) -> int:
         loop.add_signal_handler(sig, daemon.manager.request_stop)
     log.info("daemon.starting symbols=%d providers=%s", len(daemon.manager.symbols),
              ",".join(config.providers.chain))
-    drained = await daemon.manager.serve()
+    drained = await daemon.serve()
     return 0 if drained else 1

@@ -143,9 +143,16 @@ class EventBus:
             return False
 
     async def close(self, drain_timeout: float = 5.0) -> bool:
-        """Stop accepting events, drain within `drain_timeout`, then stop the subscriber tasks."""
-        self._closed = True
+        """Drain within `drain_timeout`, stop accepting events, then stop the subscriber tasks.
+
+        Subscribers may still publish while the first drain runs (an alert derived from the last batch),
+        so a second drain with the time left picks up what they published."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout
         drained = await self.drain(drain_timeout)
+        self._closed = True
+        if drained:
+            drained = await self.drain(max(0.1, deadline - loop.time()))
         for sub in list(self._subs):
             await self.unsubscribe(sub)
         return drained

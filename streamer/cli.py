@@ -82,6 +82,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status_command import status_main
+
+    return status_main(args.url, args.timeout)
+
+
 def _speed(text: str) -> str:
     if text == "max":
         return text
@@ -121,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("-c", "--config", help=config_help)
     replay.add_argument("--json", action="store_true", help="print the summary as JSON")
     replay.set_defaults(func=cmd_replay)
+
+    status = sub.add_parser("status", help="summarise a running daemon's health",
+                            description="Print a short summary from the daemon's /api/v1/health. "
+                            "Exit 0 ok or degraded, 1 failed, 3 unreachable.")
+    status.add_argument("--url", default=os.environ.get("STREAMER_URL", "http://127.0.0.1:8080"),
+                        help="the daemon's HTTP API (default: $STREAMER_URL or http://127.0.0.1:8080)")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+    status.set_defaults(func=cmd_status)
     return parser
 
 

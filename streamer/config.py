@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 Seconds = Annotated[float, Field(gt=0)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+ListenPort = Annotated[int, Field(ge=0, le=65535)]  # 0 = any free port (tests, benchmarks)
 DEFAULT_DATA_DIR = "~/.local/share/stock-streamer"
 
 
@@ -225,7 +226,7 @@ class WebSocketConfig(_Section):
 class HttpConfig(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: Port = 8080
+    port: ListenPort = 8080
 
 
 class AlertRule(_Section):
@@ -263,7 +264,7 @@ class LoggingConfig(_Section):
 
 
 class Config(_Section):
-    data_dir: Path = Path(DEFAULT_DATA_DIR)  # outboxes and other state
+    data_dir: Path = Field(default=Path(DEFAULT_DATA_DIR), validate_default=True)  # outboxes and other state
     shutdown_timeout: Seconds = 10  # on SIGTERM: how long to drain queued events into the sinks
     symbols: SymbolsConfig = SymbolsConfig()
     market: MarketConfig = MarketConfig()

@@ -103,7 +103,8 @@ def test_replay_of_a_bad_file_names_line_and_field(tmp_path):
     assert "line 2" in result.stderr and "price" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command", ["run", "check-config", "replay"])
+@pytest.mark.parametrize("command", ["run", "check-config", "replay", "status"])
 def test_every_command_has_help(command):
     result = subprocess.run([*STREAMER, command, "--help"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0 and "usage: streamer" in result.stdout and "--config" in result.stdout
+    assert result.returncode == 0 and "usage: streamer" in result.stdout
+    assert ("--url" if command == "status" else "--config") in result.stdout

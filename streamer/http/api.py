@@ -177,8 +177,10 @@ class HttpApi:
         await self._runner.setup()
         try:
             await web.TCPSite(self._runner, self.config.host, self.config.port).start()
-        except OSError:
+        except OSError:  # e.g. the port is taken: leave nothing half-started behind
             await self._runner.cleanup()
+            self._runner = None
+            await self.hub.stop()
             raise
         self.port = self._runner.addresses[0][1]
         COMPONENTS.register(self.name, self._gauges)
@@ -314,17 +316,16 @@ class HttpApi:
         symbol = parse_symbol(raw, self.universe) if raw is not None else None
         if raw is not None and symbol is None:
             raise ParamError("symbol", "not followed by this server", raw)
-        data, source = None, "none"
-        fetch = getattr(self.reader, "alerts", None)  # QuestDBReader.alerts(limit=, symbol=), newest first
+        memory = [a.to_dict() for a in self.alerts.recent(limit, symbol)] if self.alerts is not None else None
+        stored, fetch = None, getattr(self.reader, "alerts", None)  # QuestDBReader.alerts(limit=, symbol=)
         if fetch is not None:
             try:
                 async with asyncio.timeout(QUERY_TIMEOUT):
-                    data, source = [_as_dict(a) for a in await fetch(limit=limit, symbol=symbol)], "questdb"
+                    stored = [_as_dict(a) for a in await fetch(limit=limit, symbol=symbol)]
             except (OSError, TimeoutError, psycopg.Error) as e:
                 log.warning("http.alerts_failed reason=%s: %s; answering from memory", type(e).__name__, e)
-        if data is None and self.alerts is not None:
-            data, source = [a.to_dict() for a in self.alerts.recent(limit, symbol)], "memory"
-        data = data or []
+        source = "questdb" if stored is not None else "memory" if memory is not None else "none"
+        data = merge_alerts(stored or [], memory or [], limit)
         return json_response(dumps({"count": len(data), "source": source, "data": data}))
 
     # --- market and stream -----------------------------------------------------------------------
@@ -344,6 +345,12 @@ class HttpApi:
         check_names(request.query, ("symbols",))
         key = parse_symbols(request.query.get("symbols"), self.universe) or ALL
         return await self.hub.stream(request, key)
+
+
+def merge_alerts(stored: list[dict[str, Any]], memory: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """Newest first, each alert once: QuestDB makes new rows visible with a lag, memory fills the gap."""
+    unique = {(a.get("timestamp"), a.get("symbol"), a.get("rule")): a for a in [*stored, *memory]}
+    return sorted(unique.values(), key=lambda a: a.get("timestamp") or "", reverse=True)[:limit]
 
 
 def _as_dict(item: Any) -> dict[str, Any]:

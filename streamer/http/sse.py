@@ -50,6 +50,7 @@ def watch(history: History, callback: Callable[[Entry], None]) -> Callable[[], N
     if isinstance(listeners, list):
         listeners.append(callback)
         return lambda: listeners.remove(callback)
+    had_own = "append" in vars(history)
     original = history.append
 
     def append(*args: Any, **kwargs: Any) -> Entry:
@@ -57,8 +58,14 @@ def watch(history: History, callback: Callable[[Entry], None]) -> Callable[[], N
         callback(entry)
         return entry
 
+    def unwatch() -> None:
+        if had_own:
+            history.append = original  # type: ignore[method-assign]
+        else:
+            vars(history).pop("append", None)
+
     history.append = append  # type: ignore[method-assign]
-    return lambda: vars(history).pop("append", None)
+    return unwatch
 
 
 class _Client:
@@ -91,6 +98,7 @@ class SseHub:
         self.clients: set[_Client] = set()
         self.served = 0
         self.market: MarketStatusChanged | None = None
+        self.stopping = False
         self._unwatch: Callable[[], None] | None = None
         self._bus: EventBus | None = None
         self._sub: Subscription | None = None
@@ -103,6 +111,7 @@ class SseHub:
             self._sub = bus.subscribe("http-sse", self._on_event, types, maxsize=1000, overflow=Overflow.DROP_OLDEST)
 
     async def stop(self) -> None:
+        self.stopping = True
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
@@ -202,6 +211,8 @@ class SseHub:
             client.pending.append(frame("market_status",
                                         p.market_status(timestamp=_now(), data=self.market.to_dict())))
         self.clients.add(client)  # no await since the last history check: nothing appended is missed
+        if self.stopping:  # stop() came while this client was catching up: it was not there to be told
+            client.closed = "shutdown"
 
     async def _pump(self, client: _Client, resp: web.StreamResponse) -> None:
         while client.closed is None:

@@ -60,10 +60,14 @@ class Tape:
 
     async def fetch(self, symbols) -> FetchResult:
         self.fetches += 1
-        updates = tuple(StockUpdate.with_change(symbol=s, price=price, prev_close=self.prev_close[s], volume=volume,
-                                                timestamp=at, data_source=self.name, received_at=self.clock.now())
-                        for s in symbols if s in self.quotes for price, volume, at in [self.quotes[s]])
-        return FetchResult(self.name, updates, frozenset(s for s in symbols if s not in self.quotes))
+        updates = []
+        for s in symbols:
+            if s in self.quotes:
+                price, volume, at = self.quotes[s]
+                updates.append(StockUpdate.with_change(symbol=s, price=price, prev_close=self.prev_close[s],
+                                                       volume=volume, timestamp=at, data_source=self.name,
+                                                       received_at=self.clock.now()))
+        return FetchResult(self.name, tuple(updates), frozenset(s for s in symbols if s not in self.quotes))
 
     async def close(self) -> None:
         pass

@@ -7,8 +7,10 @@ import io
 import socket
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -16,13 +18,16 @@ from sinks.questdb import QuestDBBackend
 from sinks.questdb_read import QuestDBReader
 from sinks.runner import OutboxSink
 from streamer.alerts import AlertEngine
-from streamer.config import AlertRule, AlertsConfig, OutboxConfig, QuestDBSinkConfig, ReconnectConfig, WebSocketConfig
+from streamer.config import (AlertRule, AlertsConfig, OutboxConfig, QuestDBSinkConfig, ReconnectConfig,
+                             WebSocketConfig)
 from streamer.events import QuoteBatch
+from streamer.http import HttpApi
+from streamer.http.params import etag_matches, parse_time
 from streamer.model import MarketStatus, StockUpdate
 from streamer.status_command import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, status_main
 from streamer.ws import WebSocketServer
 
-from . import OPEN, PRICES, SCHEDULE, SECURITIES, Component, MemoryBackend, running, until
+from . import OPEN, PRICES, SCHEDULE, SECURITIES, Component, MemoryBackend, http_config, running
 
 SECURE = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
@@ -332,3 +337,60 @@ async def test_streamer_status_summarises_and_sets_the_exit_code():
     out = io.StringIO()
     assert await asyncio.to_thread(status_main, f"http://127.0.0.1:{free_port()}", 2, out) == EXIT_UNREACHABLE
     assert "UNREACHABLE" in out.getvalue()
+
+
+# --- pure parsing and the documented contract -----------------------------------------------------
+
+def test_times_accept_an_unencoded_plus_and_bare_dates():
+    tz = SCHEDULE.tz
+    assert parse_time("2026-11-20T09:00:00 01:00", "from", tz) == parse_time("2026-11-20T09:00:00+01:00", "from", tz)
+    midnight = parse_time("2026-11-20", "from", tz)
+    assert (midnight.astimezone(tz).hour, midnight.astimezone(tz).date().isoformat()) == (0, "2026-11-20")
+
+
+@pytest.mark.parametrize("header, matches", [
+    ('"abc"', True), ('W/"abc"', True), ('"x", "abc"', True), ("*", True), ('"abd"', False), (None, False)])
+def test_if_none_match(header, matches):
+    assert etag_matches(header, '"abc"') is matches
+
+
+def test_the_openapi_document_describes_exactly_the_served_routes():
+    spec = yaml.safe_load((Path(__file__).parents[2] / "docs" / "openapi.yaml").read_text())
+    api = HttpApi(http_config(), manager=_StubManager(), securities=SECURITIES)
+    served = {r.resource.canonical for r in api.app().router.routes() if r.method == "GET"}
+    assert set(spec["paths"]) == served
+    assert spec["openapi"].startswith("3.1")
+
+
+class _StubManager:
+    schedule = SCHEDULE
+
+
+class _AlertStore:
+    """Stands in for the QuestDB reader's alerts query (QuestDBReader.alerts is not written yet)."""
+
+    def __init__(self, rows=None, error: Exception | None = None) -> None:
+        self.rows, self.error, self.calls = rows or [], error, []
+
+    async def alerts(self, limit: int, symbol: str | None = None):
+        self.calls.append((limit, symbol))
+        if self.error:
+            raise self.error
+        return [r for r in self.rows if symbol is None or r["symbol"] == symbol][:limit]
+
+
+async def test_alerts_merge_questdb_with_the_newest_in_memory_or_fall_back_to_memory():
+    engine = AlertEngine(AlertsConfig(rules=[AlertRule(name="api-move", kind="change_percent", threshold=5)]))
+    older = {"timestamp": "2026-11-19T15:00:00.000Z", "rule": "api-move", "kind": "change_percent",
+             "symbol": "PKO", "message": "PKO up", "price": 1.0, "value": 6.0, "threshold": 5.0}
+    store = _AlertStore([older])
+    async with running(sinks=[engine], alerts=engine, reader=store) as env:
+        env.tape.set("PKN", PRICES["PKN"] * 1.2)
+        await env.cycle()
+        body = await env.get_json("/api/v1/alerts", params={"limit": "10"})
+        assert body["source"] == "questdb"
+        assert [a["symbol"] for a in body["data"]] == ["PKN", "PKO"]  # the fresh one from memory first
+        assert store.calls[-1] == (10, None)
+        store.error = OSError("connection refused")
+        body = await env.get_json("/api/v1/alerts")
+        assert body["source"] == "memory" and [a["symbol"] for a in body["data"]] == ["PKN"]

@@ -184,3 +184,17 @@ async def _keepalive(sse: SseClient) -> None:
             await sse.next(timeout=0.5)
         except TimeoutError:
             pass
+
+
+async def test_stopping_the_api_ends_open_streams_promptly():
+    async with running() as env:
+        async with env.http.get("/api/v1/stream") as resp:
+            sse = SseClient(resp)
+            await sse.next_of("snapshot")
+            await asyncio.wait_for(env.api.stop(timeout=5), 5)
+            try:
+                while True:
+                    await sse.next(timeout=5)
+            except (EOFError, aiohttp.ClientPayloadError):
+                pass
+        assert env.api.status()["state"] == "stopped" and not env.api.hub.clients

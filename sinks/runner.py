@@ -17,7 +17,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from streamer.bus import EventBus, Overflow
 from streamer.config import OutboxConfig, ReconnectConfig
-from streamer.events import ConnectionStatusChanged
+from streamer.events import Alert, ConnectionStatusChanged
+from streamer.model import utc_now
 from streamer.metrics import COMPONENTS, SINK_DELIVERED, SINK_RECONNECTS, SINK_REJECTED
 
 from .base import Backend, Entry, Rejected
@@ -55,6 +56,7 @@ class OutboxSink:
         self.refused = 0
         self.reconnects = 0
         self.delivery_lag: float | None = None  # seconds from outbox to backend, of the last write
+        self._full_alerted = False  # one alert per episode of a full outbox, not one per refused event
         self._bus: EventBus | None = None
         self._pending = asyncio.Event()
         self._idle = asyncio.Event()
@@ -127,8 +129,21 @@ class OutboxSink:
             self.refused += e.refused
             log.error("sink.outbox_full sink=%s refused=%d limit=%d: new entries are refused until the "
                       "backend catches up", self.name, e.refused, self.outbox.max_entries)
+            await self._alert_full(e)
         self._idle.clear()
         self._pending.set()
+
+    async def _alert_full(self, error: OutboxFull) -> None:
+        # Alerts travel through every sink, this one included: once per episode, so a full outbox
+        # refusing its own alert cannot set off another.
+        if self._full_alerted or self._bus is None or self._bus.closed:
+            return
+        self._full_alerted = True
+        await self._bus.publish(Alert(
+            rule="outbox_full", kind="system", symbol=None, at=utc_now(),
+            message=f"{self.name} outbox is full ({self.outbox.max_entries} entries): new entries are refused "
+                    f"until {self.name} is reachable again ({self.last_error or 'backend unreachable'})",
+            value=float(self.outbox.depth), threshold=float(self.outbox.max_entries)))
 
     # --- delivery side ---------------------------------------------------------------------------
 
@@ -194,6 +209,9 @@ class OutboxSink:
                 self.outbox.ack(batch)
                 self.delivered += len(batch)
                 SINK_DELIVERED.labels(self.name).inc(len(batch))
+            if self._full_alerted and self.outbox.depth < self.outbox.max_entries * 0.9:
+                self._full_alerted = False
+                log.info("sink.outbox_recovered sink=%s pending=%d", self.name, self.outbox.depth)
             self.delivery_lag = time.time() - min(e.created for e in batch)
 
     def _reject(self, batch: list[Entry], rejection: Rejected) -> None:

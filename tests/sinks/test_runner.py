@@ -147,3 +147,27 @@ async def test_a_killed_daemon_delivers_its_outbox_on_the_next_start(tmp_path):
     await until(lambda: len(backend.rows) == 3)
     assert [r["price"] for r in backend.rows] == [10.0, 11.0, 12.0]
     await sink2.stop(1)
+
+
+async def test_a_full_outbox_refuses_new_entries_with_an_error_and_one_alert(tmp_path, caplog):
+    backend = RemoteDouble(up=False)
+    bus = EventBus()
+    alerts = []
+
+    async def record(e):
+        alerts.append(e)
+
+    bus.subscribe("alerts", record, [EventType.ALERT])
+    sink = OutboxSink(backend, data_dir=tmp_path, reconnect=FAST, outbox=OutboxConfig(max_entries=100))
+    await sink.start(bus)
+    for n in range(130):
+        await bus.publish(batch(n))
+    await until(lambda: sink.refused == 30)
+    await until(lambda: len(alerts) == 1)
+    assert alerts[0].kind == "system" and "double outbox is full" in alerts[0].message
+    assert "sink.outbox_full sink=double" in caplog.text
+    assert sink.outbox.depth == 100
+    backend.up = True
+    await until(lambda: sink.outbox.depth == 0)
+    assert [r["price"] for r in backend.rows] == [10.0 + n for n in range(100)]  # the oldest kept, in order
+    await sink.stop(1)

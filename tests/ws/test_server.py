@@ -1,0 +1,509 @@
+"""WebSocketServer with real `websockets` clients over 127.0.0.1 and a real EventBus publishing QuoteBatch events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import ssl
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import ClassVar
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client import REGISTRY
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from streamer import __version__
+from streamer.events import EventType, MarketStatusChanged
+from streamer.model import MarketStatus
+from streamer.ws import PROTOCOL_VERSION
+
+from . import ANY, batch, client, expect, quote, recv_json, running_server, send, still_open, subscribed, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Alert:
+    """Stands in for the colleague's Alert event: a `symbol` and a `to_dict()`."""
+
+    type: ClassVar[EventType] = EventType.ALERT
+    symbol: str
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"symbol": self.symbol, "message": self.message, "at": datetime(2026, 1, 5, tzinfo=timezone.utc)}
+
+
+def symbols_of(message: dict) -> list[str]:
+    return [q["symbol"] for q in message["data"]]
+
+
+async def closed_with(ws) -> tuple[int, str]:
+    """Read until the server closes; the close code and reason it sent."""
+    try:
+        async with asyncio.timeout(5):
+            while True:
+                await ws.recv()
+    except ConnectionClosed as e:
+        assert e.rcvd is not None, e
+        return e.rcvd.code, e.rcvd.reason
+
+
+# --- connecting, subscribing, filtering -----------------------------------------------------------
+
+
+async def test_connection_message_names_server_protocol_epoch_and_seq():
+    async with running_server() as (server, bus):
+        assert server.url == f"ws://127.0.0.1:{server.port}" and server.port > 0
+        await bus.publish(batch("PKN"))
+        await bus.drain(5)
+        async with connect(server.url) as ws:
+            hello = await expect(ws, "connection")
+    assert hello == {"type": "connection", "status": "connected", "server": "stock-streamer", "version": __version__,
+                     "protocol": PROTOCOL_VERSION, "timestamp": ANY, "epoch": server.history.epoch, "seq": 1,
+                     "market_status": "open", "authenticated": False, "message": ANY}
+
+
+async def test_each_client_receives_only_its_symbols_with_a_prev_seq_chain():
+    async with running_server() as (server, bus):
+        async with client(server.url) as a, client(server.url) as b, client(server.url) as c:
+            await subscribed(a, "PKN")
+            assert (await subscribed(b))["all"] is True
+            await subscribed(c, "PKO", "KGH")
+            for symbols in (["PKO"], ["PKN", "PKO"], ["KGH"], ["PKN"]):
+                await bus.publish(batch(*symbols))
+            got_a = [await expect(a, "stock_updates") for _ in range(2)]
+            got_b = [await expect(b, "stock_updates") for _ in range(4)]
+            got_c = [await expect(c, "stock_updates") for _ in range(3)]
+            for ws in (a, b, c):
+                await still_open(ws)  # and nothing else was sent to it
+    assert [(m["seq"], m["prev_seq"], symbols_of(m)) for m in got_a] == [(2, 0, ["PKN"]), (4, 2, ["PKN"])]
+    assert [(m["seq"], m["prev_seq"]) for m in got_b] == [(1, 0), (2, 1), (3, 2), (4, 3)]
+    assert [(m["seq"], m["prev_seq"], symbols_of(m)) for m in got_c] == [(1, 0, ["PKO"]), (2, 1, ["PKO"]),
+                                                                         (3, 2, ["KGH"])]
+    assert got_b[1]["count"] == 2 and got_b[1]["epoch"] == server.history.epoch
+
+
+async def test_clients_with_the_same_subscription_share_one_encoded_message():
+    async with running_server() as (server, bus):
+        async with client(server.url) as a, client(server.url) as b, client(server.url) as c:
+            await subscribed(a, "PKN", "PKO")
+            await subscribed(b, "PKO", "PKN")
+            await subscribed(c, "KGH")
+            assert server.status()["groups"] == 2
+            await bus.publish(batch("PKN", "KGH"))
+            raw_a, raw_b = await a.recv(), await b.recv()
+    assert raw_a == raw_b
+
+
+async def test_subscription_confirmed_carries_a_snapshot_of_the_latest_quotes():
+    async with running_server() as (server, bus):
+        await bus.publish(batch("PKN", "PKO", price=10))
+        await bus.publish(batch("PKN", price=11))
+        await bus.drain(5)
+        async with client(server.url) as ws:
+            confirmed = await subscribed(ws, "PKO", "PKN", "CDR")
+    assert confirmed["symbols"] == ["CDR", "PKN", "PKO"] and confirmed["all"] is False
+    assert confirmed["seq"] == 2 and confirmed["epoch"] == server.history.epoch and not confirmed["recovered"]
+    assert [(q["symbol"], q["price"]) for q in confirmed["snapshot"]] == [("PKN", 11), ("PKO", 10)]
+
+
+async def test_unsubscribe_and_status():
+    async with running_server() as (server, bus):
+        async with client(server.url) as ws, client(server.url):
+            await subscribed(ws, "PKN", "PKO")
+            await send(ws, type="unsubscribe", symbols=["PKO"])
+            assert (await expect(ws, "subscription_confirmed"))["symbols"] == ["PKN"]
+            await bus.publish(batch("PKO"))
+            await bus.publish(batch("PKN"))
+            assert symbols_of(await expect(ws, "stock_updates")) == ["PKN"]
+            await send(ws, type="status")
+            status = await expect(ws, "status")
+            await send(ws, type="unsubscribe")
+            assert (await expect(ws, "subscription_confirmed"))["symbols"] == []
+            await bus.publish(batch("PKN"))
+            await bus.drain(5)
+            await still_open(ws)
+    assert status == {"type": "status", "timestamp": ANY, "subscriptions": {"all": False, "symbols": ["PKN"]},
+                      "clients": 2, "epoch": server.history.epoch, "seq": 2, "history": 2, "market_status": "open",
+                      "version": __version__, "protocol": PROTOCOL_VERSION}
+
+
+async def test_market_status_goes_to_everyone_and_alerts_to_subscribers_of_the_symbol():
+    async with running_server() as (server, bus):
+        async with client(server.url) as pkn, client(server.url) as pko, client(server.url) as idle:
+            await subscribed(pkn, "PKN")
+            await subscribed(pko, "PKO")
+            change = MarketStatusChanged(MarketStatus.CLOSED, MarketStatus.OPEN, datetime.now(timezone.utc))
+            await bus.publish(change)
+            for ws in (pkn, pko, idle):
+                assert (await expect(ws, "market_status"))["data"] == change.to_dict()
+            await bus.publish(Alert("PKN", "PKN up 5%"))
+            await bus.publish(Alert("PKO", "PKO down 5%"))
+            alert = await expect(pkn, "alert")
+            assert (await expect(pko, "alert"))["symbol"] == "PKO"
+            for ws in (pkn, pko, idle):
+                await still_open(ws)
+    assert alert == {"type": "alert", "timestamp": ANY, "symbol": "PKN",
+                     "data": {"symbol": "PKN", "message": "PKN up 5%", "at": "2026-01-05T00:00:00.000Z"}}
+
+
+# --- resume and resync ------------------------------------------------------------------------------
+
+
+async def test_resume_replays_exactly_the_missed_batches_then_goes_live():
+    async with running_server() as (server, bus):
+        async with client(server.url) as ws:
+            await subscribed(ws, "PKN", "PKO")
+            await bus.publish(batch("PKN"))
+            last = await expect(ws, "stock_updates")
+        for symbols in (["PKO"], ["KGH"], ["PKN", "KGH"]):  # seq 2, 3, 4 while disconnected
+            await bus.publish(batch(*symbols))
+        await bus.drain(5)
+        async with client(server.url) as ws:
+            confirmed = await subscribed(ws, "PKN", "PKO", since_seq=last["seq"], epoch=last["epoch"])
+            replayed = [await expect(ws, "stock_updates") for _ in range(2)]
+            await bus.publish(batch("PKO"))
+            live = await expect(ws, "stock_updates")
+    assert confirmed["recovered"] is True and confirmed["replay"] == 2 and confirmed["seq"] == 1
+    assert confirmed["snapshot"] == []
+    assert [(m["seq"], m["prev_seq"], symbols_of(m)) for m in replayed] == [(2, 1, ["PKO"]), (4, 2, ["PKN"])]
+    assert (live["seq"], live["prev_seq"]) == (5, 4)
+    assert server.counters["recovered"] == 1
+
+
+async def test_resume_while_batches_keep_arriving_has_no_gap_and_no_duplicate():
+    async with running_server() as (server, bus):
+        async with client(server.url) as ws:
+            await subscribed(ws)
+            await bus.publish(batch("PKN"))
+            last = await expect(ws, "stock_updates")
+        for _ in range(40):
+            await bus.publish(batch("PKN", "PKO"))
+        await bus.drain(5)
+
+        async def keep_publishing():
+            for _ in range(40):
+                await bus.publish(batch("KGH"))
+                await asyncio.sleep(0)
+
+        async with client(server.url) as ws:
+            publisher = asyncio.create_task(keep_publishing())
+            await subscribed(ws, since_seq=last["seq"], epoch=last["epoch"])
+            got = [await expect(ws, "stock_updates") for _ in range(80)]
+            await publisher
+    assert [m["seq"] for m in got] == list(range(2, 82))
+    assert all(m["prev_seq"] == m["seq"] - 1 for m in got)
+
+
+async def test_resync_when_the_epoch_changed():
+    async with running_server() as (server, bus):
+        await bus.publish(batch("PKN", price=12))
+        await bus.drain(5)
+        async with client(server.url) as ws:
+            await send(ws, type="subscribe", symbols=["PKN"], since_seq=3, epoch="previous-run")
+            resync = await expect(ws, "resync")
+            await bus.publish(batch("PKN"))
+            assert (await expect(ws, "stock_updates"))["prev_seq"] <= resync["seq"]
+    assert resync == {"type": "resync", "timestamp": ANY, "reason": "epoch_changed", "all": False,
+                      "symbols": ["PKN"], "epoch": server.history.epoch, "seq": 1, "snapshot": [ANY]}
+    assert resync["snapshot"][0]["price"] == 12
+
+
+async def test_resync_when_the_missed_batches_are_older_than_the_history():
+    async with running_server(history_size=2) as (server, bus):
+        for _ in range(5):
+            await bus.publish(batch("PKN"))
+        await bus.drain(5)
+        async with client(server.url) as ws:
+            await send(ws, type="subscribe", since_seq=1, epoch=server.history.epoch)
+            resync = await expect(ws, "resync")
+            await send(ws, type="subscribe", since_seq=3, epoch=server.history.epoch)  # seq 4 and 5 are kept
+            assert (await expect(ws, "subscription_confirmed"))["replay"] == 2
+            assert [(await expect(ws, "stock_updates"))["seq"] for _ in range(2)] == [4, 5]
+            await send(ws, type="subscribe", since_seq=9, epoch=server.history.epoch)
+            error = await expect(ws, "error")
+            await still_open(ws)
+    assert (resync["reason"], resync["seq"], resync["all"]) == ("history_exceeded", 5, True)
+    assert error["code"] == "invalid_message" and "ahead" in error["message"]
+
+
+# --- malformed input and limits ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw, code", [
+    ("not json at all", "invalid_json"),
+    ('{"type": "subscribe", "symbols": "PKN"}', "invalid_message"),
+    ('{"type": "subscribe", "since_seq": "1", "epoch": "e"}', "invalid_message"),
+    ('{"type": "ping", "id": [1]}', "invalid_message"),
+    ('["subscribe"]', "invalid_message"),
+    ('{"type": "teleport"}', "unknown_type"),
+    ('{"type": "subscribe", "symbols": ["PKN", "NOPE"]}', "unknown_symbols"),
+    ('{"type": "auth", "token": "late"}', "already_authenticated"),
+])
+async def test_malformed_input_gets_an_error_and_the_connection_stays_open(raw, code):
+    async with running_server() as (server, bus):
+        async with client(server.url) as ws:
+            await ws.send(raw)
+            error = await expect(ws, "error")
+            if code == "unknown_symbols":
+                assert error["symbols"] == ["NOPE"]
+                assert (await expect(ws, "subscription_confirmed"))["symbols"] == ["PKN"]  # known ones still count
+            await still_open(ws)
+    assert error["code"] == code and error["message"]
+
+
+async def test_a_frame_over_the_size_limit_is_closed_with_1009():
+    async with running_server(max_frame_bytes=1024) as (server, bus):
+        async with client(server.url) as ws:
+            await send(ws, type="ping", id="x" * 100)
+            await expect(ws, "pong")
+            await send(ws, type="subscribe", symbols=["PKN"] * 300)
+            code, _ = await closed_with(ws)
+    assert code == 1009
+
+
+async def test_too_many_subscriptions_is_refused_as_a_whole():
+    async with running_server(max_subscriptions=2) as (server, bus):
+        async with client(server.url) as ws:
+            await send(ws, type="subscribe", symbols=["PKN", "PKO", "KGH"])
+            assert (await expect(ws, "error"))["code"] == "too_many_subscriptions"
+            assert (await subscribed(ws, "PKN", "PKO"))["symbols"] == ["PKN", "PKO"]
+            await send(ws, type="subscribe", symbols=["KGH"])
+            assert (await expect(ws, "error"))["code"] == "too_many_subscriptions"
+            assert (await subscribed(ws))["all"] is True  # "everything" is one subscription
+            await still_open(ws)
+
+
+async def test_rate_limit_answers_once_per_burst_then_recovers():
+    now = [1000.0]
+    async with running_server(max_messages_per_second=5, clock=lambda: now[0]) as (server, bus):
+        async with client(server.url) as ws:
+            for i in range(8):
+                await send(ws, type="ping", id=i)
+            replies = [await recv_json(ws) for _ in range(6)]
+            now[0] += 0.2  # one token back
+            await still_open(ws)
+    assert [r["type"] for r in replies] == ["pong"] * 5 + ["error"]
+    assert replies[5]["code"] == "rate_limited" and server.counters["rate_limited"] == 3
+
+
+async def test_a_client_that_keeps_flooding_is_closed_with_1008():
+    async with running_server(max_messages_per_second=5, clock=lambda: 1000.0) as (server, bus):
+        async with client(server.url) as ws:
+            for i in range(30):
+                await send(ws, type="ping", id=i)
+            code, reason = await closed_with(ws)
+    assert (code, reason) == (1008, "rate limit exceeded")
+    assert server.counters["closed_rate_limited"] == 1
+
+
+# --- slow clients and keepalive -----------------------------------------------------------------------
+
+
+async def test_a_stalled_client_is_closed_with_1013_and_does_not_slow_the_others():
+    many = tuple(f"S{i:03d}" for i in range(80))  # ~26 KB per message
+
+    async def latencies(bus, ws, n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            start = time.perf_counter()
+            await bus.publish(batch(*many))
+            await expect(ws, "stock_updates")
+            out.append(time.perf_counter() - start)
+        return out
+
+    async with running_server(symbols=None, send_buffer=65536) as (server, bus):
+        async with client(server.url) as healthy:
+            await subscribed(healthy)
+            alone = await latencies(bus, healthy, 30)
+            # A client that stops reading: a tiny receive buffer, and websockets pauses reading after 1 message.
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            async with client(server.url, sock=sock, max_queue=1) as stalled:
+                await subscribed(stalled)
+                with_stalled = []
+                async with asyncio.timeout(20):
+                    while server.counters["closed_slow"] == 0:
+                        with_stalled += await latencies(bus, healthy, 1)
+                with_stalled += await latencies(bus, healthy, 10)  # and after it was closed
+                code, reason = await closed_with(stalled)
+            await still_open(healthy)
+    assert (code, reason) == (1013, "send buffer full: client too slow")
+    assert len(with_stalled) > 10  # the stalled client's backlog really built up over many batches
+    # Fan-out never waits for a client, so the healthy client's latency does not grow with a stalled one.
+    assert statistics.median(with_stalled) < 3 * statistics.median(alone)
+    assert server.counters["dropped"] == 1 and server.status()["clients"] == 1
+
+
+async def test_keepalive_closes_a_peer_that_stopped_answering_pings():
+    async with running_server(ping_interval=0.1, ping_timeout=0.1) as (server, bus):
+        async with client(server.url, ping_interval=None) as ws:
+            await wait_until(lambda: server.status()["clients"] == 1)
+            ws.transport.pause_reading()  # pings are no longer answered
+            await wait_until(lambda: server.status()["clients"] == 0)
+
+
+async def test_stop_closes_clients_with_1001_and_reports_status():
+    async with running_server() as (server, bus):
+        async with client(server.url) as ws:
+            await subscribed(ws, "PKN")
+            status = server.status()
+            assert REGISTRY.get_sample_value("streamer_ws_clients") == 1
+            await server.stop(2)
+            code, reason = await closed_with(ws)
+    assert (code, reason) == (1001, "server shutting down")
+    assert status["state"] == "listening" and status["clients"] == 1 and status["epoch"] == server.history.epoch
+    assert {"seq", "history_depth", "messages_sent", "closed_slow", "auth_refused"} <= set(status)
+    assert server.status()["state"] == "stopped"
+
+
+async def test_wss_with_a_self_signed_certificate(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    trust = ssl.create_default_context(cafile=str(cert))
+    async with running_server(tls_cert=cert, tls_key=key) as (server, bus):
+        assert server.url.startswith("wss://")
+        async with client(server.url, ssl=trust) as ws:
+            await subscribed(ws, "PKN")
+            await bus.publish(batch("PKN"))
+            assert symbols_of(await expect(ws, "stock_updates")) == ["PKN"]
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await connect(server.url)  # the system trust store does not know this certificate
+
+
+# --- access control -----------------------------------------------------------------------------------------
+
+TOKEN = "shared-secret-token-1"
+
+
+async def test_auth_required_refuses_a_client_without_a_token():
+    async with running_server(require_auth=True, tokens=[TOKEN], auth_timeout=0.3) as (server, bus):
+        async with connect(server.url) as ws:
+            assert await closed_with(ws) == (1008, "authentication required")
+        async with connect(server.url) as ws:
+            await send(ws, type="subscribe")  # the first message must be auth
+            assert await closed_with(ws) == (1008, "authentication required")
+    assert server.counters["auth_refused"] == 2
+
+
+async def test_auth_required_refuses_a_wrong_token(caplog):
+    caplog.set_level(logging.DEBUG)
+    async with running_server(require_auth=True, tokens=[TOKEN]) as (server, bus):
+        async with connect(server.url, additional_headers={"Authorization": "Bearer wrong-token-2"}) as ws:
+            assert await closed_with(ws) == (1008, "authentication failed")
+        async with connect(server.url) as ws:
+            await send(ws, type="auth", token="wrong-token-3")
+            assert await closed_with(ws) == (1008, "authentication failed")
+    assert "wrong-token" not in caplog.text and "authentication" in caplog.text
+
+
+@pytest.mark.parametrize("header", [f"Bearer {TOKEN}", TOKEN])
+async def test_a_good_shared_token_in_the_header_is_accepted(header, caplog):
+    caplog.set_level(logging.DEBUG)
+    async with running_server(require_auth=True, tokens=["other", TOKEN]) as (server, bus):
+        async with connect(server.url, additional_headers={"Authorization": header}) as ws:
+            assert (await expect(ws, "connection"))["authenticated"] is True
+            await still_open(ws)
+    assert TOKEN not in caplog.text
+
+
+async def test_a_good_shared_token_in_the_first_message_is_accepted():
+    async with running_server(require_auth=True, tokens=[TOKEN]) as (server, bus):
+        async with connect(server.url) as ws:
+            await send(ws, type="auth", token=TOKEN)
+            await expect(ws, "connection")
+            assert (await subscribed(ws, "PKN"))["symbols"] == ["PKN"]
+
+
+async def test_a_browser_origin_outside_the_allow_list_is_refused_at_the_handshake():
+    async with running_server(allowed_origins=["https://app.example.com"]) as (server, bus):
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(server.url, origin="https://evil.example.net")
+        assert refused.value.response.status_code == 403
+        async with client(server.url, origin="https://app.example.com") as ws:
+            await still_open(ws)
+        async with client(server.url) as ws:  # no Origin: not a browser
+            await still_open(ws)
+
+
+@pytest.fixture
+async def fake_pocketbase():
+    """A loopback stand-in for PocketBase's `POST /api/collections/users/auth-refresh`."""
+    calls: list[str] = []
+
+    async def auth_refresh(request: web.Request) -> web.Response:
+        calls.append(request.headers.get("Authorization", ""))
+        if request.headers.get("Authorization") == "pb-user-token":
+            return web.json_response({"token": "pb-user-token-refreshed", "record": {"id": "u1"}})
+        return web.json_response({"status": 401, "message": "The request requires valid record authorization "
+                                  "token.", "data": {}}, status=401)
+
+    app = web.Application()
+    app.router.add_post("/api/collections/users/auth-refresh", auth_refresh)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}", calls
+    await runner.cleanup()
+
+
+async def test_a_pocketbase_user_token_is_checked_against_pocketbase_and_cached(fake_pocketbase):
+    url, calls = fake_pocketbase
+    async with running_server(require_auth=True, pocketbase_url=url) as (server, bus):
+        for _ in range(2):
+            async with connect(server.url, additional_headers={"Authorization": "pb-user-token"}) as ws:
+                await expect(ws, "connection")
+        async with connect(server.url) as ws:
+            await send(ws, type="auth", token="expired-user-token")
+            assert await closed_with(ws) == (1008, "authentication failed")
+    assert calls == ["pb-user-token", "expired-user-token"]  # the second good connection used the cache
+
+
+async def test_a_pocketbase_token_is_refused_when_pocketbase_is_unreachable():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # bound, not listening: connection refused
+        async with running_server(require_auth=True, pocketbase_url=dead) as (server, bus):
+            async with connect(server.url, additional_headers={"Authorization": "pb-user-token"}) as ws:
+                assert await closed_with(ws) == (1008, "authentication failed")
+
+
+@pytest.mark.servers
+async def test_a_real_pocketbase_user_token_is_accepted(request):
+    if not (REPO / "scripts" / "run_pocketbase.sh").exists():
+        pytest.skip("scripts/run_pocketbase.sh is not there yet: no real PocketBase to test against")
+    pb = request.getfixturevalue("pocketbase_config")
+    email, password = f"ws-{time.time_ns()}@example.com", "ws-test-password-1"
+    async with aiohttp.ClientSession(base_url=pb.url) as http:
+        admin = await (await http.post("/api/collections/_superusers/auth-with-password", json={
+            "identity": pb.admin_email, "password": pb.admin_password.get_secret_value()})).json()
+        created = await http.post("/api/collections/users/records", headers={"Authorization": admin["token"]},
+                                  json={"email": email, "password": password, "passwordConfirm": password})
+        assert created.status == 200, await created.text()
+        user = await (await http.post("/api/collections/users/auth-with-password",
+                                      json={"identity": email, "password": password})).json()
+    async with running_server(require_auth=True, pocketbase_url=pb.url) as (server, bus):
+        async with connect(server.url, additional_headers={"Authorization": user["token"]}) as ws:
+            await expect(ws, "connection")
+        async with connect(server.url, additional_headers={"Authorization": user["token"][:-2]}) as ws:
+            assert await closed_with(ws) == (1008, "authentication failed")
+
+
+def test_quote_helper_makes_valid_updates():
+    assert quote("PKN", 1.5).to_dict()["price"] == 1.5
+    assert json.loads(json.dumps(quote("PKN").to_dict()))["symbol"] == "PKN"

@@ -18,18 +18,11 @@ from streamer.config import AlphaVantageConfig
 from streamer.model import InvalidQuote, StockUpdate
 
 from .alpha_vantage_json import AvError, load, mask_url, parse_bulk, parse_global_quote
-from .base import FetchResult, ProviderHealth
+from .base import FetchResult, Problem, ProviderHealth
 from .rate_limit import RateLimiter
 
 log = logging.getLogger("providers.alpha_vantage")
 BULK_MAX = 100  # REALTIME_BULK_QUOTES honours at most 100 symbols per call
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    code: str
-    detail: str
-    whole_request: bool = False
 
 
 @dataclass
@@ -189,16 +182,8 @@ class AlphaVantageProvider:
         cycle.problems.append(Problem(code, detail, whole_request))
 
     def _settle(self, problems: list[Problem], *, delivered: bool) -> None:
-        if not problems:
-            self.health.ok(self.clock.now())
-            return
-        primary = max(problems, key=lambda p: (p.whole_request, p.code != "unknown_symbol"))
-        counted = {primary.code}
-        for p in problems:  # each reason counts once per cycle in the metrics; the primary names the state
-            if p.code not in counted:
-                counted.add(p.code)
-                self.health.degraded(p.code, self._redact(p.detail))
-        (self.health.degraded if delivered else self.health.down)(primary.code, self._redact(primary.detail))
+        redacted = [Problem(p.code, self._redact(p.detail), p.whole_request) for p in problems]
+        self.health.settle(redacted, delivered=delivered, now=self.clock.now())
 
     def _redact(self, text: str) -> str:
         # The service echoes the key in some messages ("We have detected your API key as ...").

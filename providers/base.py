@@ -21,6 +21,15 @@ class FetchResult:
     problems: tuple[str, ...] = ()  # human-readable reasons, already logged by the provider
 
 
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One fault of a cycle; `whole_request` faults outrank per-symbol ones when choosing the health reason."""
+
+    code: str  # short stable label, used in metrics
+    detail: str  # for people
+    whole_request: bool = False
+
+
 @dataclass
 class ProviderHealth:
     """Mutable health a provider keeps; the manager turns changes into `provider_status` events."""
@@ -42,6 +51,20 @@ class ProviderHealth:
     def down(self, reason_code: str, detail: str) -> None:
         self.degraded(reason_code, detail)
         self.state = ProviderState.DOWN
+
+    def settle(self, problems: Sequence[Problem], *, delivered: bool, now: datetime) -> None:
+        """Health after a cycle: OK without problems, else DEGRADED (something delivered) or DOWN, named after
+        the most serious problem. Each reason counts once per cycle in `errors_by_reason`."""
+        if not problems:
+            self.ok(now)
+            return
+        primary = max(problems, key=lambda p: (p.whole_request, p.code != "unknown_symbol"))
+        counted = {primary.code}
+        for p in problems:
+            if p.code not in counted:
+                counted.add(p.code)
+                self.degraded(p.code, p.detail)
+        (self.degraded if delivered else self.down)(primary.code, primary.detail)
 
 
 class Provider(Protocol):

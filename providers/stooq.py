@@ -14,19 +14,10 @@ from streamer.clock import Clock, SystemClock
 from streamer.config import StooqConfig
 from streamer.model import InvalidQuote, StockUpdate
 
-from .base import FetchResult, ProviderHealth
+from .base import FetchResult, Problem, ProviderHealth
 from .stooq_csv import StooqBodyError, StooqQuote, StooqRequest, mask_url, parse_quotes, quote_urls
 
 log = logging.getLogger("providers.stooq")
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One fault of a cycle; `whole_request` faults outrank per-symbol ones when choosing the health reason."""
-
-    code: str
-    detail: str
-    whole_request: bool = False
 
 
 @dataclass
@@ -192,16 +183,7 @@ class StooqProvider:
         cycle.problems.append(Problem(code, detail, whole_request=True))
 
     def _settle(self, problems: list[Problem], *, delivered: bool) -> None:
-        if not problems:
-            self.health.ok(self.clock.now())
-            return
-        primary = max(problems, key=lambda p: (p.whole_request, p.code != "unknown_symbol"))
-        counted = {primary.code}
-        for p in problems:  # each reason counts once per cycle in the metrics; the primary names the state
-            if p.code not in counted:
-                counted.add(p.code)
-                self.health.degraded(p.code, p.detail)
-        (self.health.degraded if delivered else self.health.down)(primary.code, primary.detail)
+        self.health.settle(problems, delivered=delivered, now=self.clock.now())
 
     @staticmethod
     def _log(event: str, reason: str, **fields) -> None:

@@ -1,7 +1,6 @@
 """The `streamer` command as a user runs it: a real process, real signals."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -4,14 +4,19 @@ Tokens are never logged; cached PocketBase results are keyed by a hash of the to
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 
 import aiohttp
 from pydantic import SecretStr
+from websockets.asyncio.server import ServerConnection
+
+from .protocol import Auth, ProtocolViolation, parse
 
 log = logging.getLogger("streamer.ws")
 
@@ -29,6 +34,25 @@ def token_from_header(value: str | None) -> str | None:
     return value or None
 
 
+async def presented_token(conn: ServerConnection, timeout: float) -> str | None:
+    """The client's token: its `Authorization` header, else a first `auth` message within `timeout`.
+
+    None when it presented none; "" when it sent several Authorization headers (ambiguous: refused)."""
+    try:
+        header = conn.request.headers.get("Authorization") if conn.request else None
+    except LookupError:  # MultipleValuesError
+        return ""
+    token = token_from_header(header)
+    if token is not None:
+        return token
+    try:
+        async with asyncio.timeout(timeout):
+            message = parse(await conn.recv())
+    except (TimeoutError, ProtocolViolation):
+        return None
+    return message.token if isinstance(message, Auth) else None
+
+
 def origins(allowed: Sequence[str]) -> list[str | None] | None:
     """The `origins` argument of websockets' `serve`: None accepts any; a list also admits no Origin at all.
 
@@ -37,6 +61,27 @@ def origins(allowed: Sequence[str]) -> list[str | None] | None:
     if not allowed:
         return None
     return [o.rstrip("/") for o in allowed] + [None]
+
+
+class RedactTokens(logging.Filter):
+    """Masks tokens in websockets' DEBUG wire log, which shows request headers and frame contents."""
+
+    _HEADER = re.compile(r"(?i)(authorization:\s*).*")
+    _FIELD = re.compile(r'("token"\s*:\s*")[^"]*')
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "uthorization" in text or '"token"' in text:
+            record.msg, record.args = self._FIELD.sub(r"\1***", self._HEADER.sub(r"\1***", text)), ()
+        return True
+
+
+def wire_logger() -> logging.Logger:
+    """websockets' server logger with token redaction (the app also raises its level to WARNING)."""
+    logger = logging.getLogger("websockets.server")
+    if not any(isinstance(f, RedactTokens) for f in logger.filters):
+        logger.addFilter(RedactTokens())
+    return logger
 
 
 class Authenticator:

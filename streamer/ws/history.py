@@ -1,15 +1,17 @@
 """The numbered stream of quote batches: seq and epoch, the last `size` batches for resume, the latest
-quote of every symbol for snapshots, and the resume decision (replay what was missed, or resync)."""
+quote of every symbol for snapshots, the resume decision (replay what was missed, or resync), and the
+subscription groups that share one message per batch and carry its `prev_seq`."""
 
 from __future__ import annotations
 
 import itertools
 import secrets
 from collections import deque
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .protocol import ALL
+from .protocol import ALL, matches
 
 
 class ResyncReason(StrEnum):
@@ -99,3 +101,53 @@ class History:
         if key is ALL:
             return [self.latest[s] for s in sorted(self.latest)]
         return [self.latest[s] for s in sorted(key) if s in self.latest]
+
+
+class Group:
+    """Subscribers with the same key; `last_seq` is the last batch with something for the key (next prev_seq)."""
+
+    __slots__ = ("key", "members", "last_seq")
+
+    def __init__(self, key: frozenset[str], last_seq: int) -> None:
+        self.key = key
+        self.members: set[Hashable] = set()
+        self.last_seq = last_seq
+
+
+class Groups:
+    """Live subscribers grouped by subscription key, so each batch is filtered and encoded once per key."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+        self._groups: dict[frozenset[str], Group] = {}
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def join(self, member: Hashable, key: frozenset[str]) -> frozenset[str]:
+        """Add `member` under a non-empty `key`; returns the group's key object, shared by all its members."""
+        group = self._groups.get(key)
+        if group is None:
+            # A new key's prev_seq chain starts at its newest kept batch; a joiner's watermark is never below it.
+            group = self._groups[key] = Group(key, self.history.last_match(key))
+        group.members.add(member)
+        return group.key
+
+    def leave(self, member: Hashable, key: frozenset[str]) -> None:
+        group = self._groups.get(key)
+        if group is not None:
+            group.members.discard(member)
+            if not group.members:
+                del self._groups[key]
+
+    def plan(self, entry: Entry) -> Iterator[tuple[Group, list[bytes], int]]:
+        """For each group with something in `entry`: the group, its quotes and its prev_seq (then advanced)."""
+        for group in list(self._groups.values()):
+            selected = entry.select(group.key)
+            if selected:
+                prev, group.last_seq = group.last_seq, entry.seq
+                yield group, selected, prev
+
+    def following(self, symbol: str | None) -> Iterator[Group]:
+        """Groups whose key covers `symbol` (every group when None)."""
+        return (g for g in list(self._groups.values()) if symbol is None or matches(g.key, symbol))

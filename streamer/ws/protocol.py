@@ -189,19 +189,28 @@ def matches(key: frozenset[str], symbol: str) -> bool:
     return key is ALL or symbol in key
 
 
+class Verdict(StrEnum):
+    ALLOW = "allow"
+    WARN = "warn"  # refused, the first of a burst: answer with a rate_limited error
+    REFUSE = "refuse"  # refused silently: answering every refused message would amplify the flood
+    CLOSE = "close"  # the client kept flooding without backing off
+
+
 class RateLimit:
-    """Token bucket: `burst` messages at once, refilled at `rate` per second; two floats of state per client.
+    """Token bucket: `burst` messages at once, refilled at `rate` per second; a few floats of state per client.
 
     providers.rate_limit.TokenBucket keeps one datetime per spent token (a deque per client); for a
     per-message check on thousands of connections a refill-rate bucket on a float clock is much lighter."""
 
-    __slots__ = ("rate", "burst", "tokens", "stamp")
+    __slots__ = ("rate", "burst", "tokens", "stamp", "strikes", "max_strikes")
 
     def __init__(self, rate: float, now: float) -> None:
         self.rate = rate
         self.burst = max(1.0, float(math.ceil(rate)))
         self.tokens = self.burst
         self.stamp = now
+        self.strikes = 0  # refused messages since the client last let its bucket fill up
+        self.max_strikes = max(10, 2 * int(self.burst))
 
     def take(self, now: float) -> bool:
         """Spend one token; False (nothing spent) when the client is over its budget."""
@@ -211,6 +220,17 @@ class RateLimit:
             self.tokens -= 1.0
             return True
         return False
+
+    def check(self, now: float) -> Verdict:
+        """Whether to handle one more message, and what to do if not."""
+        if self.take(now):
+            if self.tokens + 1.0 >= self.burst:
+                self.strikes = 0  # the bucket had filled up again: the client backed off
+            return Verdict.ALLOW
+        self.strikes += 1
+        if self.strikes >= self.max_strikes:
+            return Verdict.CLOSE
+        return Verdict.WARN if self.strikes == 1 else Verdict.REFUSE
 
 
 # --- server -> client ---------------------------------------------------------------------------

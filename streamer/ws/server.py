@@ -26,32 +26,20 @@ from streamer.metrics import COMPONENTS, WS_CLIENTS_CLOSED, WS_MESSAGES_DROPPED,
 from streamer.model import MarketStatus, format_timestamp, utc_now
 
 from . import protocol as p
-from .auth import Authenticator, origins, token_from_header
-from .history import FutureSeq, History, ResyncReason
+from .auth import Authenticator, origins, presented_token, wire_logger
+from .history import FutureSeq, Groups, History, ResyncReason
 
 log = logging.getLogger("streamer.ws")
 
 
 class _Client:
-    __slots__ = ("conn", "key", "rate", "strikes", "live")
+    __slots__ = ("conn", "key", "rate", "live")
 
     def __init__(self, conn: ServerConnection, rate: p.RateLimit) -> None:
         self.conn = conn
         self.key: frozenset[str] = p.NOTHING
         self.rate = rate
-        self.strikes = 0  # messages refused by the rate limit since the client last backed off
         self.live = False  # in a fan-out group (False while replaying missed batches)
-
-
-class _Group:
-    """Clients with the same subscription key: they share one encoded message per batch."""
-
-    __slots__ = ("key", "clients", "last_seq")
-
-    def __init__(self, key: frozenset[str], last_seq: int) -> None:
-        self.key = key
-        self.clients: set[_Client] = set()
-        self.last_seq = last_seq  # seq of the last batch with something for this key (the next prev_seq)
 
 
 def _frame(payload: bytes) -> bytes:
@@ -80,12 +68,10 @@ class WebSocketServer:
                                        "auth_refused", "closed_slow", "closed_rate_limited", "recovered",
                                        "resynced"), 0)
         self._clients: set[_Client] = set()
-        self._groups: dict[frozenset[str], _Group] = {}
+        self._groups = Groups(self.history)
         self._server: Server | None = None
         self._bus: EventBus | None = None
         self._sub: Subscription | None = None
-        # A client is closed after this many refused messages without backing off.
-        self._max_strikes = max(10, 2 * int(p.RateLimit(config.max_messages_per_second, 0).burst))
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -106,7 +92,7 @@ class WebSocketServer:
             compression=None,  # deflate costs ~50 KiB per connection and defeats framing a message once
             max_size=cfg.max_frame_bytes, ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout,
             close_timeout=self.close_timeout, write_limit=min(2**15, max(cfg.send_buffer // 2, 1024)),
-            server_header=f"stock-streamer/{__version__}")
+            server_header=f"stock-streamer/{__version__}", logger=wire_logger())
         self.port = self._server.sockets[0].getsockname()[1]
         self._bus = bus
         self._sub = bus.subscribe(self.name, self._on_event,
@@ -159,14 +145,10 @@ class WebSocketServer:
         if not quotes:
             return
         entry = self.history.append(format_timestamp(batch.ready_at), quotes)
-        for group in list(self._groups.values()):
-            selected = entry.select(group.key)
-            if not selected:
-                continue
-            payload = p.stock_updates(seq=entry.seq, prev_seq=group.last_seq, epoch=self.history.epoch,
-                                      timestamp=entry.timestamp, quotes=selected)
-            group.last_seq = entry.seq
-            self._fan_out(group.clients, payload, "stock_updates")
+        for group, selected, prev_seq in self._groups.plan(entry):
+            self._fan_out(group.members, p.stock_updates(seq=entry.seq, prev_seq=prev_seq, epoch=self.history.epoch,
+                                                         timestamp=entry.timestamp, quotes=selected),
+                          "stock_updates")
 
     def _publish_market_status(self, event: MarketStatusChanged) -> None:
         self.market_status = event.status
@@ -175,9 +157,8 @@ class WebSocketServer:
     def _publish_alert(self, event: Any) -> None:
         symbol = getattr(event, "symbol", None)
         payload = p.alert(timestamp=_now(), symbol=symbol, data=event.to_dict())
-        for group in list(self._groups.values()):
-            if symbol is None or p.matches(group.key, symbol):
-                self._fan_out(group.clients, payload, "alert")
+        for group in self._groups.following(symbol):
+            self._fan_out(group.members, payload, "alert")
 
     def _fan_out(self, clients: Iterable[_Client], payload: bytes, kind: str) -> None:
         frame = _frame(payload)
@@ -224,22 +205,12 @@ class WebSocketServer:
 
     def _join(self, client: _Client, key: frozenset[str]) -> None:
         self._leave(client)
-        if not key:
-            client.key = p.NOTHING
-            return
-        group = self._groups.get(key)
-        if group is None:
-            group = self._groups[key] = _Group(key, self.history.last_match(key))
-        client.key = group.key  # one shared frozenset per distinct subscription, not one per client
-        group.clients.add(client)
-        client.live = True
+        client.key = self._groups.join(client, key) if key else p.NOTHING
+        client.live = bool(key)
 
     def _leave(self, client: _Client) -> None:
         if client.live:
-            group = self._groups[client.key]
-            group.clients.discard(client)
-            if not group.clients:
-                del self._groups[client.key]
+            self._groups.leave(client, client.key)
             client.live = False
 
     # --- connection side -------------------------------------------------------------------------
@@ -271,18 +242,8 @@ class WebSocketServer:
         if not self.config.require_auth:
             return True
         conn = client.conn
-        try:
-            token = token_from_header(conn.request.headers.get("Authorization") if conn.request else None)
-        except LookupError:  # several Authorization headers: ambiguous, refuse
-            token = ""
+        token = await presented_token(conn, self.auth_timeout)
         close = p.CloseReason.AUTH_REQUIRED
-        if token is None:
-            try:
-                async with asyncio.timeout(self.auth_timeout):
-                    message = p.parse(await conn.recv())
-                token = message.token if isinstance(message, p.Auth) else None
-            except (TimeoutError, p.ProtocolViolation):
-                token = None
         if token is not None:
             if token and await self.auth.check(token):
                 return True
@@ -295,18 +256,15 @@ class WebSocketServer:
 
     def _dispatch(self, client: _Client, raw: str | bytes) -> int | None:
         """Handle one client message; returns a seq to replay from when the client resumes."""
-        rate = client.rate
-        if not rate.take(self.clock()):
-            client.strikes += 1
+        verdict = client.rate.check(self.clock())
+        if verdict is not p.Verdict.ALLOW:
             self.counters["rate_limited"] += 1
-            if client.strikes == 1:  # one error per burst: answering every refused message would amplify it
+            if verdict is p.Verdict.WARN:
                 self._error(client, p.ErrorCode.RATE_LIMITED,
                             f"more than {self.config.max_messages_per_second:g} messages per second; slow down")
-            if client.strikes >= self._max_strikes:
+            elif verdict is p.Verdict.CLOSE:
                 self._evict(client, p.CloseReason.RATE_LIMIT, "rate_limited")
             return None
-        if rate.tokens + 1 >= rate.burst:
-            client.strikes = 0  # the bucket was full again: the client backed off
         try:
             message = p.parse(raw)
             if isinstance(message, p.Subscribe):

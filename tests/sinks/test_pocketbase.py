@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import math
-import os
 import random
 import socket
 import time

@@ -5,13 +5,11 @@ deadline, never sleep."""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import psycopg
 import pytest
 from questdb import QuestDBErrorCode
 
@@ -20,6 +18,7 @@ from sinks.questdb import QuestDBBackend, parse_refusal
 from sinks.questdb_read import QuestDBReader
 from sinks.questdb_schema import ALERT_COLUMNS, MARKET_STATUS_COLUMNS, QUOTE_COLUMNS, create_table_sql
 from streamer.config import QuestDBSinkConfig
+from tests.helpers import qdb_query
 from streamer.events import (Alert, EventType, MarketStatusChanged, ProviderState, ProviderStatusChanged,
                              QuoteBatch)
 from streamer.model import MarketStatus, StockUpdate
@@ -77,12 +76,7 @@ async def wait_for_rows(reader: QuestDBReader, symbol: str, n: int, timeout: flo
         await asyncio.sleep(0.05)
 
 
-async def sql(config: QuestDBSinkConfig, query: str, params: list | None = None) -> list[tuple]:
-    async with await psycopg.AsyncConnection.connect(
-            host=config.host, port=config.pg_port, user=config.username,
-            password=config.password.get_secret_value(), dbname=config.database, autocommit=True) as conn:
-        cur = await conn.execute(query, params)
-        return await cur.fetchall()
+sql = qdb_query  # the shared helper: one PG-wire query against the test QuestDB
 
 
 # --- schema ----------------------------------------------------------------------------------------

@@ -33,12 +33,12 @@ def batch(*symbols: str, price: float = 10.0) -> QuoteBatch:
 
 @asynccontextmanager
 async def running_server(*, symbols: Iterable[str] | None = SYMBOLS, pocketbase_url: str | None = None,
-                         auth_timeout: float = 2.0, clock=None, **config: Any
+                         auth_timeout: float = 2.0, close_timeout: float = 1.0, clock=None, **config: Any
                          ) -> AsyncIterator[tuple[WebSocketServer, EventBus]]:
     bus = EventBus()
     extra = {"clock": clock} if clock is not None else {}
     server = WebSocketServer(WebSocketConfig(port=0, **config), symbols=symbols, pocketbase_url=pocketbase_url,
-                             auth_timeout=auth_timeout, close_timeout=1.0, **extra)
+                             auth_timeout=auth_timeout, close_timeout=close_timeout, **extra)
     await server.start(bus)
     try:
         yield server, bus

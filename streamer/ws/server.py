@@ -114,7 +114,7 @@ class WebSocketServer:
                 await asyncio.wait_for(self._server.wait_closed(), timeout)
             except asyncio.TimeoutError:
                 # Clients that do not answer the close (not reading) are cut off.
-                for conn in list(self._server.connections):
+                for conn in list(self._server.all_connections):
                     conn.transport.abort()
                 await asyncio.wait_for(self._server.wait_closed(), self.close_timeout)
         await self.auth.close()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import socket
 import ssl
 import statistics
 import subprocess
+import sys
 import time
+import tracemalloc
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +30,7 @@ from streamer.events import EventType, MarketStatusChanged
 from streamer.model import MarketStatus
 from streamer.ws import PROTOCOL_VERSION
 
-from . import ANY, batch, client, expect, quote, recv_json, running_server, send, still_open, subscribed, wait_until
+from . import ANY, SYMBOLS, batch, client, expect, quote, recv_json, running_server, send, still_open, subscribed, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -355,11 +358,21 @@ async def test_a_stalled_client_is_closed_with_1013_and_does_not_slow_the_others
 
 
 async def test_keepalive_closes_a_peer_that_stopped_answering_pings():
-    async with running_server(ping_interval=0.1, ping_timeout=0.1) as (server, bus):
+    async with running_server(ping_interval=0.1, ping_timeout=0.1, close_timeout=0.2) as (server, bus):
         async with client(server.url, ping_interval=None, close_timeout=0.1) as ws:
             await wait_until(lambda: server.status()["clients"] == 1)
             ws.transport.pause_reading()  # pings are no longer answered
             await wait_until(lambda: server.status()["clients"] == 0)
+
+
+async def test_stop_does_not_wait_past_its_timeout_for_a_client_that_stopped_reading():
+    async with running_server(close_timeout=30) as (server, bus):
+        async with client(server.url, close_timeout=0.1) as ws:
+            await subscribed(ws)
+            ws.transport.pause_reading()  # cannot answer the closing handshake
+            started = time.perf_counter()
+            await server.stop(0.2)
+            assert time.perf_counter() - started < 5
 
 
 async def test_stop_closes_clients_with_1001_and_reports_status():
@@ -390,6 +403,59 @@ async def test_wss_with_a_self_signed_certificate(tmp_path):
             assert symbols_of(await expect(ws, "stock_updates")) == ["PKN"]
         with pytest.raises(ssl.SSLCertVerificationError):
             await connect(server.url)  # the system trust store does not know this certificate
+
+
+IDLE_CLIENTS = r"""
+import asyncio, json, sys
+from websockets.asyncio.client import connect
+
+async def one(url, i, ready):
+    async with connect(url, compression=None, ping_interval=None) as ws:
+        await ws.recv()
+        symbols = {} if i % 2 else {"symbols": ["PKN", "PKO", "KGH"][: 1 + i % 3]}
+        await ws.send(json.dumps({"type": "subscribe", **symbols}))
+        await ws.recv()
+        ready.append(i)
+        await asyncio.Future()
+
+async def main(url, n):
+    ready = []
+    tasks = [asyncio.create_task(one(url, i, ready)) for i in range(n)]
+    while len(ready) < n:
+        await asyncio.sleep(0.01)
+    print("ready", flush=True)
+    await asyncio.Future()
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+async def test_an_idle_client_costs_the_server_less_than_20_kib():
+    n = 400
+    async with running_server() as (server, bus):
+        await bus.publish(batch(*SYMBOLS))
+        await bus.drain(5)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.take_snapshot()
+            clients = await asyncio.create_subprocess_exec(sys.executable, "-c", IDLE_CLIENTS, server.url, str(n),
+                                                           stdout=asyncio.subprocess.PIPE)
+            try:
+                assert await asyncio.wait_for(clients.stdout.readline(), 30) == b"ready\n"
+                await bus.publish(batch(*SYMBOLS))
+                await bus.drain(5)
+                gc.collect()
+                after = tracemalloc.take_snapshot()
+                assert server.status()["clients"] == n and server.status()["groups"] == 4
+            finally:
+                clients.kill()
+                await clients.wait()
+        finally:
+            tracemalloc.stop()
+    per_client = sum(d.size_diff for d in after.compare_to(before, "filename")) / n
+    print(f"server heap per idle client: {per_client / 1024:.1f} KiB")
+    assert per_client < 20 * 1024, f"{per_client / 1024:.1f} KiB per idle client"
 
 
 # --- access control -----------------------------------------------------------------------------------------

@@ -5,13 +5,16 @@ subscription groups that share one message per batch and carry its `prev_seq`.""
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
 from collections import deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
 from .protocol import ALL, matches
+
+log = logging.getLogger("streamer.ws")
 
 
 class ResyncReason(StrEnum):
@@ -52,6 +55,8 @@ class History:
         self.size = size
         self._entries: deque[Entry] = deque(maxlen=size)
         self.latest: dict[str, bytes] = {}
+        # Called with each new entry, synchronously (e.g. the HTTP SSE stream shares this numbering).
+        self.listeners: list[Callable[[Entry], None]] = []
 
     @property
     def depth(self) -> int:
@@ -69,6 +74,11 @@ class History:
         entry = Entry(self.seq, timestamp, quotes)
         self._entries.append(entry)
         self.latest.update(quotes)
+        for listener in list(self.listeners):
+            try:
+                listener(entry)
+            except Exception:  # another consumer's bug must not stop this batch reaching WebSocket clients
+                log.exception("ws.history_listener_failed seq=%d", entry.seq)
         return entry
 
     def after(self, seq: int) -> list[Entry] | None:
@@ -148,6 +158,6 @@ class Groups:
                 prev, group.last_seq = group.last_seq, entry.seq
                 yield group, selected, prev
 
-    def following(self, symbol: str | None) -> Iterator[Group]:
-        """Groups whose key covers `symbol` (every group when None)."""
-        return (g for g in list(self._groups.values()) if symbol is None or matches(g.key, symbol))
+    def following(self, symbol: str) -> Iterator[Group]:
+        """Groups whose key covers `symbol`."""
+        return (g for g in list(self._groups.values()) if matches(g.key, symbol))

@@ -157,6 +157,9 @@ class WebSocketServer:
     def _publish_alert(self, event: Any) -> None:
         symbol = getattr(event, "symbol", None)
         payload = p.alert(timestamp=_now(), symbol=symbol, data=event.to_dict())
+        if symbol is None:  # a system condition, not about a symbol: everyone is told
+            self._fan_out(self._clients, payload, "alert")
+            return
         for group in self._groups.following(symbol):
             self._fan_out(group.members, payload, "alert")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from streamer.ws.history import FutureSeq, History, ResyncReason
+from streamer.ws.history import FutureSeq, Groups, History, ResyncReason
 from streamer.ws.protocol import ALL
 
 
@@ -82,3 +82,35 @@ def test_last_match_finds_the_newest_batch_for_a_key():
     assert h.last_match(frozenset({"PKN", "PKO"})) == 2
     assert h.last_match(ALL) == 3
     assert h.last_match(frozenset({"CDR"})) == 0
+
+
+def test_listeners_see_every_new_entry_and_a_failing_one_does_not_stop_the_others():
+    h = History(2)
+    seen = []
+
+    def broken(entry):
+        raise RuntimeError("listener bug")
+
+    h.listeners += [broken, lambda e: seen.append(e.seq)]
+    h.append("t", batch("PKN"))
+    h.append("t", batch("PKO"))
+    assert seen == [1, 2] and h.seq == 2
+
+
+def test_groups_share_one_key_object_and_chain_prev_seq_per_key():
+    h = History(10)
+    h.append("t", batch("PKN"))  # seq 1, before anyone subscribed
+    groups = Groups(h)
+    key = groups.join("a", frozenset({"PKN", "PKO"}))
+    assert groups.join("b", frozenset({"PKO", "PKN"})) is key and len(groups) == 1
+    groups.join("c", frozenset({"KGH"}))
+
+    def plan(entry):
+        return [(sorted(g.members), quotes, prev) for g, quotes, prev in groups.plan(entry)]
+
+    assert plan(h.append("t", batch("PKO", "CDR"))) == [(["a", "b"], [b"PKO"], 1)]  # seq 2
+    assert plan(h.append("t", batch("CDR"))) == []  # seq 3: nothing for anyone
+    assert plan(h.append("t", batch("PKN", "KGH"))) == [(["a", "b"], [b"PKN"], 2), (["c"], [b"KGH"], 0)]
+    assert [sorted(g.members) for g in groups.following("KGH")] == [["c"]]
+    groups.leave("c", frozenset({"KGH"}))
+    assert len(groups) == 1 and list(groups.following("KGH")) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -13,38 +14,27 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import ClassVar
 
 import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import REGISTRY
+from pydantic import SecretStr
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from streamer import __version__
-from streamer.events import EventType, MarketStatusChanged
+from streamer.events import Alert, MarketStatusChanged
 from streamer.model import MarketStatus
 from streamer.ws import PROTOCOL_VERSION
+from streamer.ws.auth import Authenticator, RedactTokens, origins, token_from_header
 
-from . import ANY, SYMBOLS, batch, client, expect, quote, recv_json, running_server, send, still_open, subscribed, wait_until
+from . import (ANY, SYMBOLS, batch, client, expect, quote, recv_json, running_server, send, still_open, subscribed,
+               wait_until)
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class Alert:
-    """Stands in for the colleague's Alert event: a `symbol` and a `to_dict()`."""
-
-    type: ClassVar[EventType] = EventType.ALERT
-    symbol: str
-    message: str
-
-    def to_dict(self) -> dict:
-        return {"symbol": self.symbol, "message": self.message, "at": datetime(2026, 1, 5, tzinfo=timezone.utc)}
 
 
 def server_log(caplog) -> str:
@@ -148,6 +138,7 @@ async def test_unsubscribe_and_status():
 
 
 async def test_market_status_goes_to_everyone_and_alerts_to_subscribers_of_the_symbol():
+    """Alerts are handled through `symbol` and `to_dict()` only (any ALERT event would do)."""
     async with running_server() as (server, bus):
         async with client(server.url) as pkn, client(server.url) as pko, client(server.url) as idle:
             await subscribed(pkn, "PKN")
@@ -156,14 +147,20 @@ async def test_market_status_goes_to_everyone_and_alerts_to_subscribers_of_the_s
             await bus.publish(change)
             for ws in (pkn, pko, idle):
                 assert (await expect(ws, "market_status"))["data"] == change.to_dict()
-            await bus.publish(Alert("PKN", "PKN up 5%"))
-            await bus.publish(Alert("PKO", "PKO down 5%"))
+            at = datetime(2026, 1, 5, 10, tzinfo=timezone.utc)
+            await bus.publish(Alert("pkn_up", "change_percent", "PKN", "PKN up 5%", at, 66.0, 5.0, 5.0))
+            await bus.publish(Alert("pko_down", "change_percent", "PKO", "PKO down 5%", at, 60.0, -5.0, 5.0))
             alert = await expect(pkn, "alert")
             assert (await expect(pko, "alert"))["symbol"] == "PKO"
             for ws in (pkn, pko, idle):
                 await still_open(ws)
+            await bus.publish(Alert("outbox_full", "system", None, "questdb outbox is full", at))
+            for ws in (pkn, pko, idle):  # a system alert is about no symbol: everyone gets it
+                assert (await expect(ws, "alert"))["data"]["kind"] == "system"
     assert alert == {"type": "alert", "timestamp": ANY, "symbol": "PKN",
-                     "data": {"symbol": "PKN", "message": "PKN up 5%", "at": "2026-01-05T00:00:00.000Z"}}
+                     "data": {"timestamp": "2026-01-05T10:00:00.000Z", "rule": "pkn_up", "kind": "change_percent",
+                              "symbol": "PKN", "message": "PKN up 5%", "price": 66.0, "value": 5.0,
+                              "threshold": 5.0}}
 
 
 # --- resume and resync ------------------------------------------------------------------------------
@@ -309,8 +306,9 @@ async def test_rate_limit_answers_once_per_burst_then_recovers():
 async def test_a_client_that_keeps_flooding_is_closed_with_1008():
     async with running_server(max_messages_per_second=5, clock=lambda: 1000.0) as (server, bus):
         async with client(server.url) as ws:
-            for i in range(30):
-                await send(ws, type="ping", id=i)
+            with contextlib.suppress(ConnectionClosed):  # the server may close before the last ones are sent
+                for i in range(30):
+                    await send(ws, type="ping", id=i)
             code, reason = await closed_with(ws)
     assert (code, reason) == (1008, "rate limit exceeded")
     assert server.counters["closed_rate_limited"] == 1
@@ -557,6 +555,34 @@ async def test_a_pocketbase_token_is_refused_when_pocketbase_is_unreachable():
         async with running_server(require_auth=True, pocketbase_url=dead) as (server, bus):
             async with connect(server.url, additional_headers={"Authorization": "pb-user-token"}) as ws:
                 assert await closed_with(ws) == (1008, "authentication failed")
+
+
+async def test_cached_pocketbase_results_expire(fake_pocketbase):
+    url, calls = fake_pocketbase
+    now = [0.0]
+    auth = Authenticator([], pocketbase_url=url, cache_ttl=60, clock=lambda: now[0])
+    try:
+        assert await auth.check("pb-user-token") and await auth.check("pb-user-token")
+        now[0] = 61.0
+        assert await auth.check("pb-user-token")
+        assert not await auth.check("nope") and not await auth.check("nope")  # refusals are not cached
+    finally:
+        await auth.close()
+    assert calls == ["pb-user-token", "pb-user-token", "nope", "nope"]
+
+
+def test_auth_helpers():
+    assert token_from_header("Bearer abc") == "abc" and token_from_header("bearer  abc ") == "abc"
+    assert token_from_header("abc") == "abc"
+    assert token_from_header(None) is None and token_from_header("Bearer ") is None
+    assert origins([]) is None
+    assert origins(["https://a.example/"]) == ["https://a.example", None]
+    assert Authenticator([SecretStr("x"), SecretStr("y")]).shared_token_ok("y")
+    assert not Authenticator([]).shared_token_ok("y")
+    record = logging.LogRecord("websockets.server", logging.DEBUG, "f", 1, "< %s: %s", ("Authorization", "Bearer s"),
+                               None)
+    RedactTokens().filter(record)
+    assert record.getMessage() == "< Authorization: ***"
 
 
 @pytest.mark.servers

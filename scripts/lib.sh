@@ -237,3 +237,29 @@ runinfo_get() {  # file key
         [[ $k == "$2" ]] && { printf '%s\n' "$v"; return 0; }
     done <"$1"
 }
+
+# --- commands shared by the run scripts. They use the caller's globals: SERVER_NAME, DATA_DIR,
+# PIDFILE, RUNINFO, MARKER (what identifies our process), LOCK_FD and STOP_TIMEOUT.
+# shellcheck disable=SC2153  # those globals are assigned by the sourcing script
+
+clear_stale_state() {
+    if [[ -e $PIDFILE ]] && ! running_pid "$PIDFILE" "$MARKER" >/dev/null; then
+        log "removing stale pidfile $PIDFILE (pid $(read_pidfile "$PIDFILE") is not a running $SERVER_NAME for this data dir)"
+        rm -f -- "$PIDFILE" "$RUNINFO"
+    fi
+}
+
+cmd_stop() {
+    [[ -d $DATA_DIR ]] || { log "not running (no data dir $DATA_DIR)"; return 0; }
+    take_lock "$LOCK_FD" "$DATA_DIR/.run.lock" "data dir"
+    local pid
+    if ! pid=$(running_pid "$PIDFILE" "$MARKER"); then
+        clear_stale_state
+        log "not running; nothing to stop"
+        return 0
+    fi
+    log "stopping pid $pid (SIGTERM, SIGKILL after ${STOP_TIMEOUT} s)"
+    stop_pid "$pid" "$MARKER" "$STOP_TIMEOUT"
+    rm -f -- "$PIDFILE" "$RUNINFO"
+    log "stopped"
+}

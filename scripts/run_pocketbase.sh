@@ -22,6 +22,7 @@
 set -euo pipefail
 
 LOG_TAG=pocketbase
+SERVER_NAME=PocketBase
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$SCRIPT_DIR/lib.sh"
@@ -245,13 +246,6 @@ pb_ready() {  # pid port
     http_ok "$(health_url "$2")" && pid_owns_port "$1" "$2"
 }
 
-clear_stale_state() {
-    if [[ -e $PIDFILE ]] && ! running_pid "$PIDFILE" "$MARKER" >/dev/null; then
-        log "removing stale pidfile $PIDFILE (pid $(read_pidfile "$PIDFILE") is not a running PocketBase for this data dir)"
-        rm -f -- "$PIDFILE" "$RUNINFO"
-    fi
-}
-
 cmd_start() {
     validate_settings
     mkdir -p "$DATA_DIR"
@@ -309,21 +303,6 @@ cmd_start() {
     fi
     write_runinfo "$RUNINFO" "version=$version" "binary=$PB_BIN" "port=$PORT" "admin_email=$ADMIN_EMAIL"
     log "started (pid $pid): http://127.0.0.1:$PORT (admin UI http://127.0.0.1:$PORT/_/, superuser $ADMIN_EMAIL); data $DATA_DIR; log $LOGFILE"
-}
-
-cmd_stop() {
-    [[ -d $DATA_DIR ]] || { log "not running (no data dir $DATA_DIR)"; return 0; }
-    take_lock "$LOCK_FD" "$DATA_DIR/.run.lock" "data dir"
-    local pid
-    if ! pid=$(running_pid "$PIDFILE" "$MARKER"); then
-        clear_stale_state
-        log "not running; nothing to stop"
-        return 0
-    fi
-    log "stopping pid $pid (SIGTERM, SIGKILL after ${STOP_TIMEOUT} s)"
-    stop_pid "$pid" "$MARKER" "$STOP_TIMEOUT"
-    rm -f -- "$PIDFILE" "$RUNINFO"
-    log "stopped"
 }
 
 cmd_status() {

@@ -20,6 +20,7 @@
 set -euo pipefail
 
 LOG_TAG=questdb
+SERVER_NAME=QuestDB
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$SCRIPT_DIR/lib.sh"
@@ -302,13 +303,6 @@ recorded_ports() {
         "$(runinfo_get "$RUNINFO" ilp_port)" "$(runinfo_get "$RUNINFO" min_http_port)"
 }
 
-clear_stale_state() {
-    if [[ -e $PIDFILE ]] && ! running_pid "$PIDFILE" "$MARKER" >/dev/null; then
-        log "removing stale pidfile $PIDFILE (pid $(read_pidfile "$PIDFILE") is not a running QuestDB for this data dir)"
-        rm -f -- "$PIDFILE" "$RUNINFO"
-    fi
-}
-
 cmd_start() {
     validate_settings
     mkdir -p "$DATA_DIR"
@@ -368,21 +362,6 @@ cmd_start() {
         "jar=$QDB_JAR" "http_port=$HTTP_PORT" "pg_port=$PG_PORT" "ilp_port=$ILP_PORT" \
         "min_http_port=$MIN_PORT"
     log "started (pid $pid): http://127.0.0.1:$HTTP_PORT pg 127.0.0.1:$PG_PORT ilp/tcp 127.0.0.1:$ILP_PORT health http://127.0.0.1:$MIN_PORT; data $DATA_DIR; log $LOGFILE"
-}
-
-cmd_stop() {
-    [[ -d $DATA_DIR ]] || { log "not running (no data dir $DATA_DIR)"; return 0; }
-    take_lock "$LOCK_FD" "$DATA_DIR/.run.lock" "data dir"
-    local pid
-    if ! pid=$(running_pid "$PIDFILE" "$MARKER"); then
-        clear_stale_state
-        log "not running; nothing to stop"
-        return 0
-    fi
-    log "stopping pid $pid (SIGTERM, SIGKILL after ${STOP_TIMEOUT} s)"
-    stop_pid "$pid" "$MARKER" "$STOP_TIMEOUT"
-    rm -f -- "$PIDFILE" "$RUNINFO"
-    log "stopped"
 }
 
 cmd_status() {

@@ -70,14 +70,18 @@ def _ts(v: Any) -> datetime | None:
     return None if v is None else parse_timestamp(v)
 
 
-def quote_row(u: StockUpdate, prefix: str = "") -> Row:
+def quote_payload_row(p: dict[str, Any], prefix: str = "") -> Row:
+    """From `StockUpdate.to_dict()`, already validated when the quote was built: no second model round-trip
+    on the write path. A corrupt payload still raises (KeyError, TypeError, ValueError) and is rejected."""
     return Row(
         f"{prefix}{QUOTES}",
-        {"symbol": u.symbol, "market_status": u.market_status.value, "data_source": u.data_source},
-        {"price": float(u.price), "open": _float(u.open), "high": _float(u.high), "low": _float(u.low),
-         "prev_close": _float(u.prev_close), "change": _float(u.change),
-         "change_percent": _float(u.change_percent), "volume": int(u.volume), "received_at": u.received_at},
-        u.timestamp,
+        {"symbol": str(p["symbol"]), "market_status": MarketStatus(p["market_status"]).value,
+         "data_source": str(p["data_source"])},
+        {"price": float(p["price"]), "open": _float(p.get("open")), "high": _float(p.get("high")),
+         "low": _float(p.get("low")), "prev_close": _float(p.get("prev_close")), "change": _float(p.get("change")),
+         "change_percent": _float(p.get("change_percent")), "volume": int(p["volume"]),
+         "received_at": _ts(p.get("received_at"))},
+        parse_timestamp(p["timestamp"]),
     )
 
 
@@ -101,7 +105,7 @@ def alert_row(p: dict[str, Any], prefix: str = "") -> Row:
 def row_for(entry: Entry, prefix: str = "") -> Row:
     """Map an outbox entry to its row; raises ValueError (or KeyError/TypeError) for an unusable payload."""
     if entry.kind == "quote":
-        return quote_row(StockUpdate.from_dict(entry.payload), prefix)
+        return quote_payload_row(entry.payload, prefix)
     if entry.kind == "market_status":
         return market_status_row(entry.payload, prefix)
     if entry.kind == "alert":

@@ -75,6 +75,7 @@ class RealTimeStreamManager:
         self.sinks = list(sinks)
         self.status: MarketStatus | None = None
         self.latest: dict[str, StockUpdate] = {}  # last published quote per symbol
+        self.version = 0  # bumped whenever `latest` or `status` changes: a cheap cache key for readers
         self.cycles = 0
         self.skipped_ticks = 0
         self.last_cycle: CycleReport | None = None
@@ -177,6 +178,7 @@ class RealTimeStreamManager:
                      self.status.value if self.status else None, next_status.value, next_at.isoformat())
             await self.bus.publish(MarketStatusChanged(status, self.status, now, next_status, next_at))
             self.status = status
+            self.version += 1
         return status
 
     async def _cycle(self, status: MarketStatus) -> CycleReport | None:
@@ -198,6 +200,7 @@ class RealTimeStreamManager:
         if updates:
             await self.bus.publish(QuoteBatch(self.cycles, tuple(updates), status, self.clock.now()))
             self.latest.update((u.symbol, u) for u in updates)
+            self.version += 1
         report = CycleReport(self.cycles, status, len(result.updates), len(updates), len(result.missing),
                              time.perf_counter() - started)
         self.last_cycle = report

@@ -91,7 +91,7 @@ class NotFound(Exception):
 class _Snapshot:
     """manager.latest encoded once per change: the listing body, its ETag, and each quote's JSON."""
 
-    marker: tuple
+    marker: int  # RealTimeStreamManager.version when encoded
     quotes: dict[str, bytes]
     body: bytes
     etag: str
@@ -241,12 +241,9 @@ class HttpApi:
     # --- latest quotes ---------------------------------------------------------------------------
 
     def _snapshot(self) -> _Snapshot:
-        m = self.manager
-        # The manager bumps `cycles` before publishing and sets `last_cycle` after updating `latest`: a
-        # request in between caches under a marker that the finished cycle then changes.
-        marker = (m.cycles, m.last_cycle.cycle if m.last_cycle else None, m.status)
+        marker = self.manager.version  # changes with every change of the quotes or the market status
         if self._cache is None or self._cache.marker != marker:
-            latest = m.latest
+            latest = self.manager.latest
             quotes = {s: dumps(latest[s].to_dict()) for s in sorted(latest)}
             body = self._listing(quotes.values())
             # A content hash: a cycle that changed nothing keeps the ETag, so pollers keep getting 304.

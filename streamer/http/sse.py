@@ -42,30 +42,9 @@ def snapshot(key: frozenset[str], epoch: str, seq: int, quotes: list[bytes]) -> 
 
 
 def watch(history: History, callback: Callable[[Entry], None]) -> Callable[[], None]:
-    """Call `callback(entry)` after each append to `history`; returns the function that stops it.
-
-    Uses `history.listeners` when History offers it; otherwise wraps this instance's `append` (the WebSocket
-    server appends through the instance, so every batch is seen, synchronously, with its seq)."""
-    listeners = getattr(history, "listeners", None)
-    if isinstance(listeners, list):
-        listeners.append(callback)
-        return lambda: listeners.remove(callback)
-    had_own = "append" in vars(history)
-    original = history.append
-
-    def append(*args: Any, **kwargs: Any) -> Entry:
-        entry = original(*args, **kwargs)
-        callback(entry)
-        return entry
-
-    def unwatch() -> None:
-        if had_own:
-            history.append = original  # type: ignore[method-assign]
-        else:
-            vars(history).pop("append", None)
-
-    history.append = append  # type: ignore[method-assign]
-    return unwatch
+    """Call `callback(entry)` after each append to `history`; returns the function that stops it."""
+    history.listeners.append(callback)
+    return lambda: history.listeners.remove(callback)
 
 
 class _Client:

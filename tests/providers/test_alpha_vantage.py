@@ -112,12 +112,6 @@ def test_mask_url_hides_the_key():
 
 
 @pytest.fixture
-async def server():
-    async with WireServer() as srv:
-        yield srv
-
-
-@pytest.fixture
 async def make_provider():
     made: list[AlphaVantageProvider] = []
 

@@ -124,12 +124,6 @@ def test_previous_close_memory_uses_the_last_price_of_an_earlier_day():
 
 
 @pytest.fixture
-async def server():
-    async with WireServer() as srv:
-        yield srv
-
-
-@pytest.fixture
 async def make_provider():
     made: list[StooqProvider] = []
 

@@ -18,6 +18,10 @@ from streamer.config import PocketBaseSinkConfig, QuestDBSinkConfig, ReconnectCo
 REPO = Path(__file__).resolve().parents[1]
 PB_EMAIL = "admin@example.com"
 PB_PASSWORD = "test-only-password-1"
+# Test servers listen on fixed ports, shifted by STREAMER_TEST_PORT_OFFSET so two suites can run side by side.
+_OFFSET = int(os.environ.get("STREAMER_TEST_PORT_OFFSET", "0"))
+QDB_HTTP_PORT, QDB_PG_PORT, QDB_ILP_PORT, QDB_MIN_PORT = (p + _OFFSET for p in (19000, 18812, 19009, 19003))
+PB_PORT = 18090 + _OFFSET
 
 
 @dataclass
@@ -54,8 +58,8 @@ def _env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def questdb_server(tmp_path_factory) -> Server:
     data = tmp_path_factory.mktemp("questdb")
-    env = _env(QDB_DATA_DIR=str(data), QDB_HTTP_PORT="19000", QDB_PG_PORT="18812", QDB_ILP_PORT="19009",
-               QDB_MIN_HTTP_PORT="19003")
+    env = _env(QDB_DATA_DIR=str(data), QDB_HTTP_PORT=str(QDB_HTTP_PORT), QDB_PG_PORT=str(QDB_PG_PORT),
+               QDB_ILP_PORT=str(QDB_ILP_PORT), QDB_MIN_HTTP_PORT=str(QDB_MIN_PORT))
     server = Server(REPO / "scripts" / "run_questdb.sh", env, data / "questdb.pid")
     server.start()
     yield server
@@ -65,7 +69,7 @@ def questdb_server(tmp_path_factory) -> Server:
 @pytest.fixture(scope="session")
 def pocketbase_server(tmp_path_factory) -> Server:
     data = tmp_path_factory.mktemp("pocketbase")
-    env = _env(PB_DATA_DIR=str(data), PB_PORT="18090", PB_ADMIN_EMAIL=PB_EMAIL, PB_ADMIN_PASSWORD=PB_PASSWORD)
+    env = _env(PB_DATA_DIR=str(data), PB_PORT=str(PB_PORT), PB_ADMIN_EMAIL=PB_EMAIL, PB_ADMIN_PASSWORD=PB_PASSWORD)
     server = Server(REPO / "scripts" / "run_pocketbase.sh", env, data / "pocketbase.pid")
     server.start()
     yield server
@@ -77,12 +81,12 @@ FAST_RECONNECT = ReconnectConfig(initial_delay=0.2, max_delay=2, failed_after=5)
 
 @pytest.fixture(scope="session")
 def questdb_config(questdb_server) -> QuestDBSinkConfig:
-    return QuestDBSinkConfig(host="127.0.0.1", http_port=19000, pg_port=18812, request_timeout=5,
+    return QuestDBSinkConfig(host="127.0.0.1", http_port=QDB_HTTP_PORT, pg_port=QDB_PG_PORT, request_timeout=5,
                              reconnect=FAST_RECONNECT)
 
 
 @pytest.fixture(scope="session")
 def pocketbase_config(pocketbase_server) -> PocketBaseSinkConfig:
-    return PocketBaseSinkConfig(url="http://127.0.0.1:18090", admin_email=PB_EMAIL,
+    return PocketBaseSinkConfig(url=f"http://127.0.0.1:{PB_PORT}", admin_email=PB_EMAIL,
                                 admin_password=SecretStr(PB_PASSWORD), request_timeout=5,
                                 reconnect=FAST_RECONNECT)

@@ -93,7 +93,7 @@ class Dashboard:
         config = self.api.manager.config
         ws, pb = self._urls(request)
         body = {"version": __version__, "timezone": config.market.timezone,
-                "poll_interval": config.http.poll_interval,
+                "poll_interval": config.http.poll_interval, "history": self.api.reader is not None,
                 "websocket": {"url": ws, "auth_required": config.websocket.require_auth} if ws else None,
                 "pocketbase": {"url": pb} if pb else None,
                 "securities": [{"symbol": s.symbol, "name": s.name, "kind": s.kind}

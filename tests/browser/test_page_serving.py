@@ -57,6 +57,7 @@ async def test_settings_name_the_websocket_the_page_must_dial_and_pocketbase():
         assert body["websocket"] == {"url": f"ws://127.0.0.1:{ws.port}", "auth_required": False}
         assert body["pocketbase"] == {"url": "http://127.0.0.1:18999"}
         assert body["timezone"] == "Europe/Warsaw" and body["poll_interval"] == 5
+        assert body["history"] is False  # no QuestDB reader: the chart shows live quotes only
         assert body["securities"] == [{"symbol": "PKN", "name": "Orlen", "kind": "stock"},
                                       {"symbol": "WIG20", "name": "WIG20", "kind": "index"}]
         assert "secret-pw-123" not in str(body)

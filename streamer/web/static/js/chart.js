@@ -21,9 +21,16 @@ export class IntradayChart {
     if (this.plot) this.plot.setSize(this.size());
   }
 
-  /** Load `symbol`'s quotes since local midnight of `day` (YYYY-MM-DD, market time); returns how many. */
-  async show(symbol, day) {
+  /** Load `symbol`'s quotes since local midnight of `day` (YYYY-MM-DD, market time); returns how many.
+   *  Without `history` (no QuestDB) the chart starts empty and draws the live quotes only. */
+  async show(symbol, day, history = true) {
     this.symbol = symbol;
+    if (!history) {
+      this.times = [];
+      this.prices = [];
+      this.draw();
+      return 0;
+    }
     const url = `/api/v1/stocks/${encodeURIComponent(symbol)}/history?from=${day}&limit=10000`;
     const response = await fetch(url, { cache: "no-store" });
     if (symbol !== this.symbol) return 0; // another symbol was chosen meanwhile

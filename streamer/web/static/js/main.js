@@ -119,9 +119,10 @@ class Dashboard {
     const note = $("chart-note");
     note.hidden = true;
     try {
-      const count = await this.chart.show(symbol, this.marketDay);
+      const count = await this.chart.show(symbol, this.marketDay, this.config.history);
       if (count === 0 && this.chart.symbol === symbol) {
-        note.textContent = "No quotes yet today.";
+        note.textContent = this.config.history ? "No quotes yet today."
+          : "No history (it needs the QuestDB sink): showing live quotes from now on.";
         note.hidden = false;
       }
     } catch (error) {

@@ -15,7 +15,7 @@ from streamer.model import parse_timestamp
 from .base import Entry, Rejected
 from .pocketbase_client import PocketBaseClient, PocketBaseError
 from .pocketbase_schema import (
-    ALERTS, MARKET_UPDATES, STOCK_DATA, Planned, batch_failure, batch_limit_error, collection_definition,
+    COLLECTIONS, STOCK_DATA, Planned, batch_failure, batch_limit_error, collection_definition,
     collection_patch, describe_error, field_error_code, market_update_payload, plan_record, quote_time,
 )
 
@@ -64,7 +64,7 @@ class PocketBaseBackend:
 
     async def connect(self) -> None:
         await self.client.login()
-        for name in (STOCK_DATA, MARKET_UPDATES, ALERTS):
+        for name in COLLECTIONS:
             await self._ensure_collection(name)
         await self._ensure_batch()
         await self._load_latest()

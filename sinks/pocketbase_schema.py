@@ -21,6 +21,11 @@ from streamer.model import StockUpdate, format_timestamp, parse_timestamp
 STOCK_DATA = "stock_data"
 MARKET_UPDATES = "market_updates"
 ALERTS = "alerts"
+WATCHLISTS = "watchlists"  # the dashboard's: one per user, read and written by that user (docs/dashboard.md)
+COLLECTIONS = (STOCK_DATA, MARKET_UPDATES, ALERTS, WATCHLISTS)  # ensured on every connect
+# The default `users` auth collection's id: fixed by PocketBase's initial migration on every fresh server.
+USERS_COLLECTION_ID = "_pb_users_auth_"
+MAX_WATCHLIST_BYTES = 20_000  # the JSON list of tickers: room for a few thousand
 
 # Entry.kind -> collection name
 COLLECTION_OF_KIND = {"stock_data": STOCK_DATA, "market_update": MARKET_UPDATES, "alert": ALERTS}
@@ -67,6 +72,13 @@ FIELDS: dict[str, list[dict[str, Any]]] = {
         _number("cycle", only_int=True),
         *_AUTODATES,
     ],
+    WATCHLISTS: [
+        {"name": "owner", "type": "relation", "required": True, "collectionId": USERS_COLLECTION_ID,
+         "maxSelect": 1, "cascadeDelete": True},  # a deleted user takes their list along
+        _text("name", max_len=100),
+        {"name": "symbols", "type": "json", "maxSize": MAX_WATCHLIST_BYTES},
+        *_AUTODATES,
+    ],
     ALERTS: [
         _text("symbol", max_len=32), _text("rule", max_len=200), _text("kind", max_len=64),  # "" = system alert
         _text("message", max_len=2000),
@@ -80,24 +92,38 @@ INDEXES: dict[str, list[str]] = {
     STOCK_DATA: ["CREATE UNIQUE INDEX idx_stock_data_symbol ON stock_data (symbol)"],
     MARKET_UPDATES: ["CREATE INDEX idx_market_updates_time ON market_updates (time)"],
     ALERTS: ["CREATE INDEX idx_alerts_time ON alerts (time)"],
+    WATCHLISTS: ["CREATE UNIQUE INDEX idx_watchlists_owner ON watchlists (owner)"],
+}
+
+# A user sees and changes only their own watchlist; creating one for someone else, or handing one over, is
+# refused (PocketBase: 400 on create, 404 on update/delete of a record the rule hides).
+_OWN = '@request.auth.id != "" && owner = @request.auth.id'
+WATCHLIST_RULES: dict[str, str | None] = {
+    "listRule": _OWN, "viewRule": _OWN, "deleteRule": _OWN,
+    "createRule": '@request.auth.id != "" && @request.body.owner = @request.auth.id',
+    "updateRule": _OWN + ' && (@request.body.owner:isset = false || @request.body.owner = @request.auth.id)',
 }
 
 
-def rules(read_access: ReadAccess) -> dict[str, str | None]:
-    """API rules: readers per `read_access`; `None` (superuser only) for every write."""
+def rules(read_access: ReadAccess, name: str = STOCK_DATA) -> dict[str, str | None]:
+    """API rules: watchlists are their owner's; the others have readers per `read_access` and `None`
+    (superuser only) for every write."""
+    if name == WATCHLISTS:
+        return WATCHLIST_RULES
     read = "" if read_access == "public" else '@request.auth.id != ""'
     return {"listRule": read, "viewRule": read, "createRule": None, "updateRule": None, "deleteRule": None}
 
 
 def collection_definition(name: str, read_access: ReadAccess) -> dict[str, Any]:
     """Body of `POST /api/collections` for one of our collections."""
-    return {"name": name, "type": "base", "fields": FIELDS[name], "indexes": INDEXES[name], **rules(read_access)}
+    return {"name": name, "type": "base", "fields": FIELDS[name], "indexes": INDEXES[name],
+            **rules(read_access, name)}
 
 
 def collection_patch(existing: Mapping[str, Any], read_access: ReadAccess) -> dict[str, Any]:
     """What to PATCH on an existing collection so rules, fields and indexes match ours ({} = nothing)."""
     name = existing["name"]
-    patch: dict[str, Any] = {k: v for k, v in rules(read_access).items() if existing.get(k) != v}
+    patch: dict[str, Any] = {k: v for k, v in rules(read_access, name).items() if existing.get(k) != v}
     have = {f["name"] for f in existing.get("fields", [])}
     missing = [f for f in FIELDS[name] if f["name"] not in have]
     if missing:  # PATCH `fields` replaces the whole list: resend the existing ones (with their ids)

@@ -227,6 +227,29 @@ class HttpConfig(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: ListenPort = 8080
+    dashboard: bool = True  # serve the web dashboard at / (docs/dashboard.md)
+    poll_interval: Seconds = 5  # dashboard: seconds between polls of /api/v1/stocks while the WebSocket is down
+    # The URLs a browser uses, when they differ from what the daemon uses (a reverse proxy, another host name):
+    websocket_public_url: str | None = None  # default: websocket.host and the port it listens on
+    pocketbase_public_url: str | None = None  # default: sinks.pocketbase.url
+
+    _none = field_validator("websocket_public_url", "pocketbase_public_url", mode="before")(_blank_to_none)
+
+    @field_validator("websocket_public_url")
+    @classmethod
+    def _ws_url(cls, v: str | None) -> str | None:
+        return _url(v, ("ws://", "wss://"))
+
+    @field_validator("pocketbase_public_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        return _url(v, ("http://", "https://"))
+
+
+def _url(value: str | None, schemes: tuple[str, ...]) -> str | None:
+    if value is not None and not (value.startswith(schemes) and len(value) > len(schemes[0]) + 1):
+        raise ValueError(f"must be a URL starting with {' or '.join(schemes)}")
+    return value.rstrip("/") if value else value
 
 
 class AlertRule(_Section):

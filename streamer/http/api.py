@@ -1,5 +1,6 @@
 """`HttpApi`: the daemon's HTTP interface (aiohttp.web, same process and loop): health, Prometheus metrics,
-latest quotes, history from QuestDB, alerts, market status and the SSE stream. The endpoints are described in
+latest quotes, history from QuestDB, alerts, market status, the SSE stream, security search and the web
+dashboard (streamer/http/dashboard.py). The endpoints are described in
 docs/http-api.md and docs/openapi.yaml.
 
 Handlers read in-memory state only, except history and alerts, which query QuestDB with a deadline."""
@@ -28,7 +29,9 @@ from streamer.model import format_timestamp
 from streamer.securities import Security
 from streamer.ws.protocol import ALL
 
+from .dashboard import Dashboard
 from .params import ParamError, check_names, etag_matches, parse_history, parse_limit, parse_symbol, parse_symbols
+from .search import search_body
 from .sse import SseHub
 
 log = logging.getLogger("streamer.http")
@@ -124,7 +127,8 @@ async def _secure_headers(request: web.Request, response: web.StreamResponse) ->
     h = response.headers
     h["X-Content-Type-Options"] = "nosniff"
     h["Referrer-Policy"] = "no-referrer"
-    h["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+    # JSON needs no policy beyond "nothing"; the dashboard page sets its own (streamer/http/dashboard.py).
+    h.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
     h["Server"] = "stock-streamer"  # aiohttp's default names itself and the Python version
     h.setdefault("Cache-Control", "no-store")
 
@@ -168,6 +172,9 @@ class HttpApi:
         r.add_get("/api/v1/alerts", self.alert_list)
         r.add_get("/api/v1/market", self.market)
         r.add_get("/api/v1/stream", self.stream, allow_head=False)
+        r.add_get("/api/v1/securities", self.search)
+        if self.config.dashboard:
+            Dashboard(self).add_routes(r)
         return app
 
     async def start(self, bus: Any = None) -> None:
@@ -284,6 +291,9 @@ class HttpApi:
         sec = self.securities[symbol]
         head = dumps({"symbol": symbol, "name": sec.name, "kind": sec.kind})
         return json_response(head[:-1] + b',"data":' + quote + b"}", cache="no-cache", etag=etag)
+
+    async def search(self, request: web.Request) -> web.Response:
+        return json_response(dumps(search_body(list(self.securities.values()), request.query)), cache="no-cache")
 
     # --- QuestDB-backed ----------------------------------------------------------------------------
 

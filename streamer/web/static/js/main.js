@@ -1,0 +1,194 @@
+// The dashboard page: wires the feed, the quote table, search, sign-in/watchlist and the chart together.
+
+import { Account } from "./account.js";
+import { IntradayChart } from "./chart.js";
+import { Feed } from "./feed.js";
+import { formatWhen, STATUS_LABELS } from "./format.js";
+import { QuoteTable } from "./quotes.js";
+import { SearchBox } from "./search.js";
+
+const $ = (id) => document.getElementById(id);
+const MARKET_REFRESH_MS = 15000;
+const CONNECTION_TEXT = { connecting: "connecting", live: "live", reconnecting: "reconnecting", delayed: "delayed" };
+
+async function getJson(url) {
+  const response = await fetch(url, { cache: "no-store" });
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+  return response.json();
+}
+
+class Dashboard {
+  constructor(config) {
+    this.config = config;
+    this.timeZone = config.timezone;
+    this.names = new Map(config.securities.map((s) => [s.symbol, s.name]));
+    // The default (signed-out) view: the indices, then every followed stock by ticker.
+    const byKind = (kind) => config.securities.filter((s) => s.kind === kind).map((s) => s.symbol).sort();
+    this.indexView = [...byKind("index"), ...byKind("stock")];
+    this.marketDay = null; // YYYY-MM-DD in market time: the chart starts there
+    this.watchlist = null; // the user's symbols when signed in
+    this.saving = Promise.resolve();
+    this.account = config.pocketbase ? new Account(config.pocketbase.url) : null;
+
+    this.table = new QuoteTable($("quote-rows"), {
+      names: this.names, timeZone: this.timeZone,
+      onSelect: (symbol) => this.select(symbol), onToggle: (symbol) => this.toggle(symbol),
+    });
+    this.search = new SearchBox($("search"), $("results"), {
+      onSelect: (symbol) => this.select(symbol), onToggle: (symbol) => this.toggle(symbol),
+      isWatched: (symbol) => (this.watchlist ? this.watchlist.includes(symbol) : null),
+    });
+    this.chart = new IntradayChart($("chart"), { timeZone: this.timeZone });
+    const ws = config.websocket;
+    this.feed = new Feed({ wsUrl: ws && ws.url, authRequired: ws && ws.auth_required,
+      pollInterval: config.poll_interval });
+    this.feed.addEventListener("quotes", (event) => {
+      this.table.update(event.detail);
+      this.chart.update(event.detail);
+    });
+    this.feed.addEventListener("state", (event) => this.showConnection(event.detail));
+    this.feed.addEventListener("market", (event) => {
+      const m = event.detail;
+      this.showMarket(m.status, m.next_status, m.next_change);
+    });
+  }
+
+  async start() {
+    this.showConnection("connecting");
+    await this.refreshMarket();
+    setInterval(() => this.refreshMarket().catch(() => {}), MARKET_REFRESH_MS);
+    if (this.account) {
+      this.bindAccount();
+      if (await this.account.restore()) await this.loadWatchlist();
+    }
+    this.render();
+    this.feed.start();
+  }
+
+  // --- market status and connection ------------------------------------------------------------
+
+  async refreshMarket() {
+    const m = await getJson("/api/v1/market");
+    this.marketDay = m.local_time.slice(0, 10);
+    this.showMarket(m.status, m.next.status, m.next.at);
+  }
+
+  showMarket(status, nextStatus, nextAt) {
+    const badge = $("market-status");
+    badge.dataset.status = status;
+    badge.textContent = `market ${STATUS_LABELS[status] || status}`;
+    $("market-next").textContent = nextAt
+      ? `${STATUS_LABELS[nextStatus] || nextStatus} at ${formatWhen(nextAt, this.timeZone)}` : "";
+  }
+
+  showConnection(state) {
+    $("conn").dataset.state = state;
+    $("conn-text").textContent = CONNECTION_TEXT[state] || state;
+    $("conn").title = state === "delayed"
+      ? `WebSocket unavailable: refreshing every ${this.config.poll_interval} s` : "";
+  }
+
+  // --- views -------------------------------------------------------------------------------------
+
+  render() {
+    const signedIn = this.watchlist !== null;
+    if (this.account) {
+      $("signin").hidden = signedIn;
+      $("signedin").hidden = !signedIn;
+      $("user-email").textContent = signedIn ? this.account.user.email : "";
+    }
+    if (signedIn) {
+      const followed = this.watchlist.filter((s) => this.names.has(s)); // the server follows these
+      $("view-title").textContent = "Your watchlist";
+      $("empty").hidden = this.watchlist.length > 0;
+      this.table.show(this.watchlist, new Set(this.watchlist));
+      this.feed.follow(followed, this.account.token);
+    } else {
+      $("view-title").textContent = "All followed stocks";
+      $("empty").hidden = true;
+      this.table.show(this.indexView, null);
+      this.feed.follow(null, null);
+    }
+    if (!$("results").hidden) this.search.render();
+  }
+
+  async select(symbol) {
+    this.table.select(symbol);
+    $("chart-panel").hidden = false;
+    $("chart-title").textContent = `${symbol} · ${this.names.get(symbol) || symbol} · today`;
+    const note = $("chart-note");
+    note.hidden = true;
+    try {
+      const count = await this.chart.show(symbol, this.marketDay, this.config.history);
+      if (count === 0 && this.chart.symbol === symbol) {
+        note.textContent = this.config.history ? "No quotes yet today."
+          : "No history (it needs the QuestDB sink): showing live quotes from now on.";
+        note.hidden = false;
+      }
+    } catch (error) {
+      note.textContent = `History unavailable: ${error.message}`;
+      note.hidden = false;
+    }
+  }
+
+  // --- account and watchlist -------------------------------------------------------------------
+
+  bindAccount() {
+    $("signin").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const button = $("signin-button");
+      button.disabled = true;
+      try {
+        await this.account.signIn($("email").value.trim(), $("password").value);
+        $("password").value = "";
+        await this.loadWatchlist();
+        this.showAccountError(null);
+        this.render();
+      } catch (error) {
+        this.showAccountError(error.message);
+      } finally {
+        button.disabled = false;
+      }
+    });
+    $("signout").addEventListener("click", () => {
+      this.account.signOut();
+      this.watchlist = null;
+      this.render();
+    });
+  }
+
+  async loadWatchlist() {
+    try {
+      this.watchlist = await this.account.loadWatchlist();
+    } catch (error) {
+      this.account.signOut();
+      this.watchlist = null;
+      this.showAccountError(`Could not load your watchlist: ${error.message}`);
+    }
+  }
+
+  showAccountError(message) {
+    $("account-error").hidden = !message;
+    $("account-error").textContent = message || "";
+  }
+
+  toggle(symbol) {
+    // One change at a time, each on top of the list the previous one stored.
+    this.saving = this.saving.then(async () => {
+      if (this.watchlist === null) return;
+      const next = this.watchlist.includes(symbol)
+        ? this.watchlist.filter((s) => s !== symbol) : [...this.watchlist, symbol];
+      try {
+        this.watchlist = await this.account.saveWatchlist(next);
+        this.showAccountError(null);
+      } catch (error) {
+        this.showAccountError(`Watchlist not saved: ${error.message}`);
+      }
+      this.render();
+    });
+    return this.saving;
+  }
+}
+
+const config = await getJson("/api/v1/dashboard");
+await new Dashboard(config).start();

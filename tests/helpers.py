@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import psycopg
@@ -11,14 +13,19 @@ import psycopg
 from streamer.config import PocketBaseSinkConfig, QuestDBSinkConfig
 
 
-async def until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Wait until `condition()` holds; fail with `what` after `timeout` seconds."""
+async def until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
+    """Wait until `condition()` (a function or a coroutine function) holds; fail with `what` after `timeout` s."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not condition():
+    while not await _holds(condition):
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+async def _holds(condition: Callable[[], Any]) -> bool:
+    result = condition()
+    return bool(await result if inspect.isawaitable(result) else result)
 
 
 async def qdb_query(config: QuestDBSinkConfig, query: str, params: list | None = None) -> list[tuple]:

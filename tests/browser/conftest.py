@@ -33,10 +33,6 @@ SPEED = 60  # replayed seconds per wall second: a 30 s polling cycle every 0.5 s
 USER_PASSWORD = "browser-test-pw-1"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "browser: drives Debian's chromium through Playwright (tests/browser/)")
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

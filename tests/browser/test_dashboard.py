@@ -3,7 +3,6 @@ PocketBase: quotes ticking, search, sign-in, watchlists, the polling fallback, p
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 
@@ -82,10 +81,7 @@ async def test_quotes_tick_live_with_market_status_chart_and_phone_layout(daemon
         async def history_count() -> int:
             async with http.get(daemon.url + "api/v1/stocks/PKN/history?limit=10") as r:
                 return (await r.json())["count"]
-        for _ in range(150):
-            if await history_count() > 0:
-                break
-            await asyncio.sleep(0.1)
+        await until(history_count, 15, "PKN history visible in QuestDB")
     await pkn.click()
     await expect(page.locator("#chart-title")).to_have_text("PKN · Orlen · today")
     await expect(page.locator("#chart .uplot canvas")).to_be_visible()

@@ -54,11 +54,13 @@ def _secrets(config: Config) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from .app import demo_config, run_daemon
 
-    config = _load(args)
-    if args.demo:
-        config = demo_config(config)
-    setup_logging(config.logging.level, config.logging.format, secrets=_secrets(config))
-    return asyncio.run(run_daemon(config))
+    path = _config_path(args.config)
+    prepare = demo_config if args.demo else (lambda c: c)
+    config = prepare(load_config(path))
+    masker = setup_logging(config.logging.level, config.logging.format, secrets=_secrets(config))
+    # A reload may bring new secrets: the masker learns them before anything is logged about the new file.
+    return asyncio.run(run_daemon(config, config_path=path, prepare=prepare,
+                                  on_secrets=lambda new: masker.add(_secrets(new))))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -107,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_help = "configuration file (default: $STREAMER_CONFIG, else ./config.yaml if present, else defaults)"
 
     run = sub.add_parser("run", help="run the daemon", description="Poll the providers and stream quotes "
-                         "to every configured sink until SIGINT/SIGTERM.")
+                         "to every configured sink until SIGINT/SIGTERM; SIGHUP re-reads the configuration.")
     run.add_argument("-c", "--config", help=config_help)
     run.add_argument("--demo", action="store_true", help="run offline on the built-in recorded session "
                      "(replay feed; the clock follows the session, so the market is open on any day)")

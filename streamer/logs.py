@@ -92,8 +92,14 @@ def setup_logging(level: str = "INFO", fmt: str = "auto", *, stream: TextIO | No
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level)
+    set_level(level)
+    logging.captureWarnings(True)  # Python warnings become log lines too (component py.warnings)
+    return masker
+
+
+def set_level(level: str) -> None:
+    """The process's log level (at start-up and on a config reload)."""
+    logging.getLogger().setLevel(level)
     # Library chatter (connection pools, asyncio debug) is not what operators need at INFO.
     for noisy in ("asyncio", "aiohttp.access", "websockets.server"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
-    return masker

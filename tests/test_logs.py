@@ -20,11 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def restore_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    """setup_logging configures the whole process: put back what other tests (caplog) rely on."""
+    loggers = [logging.getLogger(name) for name in ("", "asyncio", "aiohttp.access", "websockets.server")]
+    saved = [(logger, list(logger.handlers), logger.level) for logger in loggers]
     yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    for logger, handlers, level in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+    logging.captureWarnings(False)
 
 
 def emit(fmt: str, stream, secrets=()) -> None:
@@ -104,7 +107,7 @@ def test_every_log_call_starts_with_an_event_name():
 async def test_one_summary_line_per_cycle_not_one_per_symbol(tmp_path):
     daemon = start_daemon(tmp_path, write_config(tmp_path))
     try:
-        open_at = await wait_for(daemon, "cycle.done", 12)
+        open_at = await wait_for(daemon, "cycle.done", 9)
     finally:
         assert daemon.stop() == 0
     lines = daemon.lines()

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
 
 from streamer.clock import Clock, SystemClock
 from streamer.config import AlphaVantageConfig
+from streamer.logs import mask_secrets
 from streamer.model import InvalidQuote, StockUpdate
 
 from .alpha_vantage_json import AvError, load, mask_url, parse_bulk, parse_global_quote
@@ -186,10 +186,9 @@ class AlphaVantageProvider:
         self.health.settle(redacted, delivered=delivered, now=self.clock.now())
 
     def _redact(self, text: str) -> str:
-        # The service echoes the key in some messages ("We have detected your API key as ...").
-        if not self._key:
-            return text
-        return text.replace(self._key, "***").replace(quote(self._key, safe=""), "***")
+        # The service echoes the key in some messages ("We have detected your API key as ..."), raw or in any
+        # percent-encoding (a URL's query leaves '/' alone, a form encodes it).
+        return mask_secrets(text, [self._key]) if self._key else text
 
     def _log(self, event: str, reason: str, **fields) -> None:
         pairs = " ".join(f"{k}={v}" for k, v in fields.items())

@@ -109,18 +109,33 @@ class AlertEngine:
 
     def __init__(self, config: AlertsConfig, *, timezone: str = "Europe/Warsaw", keep: int = RECENT_ALERTS) -> None:
         self.config = config
-        self.rules = list(config.rules) if config.enabled else []
         self.tz = ZoneInfo(timezone)
         self.fired = 0
         self.evaluated = 0
         self._recent: deque[Alert] = deque(maxlen=keep)
         self._symbols: dict[str, _SymbolState] = {}
         self._last_fired: dict[tuple[str, str], datetime] = {}
+        self._bus: EventBus | None = None
+        self._sub: Subscription | None = None
+        self._set_rules(list(config.rules) if config.enabled else [])
+
+    def _set_rules(self, rules: list[AlertRule]) -> None:
+        self.rules = rules
         # Symbols each rule watches, normalised once; an empty set watches every symbol.
         self._watch = {r.name: frozenset(s.strip().upper() for s in r.symbols) for r in self.rules}
         self._window = max((r.window for r in self.rules if r.kind == "volume_spike"), default=0)
-        self._bus: EventBus | None = None
-        self._sub: Subscription | None = None
+
+    def replace_rules(self, rules: Sequence[AlertRule]) -> None:
+        """Evaluate `rules` from the next quote on (config reload). Cooldowns of rules kept by name carry over,
+        and so do the volume baselines, trimmed or widened to the new longest window."""
+        self._set_rules(list(rules))
+        names = {r.name for r in self.rules}
+        self._last_fired = {k: v for k, v in self._last_fired.items() if k[0] in names}
+        for state in self._symbols.values():
+            state.deltas = deque(state.deltas, maxlen=self._window or 1)
+        if self.rules and self._sub is None and self._bus is not None and not self._bus.closed:
+            self._subscribe(self._bus)
+        log.info("alerts.rules_replaced rules=%d names=%s", len(self.rules), ",".join(sorted(names)) or "-")
 
     # --- evaluation (synchronous; no I/O) --------------------------------------------------------
 
@@ -169,10 +184,13 @@ class AlertEngine:
     async def start(self, bus: EventBus) -> None:
         self._bus = bus
         if self.rules:
-            # Evaluating is fast and local: waiting briefly beats losing a cycle's quotes under a burst.
-            self._sub = bus.subscribe(self.name, self._on_event, [EventType.STOCK_UPDATE], maxsize=1000,
-                                      overflow=Overflow.WAIT, wait_timeout=5)
+            self._subscribe(bus)
         log.info("alerts.started rules=%d", len(self.rules))
+
+    def _subscribe(self, bus: EventBus) -> None:
+        # Evaluating is fast and local: waiting briefly beats losing a cycle's quotes under a burst.
+        self._sub = bus.subscribe(self.name, self._on_event, [EventType.STOCK_UPDATE], maxsize=1000,
+                                  overflow=Overflow.WAIT, wait_timeout=5)
 
     async def stop(self, timeout: float = 5.0) -> None:
         if self._bus is not None and self._sub in self._bus.subscriptions:

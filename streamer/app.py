@@ -1,11 +1,15 @@
-"""Builds the daemon from its configuration: clock, providers, schedule, sinks and the manager."""
+"""Builds the daemon from its configuration (clock, providers, schedule, sinks, the manager) and runs it as a
+service: signals, config reload, and systemd notifications."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from providers.base import Provider
 from providers.chain import FallbackChain
@@ -13,8 +17,10 @@ from providers.throttle import Throttled
 
 from .clock import Clock, SystemClock
 from .config import Config
-from .manager import RealTimeStreamManager, Sink
+from .manager import CycleReport, RealTimeStreamManager, Sink
 from .market import MarketSchedule
+from .notify import Notifier, keep_alive, watchdog_interval
+from .reload import Reloader
 from .securities import load_securities, select_symbols
 
 log = logging.getLogger("streamer.app")
@@ -32,6 +38,10 @@ class Daemon:
     clock: Clock
     schedule: MarketSchedule
     reader: object | None = None  # the QuestDB read side used by the HTTP API; closed after the manager
+    # Components a config reload reaches into (None when disabled).
+    alerts: Any = None
+    ws: Any = None
+    http: Any = None
 
     async def serve(self) -> bool:
         try:
@@ -123,7 +133,7 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
         components.append(ws)
     manager = RealTimeStreamManager(config, provider=FallbackChain(members), schedule=schedule, clock=clock,
                                     symbols=symbols, sinks=components)
-    reader = None
+    reader = http = None
     if config.http.enabled:
         from .http import HttpApi
 
@@ -132,19 +142,64 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
 
             reader = QuestDBReader(config.sinks.questdb)
         # Started last and stopped first: health and metrics describe every other component.
-        manager.sinks.append(HttpApi(config.http, manager=manager, securities=securities, reader=reader,
-                                     history=ws.history if ws else None, components=list(components),
-                                     alerts=alerts))
-    return Daemon(manager, clock, schedule, reader)
+        http = HttpApi(config.http, manager=manager, securities=securities, reader=reader,
+                       history=ws.history if ws else None, components=list(components), alerts=alerts)
+        manager.sinks.append(http)
+    return Daemon(manager, clock, schedule, reader, alerts=alerts, ws=ws, http=http)
 
 
-async def run_daemon(config: Config) -> int:
-    """Run until SIGINT/SIGTERM; exit code 0 after a clean drain."""
+def status_line(manager: RealTimeStreamManager, report: CycleReport) -> str:
+    """One line for `systemctl status`: market status, symbols updated, connected clients, outbox depth."""
+    clients = outbox = 0
+    for component in manager.sinks:
+        try:
+            status = component.status()
+        except Exception:  # a broken status() must not break the cycle; health reports it
+            continue
+        clients += int(status.get("clients") or 0) + int(status.get("sse_clients") or 0)
+        outbox += int(status.get("outbox_depth") or 0)
+    return (f"{report.status.value}: cycle {report.cycle}, {report.published} of {len(manager.symbols)} symbols "
+            f"updated, {clients} clients, outbox {outbox}")
+
+
+async def run_daemon(config: Config, *, config_path: Path | None = None,
+                     prepare: Callable[[Config], Config] = lambda c: c,
+                     on_secrets: Callable[[Config], None] = lambda c: None) -> int:
+    """Run until SIGINT/SIGTERM, re-reading `config_path` on SIGHUP; exit code 0 after a clean drain.
+
+    Under systemd ($NOTIFY_SOCKET) it reports READY=1 once every component has started, WATCHDOG=1 from the
+    event loop, a STATUS= line per cycle and STOPPING=1 on shutdown."""
     daemon = build_daemon(config)
+    manager = daemon.manager
+    notifier = Notifier.from_environ()
+    reloader = Reloader(config, config_path, daemon=daemon, prepare=prepare, on_secrets=on_secrets)
+    manager.on_started.append(lambda: notifier.ready(f"started: {len(manager.symbols)} symbols"))
+    manager.on_cycle.append(lambda report: notifier.status(status_line(manager, report)))
+
+    def stop() -> None:
+        notifier.stopping()
+        manager.request_stop()
+
+    def reload() -> None:
+        notifier.reloading()
+        reloader.reload()
+        notifier.ready()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, daemon.manager.request_stop)
-    log.info("daemon.starting symbols=%d providers=%s", len(daemon.manager.symbols),
-             ",".join(config.providers.chain))
-    drained = await daemon.serve()
+        loop.add_signal_handler(sig, stop)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    interval = watchdog_interval()
+    watchdog = asyncio.create_task(keep_alive(notifier, interval)) if notifier.enabled and interval else None
+    log.info("daemon.starting symbols=%d providers=%s notify=%s watchdog=%s", len(manager.symbols),
+             ",".join(config.providers.chain), "on" if notifier.enabled else "off",
+             f"{interval:g}s" if watchdog else "off")
+    try:
+        drained = await daemon.serve()
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+        loop.remove_signal_handler(signal.SIGHUP)
+        notifier.close()
     return 0 if drained else 1

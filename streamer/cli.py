@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from .config import Config, ConfigError, load_config
 from .logs import setup_logging
 
 EXIT_CONFIG = 2
+EXIT_CRASHED = 1
 
 
 def _config_path(arg: str | None) -> Path | None:
@@ -34,15 +36,21 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _secrets(config: Config) -> list[str]:
-    """Every secret value in the configuration, so no log line can carry one."""
+    """Every secret value in the configuration, so no log line can carry one.
+
+    A value equal to the field's documented default (QuestDB's well-known `quest`) is no secret, and masking it
+    would mangle ordinary words ("re***", "***db") in every line."""
     found: list[str] = []
 
     def walk(node) -> None:
         if isinstance(node, SecretStr):
             found.append(node.get_secret_value())
         elif isinstance(node, BaseModel):
-            for name in type(node).model_fields:
-                walk(getattr(node, name))
+            for name, field in type(node).model_fields.items():
+                value = getattr(node, name)
+                if isinstance(value, SecretStr) and value == field.default:
+                    continue
+                walk(value)
         elif isinstance(node, (list, tuple)):
             for item in node:
                 walk(item)
@@ -54,11 +62,21 @@ def _secrets(config: Config) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from .app import demo_config, run_daemon
 
-    config = _load(args)
-    if args.demo:
-        config = demo_config(config)
-    setup_logging(config.logging.level, config.logging.format, secrets=_secrets(config))
-    return asyncio.run(run_daemon(config))
+    path = _config_path(args.config)
+    prepare = demo_config if args.demo else (lambda c: c)
+    config = prepare(load_config(path))
+    masker = setup_logging(config.logging.level, config.logging.format, secrets=_secrets(config))
+    try:
+        # A reload may bring new secrets: the masker learns them before anything is logged about the new file.
+        return asyncio.run(run_daemon(config, config_path=path, prepare=prepare,
+                                      on_secrets=lambda new: masker.add(_secrets(new))))
+    except (KeyboardInterrupt, SystemExit, ConfigError, ValueError, FileNotFoundError):
+        raise  # main() reports bad input in one line
+    except BaseException:
+        # Through the log, not Python's default hook, so the traceback is masked like every other line.
+        logging.getLogger("streamer.cli").critical("daemon.crashed the daemon stopped on an unexpected error",
+                                                   exc_info=True)
+        return EXIT_CRASHED
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -107,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_help = "configuration file (default: $STREAMER_CONFIG, else ./config.yaml if present, else defaults)"
 
     run = sub.add_parser("run", help="run the daemon", description="Poll the providers and stream quotes "
-                         "to every configured sink until SIGINT/SIGTERM.")
+                         "to every configured sink until SIGINT/SIGTERM; SIGHUP re-reads the configuration.")
     run.add_argument("-c", "--config", help=config_help)
     run.add_argument("--demo", action="store_true", help="run offline on the built-in recorded session "
                      "(replay feed; the clock follows the session, so the market is open on any day)")

@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -79,6 +79,9 @@ class RealTimeStreamManager:
         self.cycles = 0
         self.skipped_ticks = 0
         self.last_cycle: CycleReport | None = None
+        # Called after every component has started, and after every cycle (service notification, status).
+        self.on_started: list[Callable[[], None]] = []
+        self.on_cycle: list[Callable[[CycleReport], None]] = []
         self._provider_states: dict[str, tuple] = {}
         self._provider_errors: dict[tuple[str, str], int] = {}
         self._stop = asyncio.Event()
@@ -98,6 +101,16 @@ class RealTimeStreamManager:
         for sink in self.sinks:
             await sink.start(self.bus)
             log.info("component.started component=%s", sink.name)
+        for hook in self.on_started:
+            hook()
+
+    def replace_symbols(self, symbols: Sequence[str]) -> None:
+        """Follow `symbols` from the next cycle on; quotes of symbols no longer followed are forgotten."""
+        self.symbols = list(symbols)
+        followed = set(self.symbols)
+        for symbol in [s for s in self.latest if s not in followed]:
+            del self.latest[symbol]
+        self.version += 1
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -209,6 +222,8 @@ class RealTimeStreamManager:
         UPDATES_PUBLISHED.inc(len(updates))
         log.info("cycle.done cycle=%d status=%s fetched=%d published=%d missing=%d took=%.3fs",
                  report.cycle, status.value, report.fetched, report.published, report.missing, report.seconds)
+        for hook in self.on_cycle:
+            hook(report)
         return report
 
     async def _publish_provider_health(self) -> None:

@@ -155,6 +155,11 @@ class HttpApi:
         schedule = manager.schedule
         self.tz: ZoneInfo = getattr(schedule, "tz", None) or ZoneInfo(manager.config.market.timezone)
 
+    def replace_securities(self, securities: Sequence[Security]) -> None:
+        """The symbols the API answers for from now on (config reload)."""
+        self.securities = {s.symbol: s for s in securities}
+        self.universe = frozenset(self.securities)
+
     @property
     def url(self) -> str:
         host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host

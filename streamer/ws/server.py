@@ -120,6 +120,10 @@ class WebSocketServer:
         await self.auth.close()
         log.info("ws.stopped %s", " ".join(f"{k}={v}" for k, v in self.counters.items()))
 
+    def replace_universe(self, symbols: Iterable[str]) -> None:
+        """The symbols clients may subscribe to from now on (config reload); connected clients stay."""
+        self.universe = frozenset(s.strip().upper() for s in symbols)
+
     def status(self) -> dict[str, Any]:
         return {"state": "listening" if self._server and self._server.is_serving() else "stopped",
                 "url": self.url if self.port else None, "clients": len(self._clients),

@@ -127,10 +127,10 @@ class QuoteStream:
 
 @pytest.fixture
 def small_disk(tmp_path) -> Iterator[Path]:
-    """A 4 MiB tmpfs mounted for this test (we run as root, here and in CI); unmounted afterwards."""
+    """A 16 MiB tmpfs mounted for this test (we run as root, here and in CI); unmounted afterwards."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True,
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True,
                             text=True)
     if result.returncode != 0:
         pytest.fail(f"cannot mount a tmpfs (the disk-full test needs root): {result.stderr.strip()}")

@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import aiohttp
-import pytest
 from aiohttp import web
 
 from providers.alpha_vantage import AlphaVantageProvider

@@ -291,10 +291,19 @@ class Config(_Section):
 _VAR = re.compile(r"\$(\$)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _key(part: Any) -> str:
+    # A key that is empty or holds dots, colons, spaces... is quoted, so the path still reads unambiguously.
+    text = str(part)
+    return text if isinstance(part, int) or _PLAIN_KEY.fullmatch(text) else repr(text)
+
+
 def interpolate(value: Any, env: dict[str, str], path: str = "") -> Any:
     """Replace `${VAR}` and `${VAR:-default}` in every string of a parsed YAML tree (`$$` is a literal `$`)."""
     if isinstance(value, dict):
-        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {k: interpolate(v, env, f"{path}.{_key(k)}" if path else _key(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
     if not isinstance(value, str):
@@ -332,7 +341,7 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def _describe(err: dict[str, Any]) -> str:
-    path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    path = ".".join(_key(p) for p in err["loc"]) or "(top level)"
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
         return f"{path}: unknown key (not one of the documented settings)"
@@ -367,6 +376,9 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> C
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError([f"cannot read the file: {e.strerror}"], str(path)) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"cannot read the file: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                           f"{e.start})"], str(path)) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as e:

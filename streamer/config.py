@@ -63,6 +63,22 @@ class MarketConfig(_Section):
     close: time = time(17, 0)  # closing auction (pre-closing runs 16:50-17:00)
     after_hours_end: time = time(17, 5)  # end of trading at last
 
+    @field_validator("pre_market_start", "open", "close", "after_hours_end", mode="before")
+    @classmethod
+    def _time_as_text(cls, v: Any) -> Any:
+        # YAML reads an unquoted 9:00 as the number 540, which pydantic would take as seconds since midnight UTC.
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            raise ValueError(f'must be a time of day written as text, e.g. "09:00" (got the number {v!r}; '
+                             "YAML reads an unquoted 9:00 as 540)")
+        return v
+
+    @field_validator("pre_market_start", "open", "close", "after_hours_end")
+    @classmethod
+    def _local_time(cls, v: time) -> time:
+        if v.tzinfo is not None:
+            raise ValueError("must be a local time without a time zone (market.timezone applies)")
+        return v
+
     @model_validator(mode="after")
     def _ordered(self) -> MarketConfig:
         if not self.pre_market_start <= self.open < self.close <= self.after_hours_end:

@@ -103,3 +103,15 @@ def test_regression_odd_keys_are_quoted_in_the_key_path():
             assert e.problems[0].startswith(line), e.problems
         else:
             raise AssertionError(data)
+
+
+def test_regression_a_session_time_given_as_a_number_or_with_a_zone_is_named():
+    """Found by the fuzzer: `after_hours_end: 0.0` (or YAML's unquoted 9:00 = 540) raised a TypeError."""
+    for value, problem in [(0.0, "must be a time of day written as text"), (540, "YAML reads an unquoted 9:00"),
+                           ("17:05+01:00", "must be a local time without a time zone")]:
+        try:
+            parse_config({"market": {"after_hours_end": value}}, ENV)
+        except ConfigError as e:
+            assert e.problems[0].startswith("market.after_hours_end: ") and problem in e.problems[0], e.problems
+        else:
+            raise AssertionError(value)

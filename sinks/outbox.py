@@ -131,9 +131,19 @@ class _Transaction:
     def __exit__(self, kind, value, tb) -> None:
         db = self.outbox._db
         if kind is None:
-            db.execute("COMMIT")
-            return
-        db.execute("ROLLBACK")
+            try:
+                db.execute("COMMIT")  # on a full disk it is the COMMIT that fails (the WAL cannot grow)
+                return
+            except sqlite3.Error:
+                self._undo(db)
+                raise
+        self._undo(db)
+
+    def _undo(self, db: sqlite3.Connection) -> None:
+        # SQLite may already have rolled back by itself (SQLITE_FULL does): a second ROLLBACK would raise and
+        # hide the real error.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         # The running count was updated inside the failed transaction (e.g. disk full): recount.
         self.outbox._depth = db.execute("SELECT count(*) FROM entries").fetchone()[0]
 

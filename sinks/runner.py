@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from enum import Enum
 from pathlib import Path
@@ -57,6 +58,10 @@ class OutboxSink:
         self.reconnects = 0
         self.delivery_lag: float | None = None  # seconds from outbox to backend, of the last write
         self._full_alerted = False  # one alert per episode of a full outbox, not one per refused event
+        # Entries the outbox's disk could not take (disk full, I/O error), oldest first; they go into the
+        # outbox before anything newer once it can write again. Bounded like the outbox itself.
+        self._spill: list[Entry] = []
+        self._unwritable: str | None = None  # why the outbox cannot write, during such an episode
         self._bus: EventBus | None = None
         self._pending = asyncio.Event()
         self._idle = asyncio.Event()
@@ -94,6 +99,9 @@ class OutboxSink:
         try:
             await self.backend.close()
         finally:
+            if self._spill and not self._store_spill():
+                log.error("sink.spill_lost sink=%s lost=%d the outbox could not store them before exit (%s: %s)",
+                          self.name, len(self._spill), self.outbox.path, self._unwritable)
             if self.outbox.depth:
                 log.warning("sink.stopped_with_backlog sink=%s pending=%d kept in %s for the next start",
                             self.name, self.outbox.depth, self.outbox.path)
@@ -105,6 +113,7 @@ class OutboxSink:
         age = self.outbox.oldest_age() if self.outbox.depth else None
         return {"state": self.state.value, "attempt": self.attempt, "last_error": self.last_error,
                 "outbox_depth": self.outbox.depth, "outbox_oldest_age_seconds": age,
+                "outbox_unwritable": self._unwritable, "held_in_memory": len(self._spill),
                 "delivered": self.delivered, "rejected": self.rejected, "refused": self.refused,
                 "reconnects": self.reconnects, "delivery_lag_seconds": self.delivery_lag}
 
@@ -123,15 +132,65 @@ class OutboxSink:
         entries = self.backend.entries_for(event)
         if not entries:
             return
+        batch = self._spill + entries
         try:
-            self.outbox.append(entries)
+            self.outbox.append(batch)
         except OutboxFull as e:
+            self._spill = []
             self.refused += e.refused
             log.error("sink.outbox_full sink=%s refused=%d limit=%d: new entries are refused until the "
                       "backend catches up", self.name, e.refused, self.outbox.max_entries)
             await self._alert_full(e)
+        except sqlite3.Error as e:
+            await self._hold(batch, e)
+            return
+        else:
+            self._spill = []
+            await self._writable_again()
         self._idle.clear()
         self._pending.set()
+
+    async def _hold(self, batch: list[Entry], error: BaseException) -> None:
+        """The outbox's disk refused a write (full, read-only, I/O error): keep the entries in memory, bounded
+        by the outbox limit, and say so once per episode (log line and a system alert)."""
+        keep = max(0, self.outbox.max_entries - self.outbox.depth)
+        lost = max(0, len(batch) - keep)
+        self._spill = batch[lost:]  # the append was rolled back: nothing of `batch` is on disk
+        if lost:
+            self.refused += lost
+            log.error("sink.spill_full sink=%s refused=%d: the outbox cannot write and %d entries already wait "
+                      "in memory", self.name, lost, len(self._spill))
+        if self._unwritable is not None:
+            return
+        self._unwritable = describe(error)
+        log.error("sink.outbox_unwritable sink=%s path=%s reason=%s: new entries are held in memory (%d now) "
+                  "until the outbox can write again; free space on that disk", self.name, self.outbox.path,
+                  self._unwritable, len(self._spill))
+        if self._bus is not None and not self._bus.closed:
+            await self._bus.publish(Alert(
+                rule="outbox_unwritable", kind="system", symbol=None, at=utc_now(),
+                # No path in the text: alerts are served over HTTP and WebSocket (the log line names it).
+                message=f"{self.name} outbox cannot write ({self._unwritable}); new entries are held in memory "
+                        "until the disk of data_dir has room again",
+                value=float(len(self._spill)), threshold=float(self.outbox.max_entries)))
+
+    async def _writable_again(self) -> None:
+        if self._unwritable is None:
+            return
+        log.info("sink.outbox_writable sink=%s path=%s pending=%d: entries held in memory are stored",
+                 self.name, self.outbox.path, self.outbox.depth)
+        self._unwritable = None
+
+    def _store_spill(self) -> bool:
+        """Move held entries into the outbox if the disk takes them now (no new event needed)."""
+        try:
+            self.outbox.append(self._spill)
+        except OutboxFull as e:
+            self.refused += e.refused
+        except sqlite3.Error:
+            return False
+        self._spill = []
+        return True
 
     async def _alert_full(self, error: OutboxFull) -> None:
         # Alerts travel through every sink, this one included: once per episode, so a full outbox
@@ -154,6 +213,12 @@ class OutboxSink:
                 await self._deliver()
             except asyncio.CancelledError:
                 raise
+            except sqlite3.Error as e:
+                # The outbox itself failed (e.g. an ack on a full disk), not the backend. The unacked batch is
+                # written again later (writes are idempotent); wait rather than rewrite it in a tight loop.
+                if self._unwritable is None:
+                    await self._hold(self._spill, e)
+                await asyncio.sleep(self.reconnect.max_delay)
             except Exception as e:
                 self.last_error = describe(e)
                 self.reconnects += 1
@@ -195,9 +260,17 @@ class OutboxSink:
 
     async def _deliver(self) -> None:
         while True:
+            if self._spill and self._store_spill():
+                await self._writable_again()
             batch = self.outbox.peek(MAX_ENTRIES_PER_WRITE)
             if not batch:
                 self._pending.clear()
+                if self._spill:  # held entries: try the disk again soon even if no new event comes
+                    try:
+                        await asyncio.wait_for(self._pending.wait(), self.reconnect.initial_delay)
+                    except asyncio.TimeoutError:
+                        pass
+                    continue
                 self._idle.set()
                 await self._pending.wait()
                 continue

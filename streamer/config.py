@@ -63,6 +63,22 @@ class MarketConfig(_Section):
     close: time = time(17, 0)  # closing auction (pre-closing runs 16:50-17:00)
     after_hours_end: time = time(17, 5)  # end of trading at last
 
+    @field_validator("pre_market_start", "open", "close", "after_hours_end", mode="before")
+    @classmethod
+    def _time_as_text(cls, v: Any) -> Any:
+        # YAML reads an unquoted 9:00 as the number 540, which pydantic would take as seconds since midnight UTC.
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            raise ValueError(f'must be a time of day written as text, e.g. "09:00" (got the number {v!r}; '
+                             "YAML reads an unquoted 9:00 as 540)")
+        return v
+
+    @field_validator("pre_market_start", "open", "close", "after_hours_end")
+    @classmethod
+    def _local_time(cls, v: time) -> time:
+        if v.tzinfo is not None:
+            raise ValueError("must be a local time without a time zone (market.timezone applies)")
+        return v
+
     @model_validator(mode="after")
     def _ordered(self) -> MarketConfig:
         if not self.pre_market_start <= self.open < self.close <= self.after_hours_end:
@@ -314,10 +330,19 @@ class Config(_Section):
 _VAR = re.compile(r"\$(\$)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _key(part: Any) -> str:
+    # A key that is empty or holds dots, colons, spaces... is quoted, so the path still reads unambiguously.
+    text = str(part)
+    return text if isinstance(part, int) or _PLAIN_KEY.fullmatch(text) else repr(text)
+
+
 def interpolate(value: Any, env: dict[str, str], path: str = "") -> Any:
     """Replace `${VAR}` and `${VAR:-default}` in every string of a parsed YAML tree (`$$` is a literal `$`)."""
     if isinstance(value, dict):
-        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {k: interpolate(v, env, f"{path}.{_key(k)}" if path else _key(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
     if not isinstance(value, str):
@@ -355,7 +380,7 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def _describe(err: dict[str, Any]) -> str:
-    path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    path = ".".join(_key(p) for p in err["loc"]) or "(top level)"
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
         return f"{path}: unknown key (not one of the documented settings)"
@@ -390,6 +415,9 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> C
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError([f"cannot read the file: {e.strerror}"], str(path)) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"cannot read the file: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                           f"{e.start})"], str(path)) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as e:

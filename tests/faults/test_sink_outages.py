@@ -3,7 +3,7 @@
 import asyncio
 import random
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
@@ -13,22 +13,12 @@ from sinks.runner import OutboxSink, SinkState
 from streamer.bus import EventBus
 from streamer.config import OutboxConfig, ReconnectConfig
 from streamer.events import QuoteBatch
-from streamer.model import MarketStatus, StockUpdate
+from streamer.model import MarketStatus
+from tests.faults.conftest import quotes, unique_start
 from tests.helpers import pb_records, qdb_rows_eventually, until
 
 pytestmark = pytest.mark.servers
 RECONNECT = ReconnectConfig(initial_delay=0.2, max_delay=1, failed_after=3)
-
-
-def quotes(symbols, k, base):
-    at = base + timedelta(seconds=30 * k)
-    return tuple(StockUpdate(symbol=s, price=round(20 + k + i / 10, 2), volume=1000 * (k + 1), timestamp=at,
-                             data_source="test", received_at=at) for i, s in enumerate(symbols))
-
-
-def unique_start():
-    # A distinct past minute per run keeps (timestamp, symbol) keys of separate runs apart.
-    return datetime(2026, 1, 5, 9, tzinfo=timezone.utc) + timedelta(minutes=random.randrange(500_000))
 
 
 async def test_questdb_stopped_mid_stream_every_row_lands_exactly_once(tmp_path, questdb_server, questdb_config):

@@ -204,9 +204,9 @@ class RateLimit:
 
     __slots__ = ("rate", "burst", "tokens", "stamp", "strikes", "max_strikes")
 
-    def __init__(self, rate: float, now: float) -> None:
+    def __init__(self, rate: float, now: float, burst: float | None = None) -> None:
         self.rate = rate
-        self.burst = max(1.0, float(math.ceil(rate)))
+        self.burst = max(1.0, float(math.ceil(rate if burst is None else burst)))
         self.tokens = self.burst
         self.stamp = now
         self.strikes = 0  # refused messages since the client last let its bucket fill up

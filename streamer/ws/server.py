@@ -66,10 +66,15 @@ class WebSocketServer:
         self.port: int | None = None
         self.counters = dict.fromkeys(("connections", "messages_sent", "dropped", "errors_sent", "rate_limited",
                                        "auth_refused", "closed_slow", "closed_rate_limited", "recovered",
-                                       "resynced"), 0)
+                                       "resynced", "paced"), 0)
         self._clients: set[_Client] = set()
         self._groups = Groups(self.history)
         self._server: Server | None = None
+        # Connection storms (every client reconnecting after a restart or a network blip) are admitted at a
+        # steady rate, so connected clients and the HTTP API keep their share of the one event loop.
+        # A burst of a twentieth of a second's worth: a storm's first second must not take the loop in one go.
+        self._handshakes = p.RateLimit(config.max_connects_per_second, clock(), burst=config.max_connects_per_second / 20)
+        self._handshake_queue = asyncio.Lock()  # FIFO: only the head of the queue waits on the bucket
         self._bus: EventBus | None = None
         self._sub: Subscription | None = None
 
@@ -89,6 +94,7 @@ class WebSocketServer:
             tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
         self._server = await serve(
             self._handle, cfg.host, cfg.port, ssl=tls, origins=origins(cfg.allowed_origins),
+            process_request=self._pace_handshake,
             compression=None,  # deflate costs ~50 KiB per connection and defeats framing a message once
             max_size=cfg.max_frame_bytes, ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout,
             close_timeout=self.close_timeout, write_limit=min(2**15, max(cfg.send_buffer // 2, 1024)),
@@ -244,6 +250,14 @@ class WebSocketServer:
             self._clients.discard(client)
             log.debug("ws.disconnect id=%s peer=%s code=%s clients=%d", conn.id, _peer(conn), conn.close_code,
                       len(self._clients))
+
+    async def _pace_handshake(self, conn: ServerConnection, request: Any) -> None:
+        """Hold an opening handshake until the admission bucket has a token (see `_handshakes`)."""
+        bucket = self._handshakes
+        async with self._handshake_queue:
+            while not bucket.take(self.clock()):
+                self.counters["paced"] += 1
+                await asyncio.sleep((1.0 - bucket.tokens) / bucket.rate)
 
     async def _admit(self, client: _Client) -> bool:
         if not self.config.require_auth:

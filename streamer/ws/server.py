@@ -26,6 +26,7 @@ from streamer.metrics import COMPONENTS, WS_CLIENTS_CLOSED, WS_MESSAGES_DROPPED,
 from streamer.model import MarketStatus, format_timestamp, utc_now
 
 from . import protocol as p
+from .admission import HandshakePacer
 from .auth import Authenticator, origins, presented_token, wire_logger
 from .history import FutureSeq, Groups, History, ResyncReason
 
@@ -66,15 +67,12 @@ class WebSocketServer:
         self.port: int | None = None
         self.counters = dict.fromkeys(("connections", "messages_sent", "dropped", "errors_sent", "rate_limited",
                                        "auth_refused", "closed_slow", "closed_rate_limited", "recovered",
-                                       "resynced", "paced"), 0)
+                                       "resynced", "paced", "busy"), 0)
         self._clients: set[_Client] = set()
         self._groups = Groups(self.history)
         self._server: Server | None = None
-        # Connection storms (every client reconnecting after a restart or a network blip) are admitted at a
-        # steady rate, so connected clients and the HTTP API keep their share of the one event loop.
-        # A burst of a twentieth of a second's worth: a storm's first second must not take the loop in one go.
-        self._handshakes = p.RateLimit(config.max_connects_per_second, clock(), burst=config.max_connects_per_second / 20)
-        self._handshake_queue = asyncio.Lock()  # FIFO: only the head of the queue waits on the bucket
+        # Connection storms queue in the handshake instead of starving connected clients and the HTTP API.
+        self.pacer = HandshakePacer(config.max_connects_per_second, self.counters, clock)
         self._bus: EventBus | None = None
         self._sub: Subscription | None = None
 
@@ -88,13 +86,14 @@ class WebSocketServer:
 
     async def start(self, bus: EventBus) -> None:
         cfg = self.config
+        self.pacer.reset()  # a stopped server may be started again
         tls = None
         if cfg.tls_cert and cfg.tls_key:
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
         self._server = await serve(
             self._handle, cfg.host, cfg.port, ssl=tls, origins=origins(cfg.allowed_origins),
-            process_request=self._pace_handshake,
+            process_request=self.pacer,
             compression=None,  # deflate costs ~50 KiB per connection and defeats framing a message once
             max_size=cfg.max_frame_bytes, ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout,
             close_timeout=self.close_timeout, write_limit=min(2**15, max(cfg.send_buffer // 2, 1024)),
@@ -111,6 +110,7 @@ class WebSocketServer:
     async def stop(self, timeout: float = 5.0) -> None:
         """Close every client with 1001 "server shutting down" within `timeout`, then stop listening."""
         COMPONENTS.unregister(self.name)
+        self.pacer.stop()
         if self._bus is not None and self._sub in self._bus.subscriptions:
             await self._bus.unsubscribe(self._sub)
         if self._server is not None:
@@ -250,14 +250,6 @@ class WebSocketServer:
             self._clients.discard(client)
             log.debug("ws.disconnect id=%s peer=%s code=%s clients=%d", conn.id, _peer(conn), conn.close_code,
                       len(self._clients))
-
-    async def _pace_handshake(self, conn: ServerConnection, request: Any) -> None:
-        """Hold an opening handshake until the admission bucket has a token (see `_handshakes`)."""
-        bucket = self._handshakes
-        async with self._handshake_queue:
-            while not bucket.take(self.clock()):
-                self.counters["paced"] += 1
-                await asyncio.sleep((1.0 - bucket.tokens) / bucket.rate)
 
     async def _admit(self, client: _Client) -> bool:
         if not self.config.require_auth:

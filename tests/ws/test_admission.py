@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
-from . import batch, client, expect, running_server, subscribed
+from streamer.ws.admission import QUEUE_SECONDS
+
+from . import batch, client, expect, running_server, subscribed, wait_until
 
 
 async def test_a_connection_storm_is_admitted_at_the_configured_rate_and_nobody_is_refused():
@@ -33,3 +37,20 @@ async def test_a_connection_storm_is_admitted_at_the_configured_rate_and_nobody_
     burst = max(1, int(rate / 20))
     assert max(admitted) - started >= (storm - burst - 1) / rate
     assert server.counters["paced"] > 0 and server.counters["connections"] == storm + 1
+
+
+async def test_past_the_queue_limit_a_connecting_client_is_told_to_retry_later():
+    rate = 1.0  # one handshake a second: a queue of QUEUE_SECONDS clients fills at once
+    async with running_server(max_connects_per_second=rate) as (server, bus):
+        async with client(server.url):  # takes the only token
+            queued = [asyncio.ensure_future(connect(server.url, open_timeout=30)) for _ in range(
+                int(rate * QUEUE_SECONDS))]
+            await wait_until(lambda: server.pacer.waiting == len(queued))
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(server.url, open_timeout=5)
+            for task in queued:
+                task.cancel()
+            await asyncio.gather(*queued, return_exceptions=True)
+    response = refused.value.response
+    assert response.status_code == 503 and response.headers["Retry-After"] == str(QUEUE_SECONDS)
+    assert b"retry" in response.body and server.counters["busy"] == 1

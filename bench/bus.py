@@ -19,7 +19,7 @@ from streamer.bus import EventBus, Overflow
 from streamer.events import QuoteBatch
 from streamer.model import MarketStatus
 
-from .common import Report, cpu_seconds
+from .common import Report, cpu_seconds, num
 from .fanout_server import replay_cycles
 
 
@@ -67,8 +67,8 @@ async def direct(event, events: int, subscribers: int) -> dict:
 
 async def run(args: argparse.Namespace) -> Report:
     event = QuoteBatch(1, replay_cycles(1)[0], MarketStatus.OPEN)
-    report = Report("5. Bus", f"{args.events:,} events published as fast as the bus takes them, per setup; "
-                    "a delivery is one event handed to one subscriber's handler.".replace(",", " "))
+    report = Report("5. Bus", f"{num(args.events)} events published as fast as the bus takes them, per setup; "
+                    "a delivery is one event handed to one subscriber's handler.")
     report.header = ["setup", "events/s (wall)", "deliveries/s (wall)", "CPU µs per event", "CPU µs per delivery",
                      "dropped"]
     setups = [(f"{n} subscriber{'s' if n > 1 else ''}", n, False) for n in (1, 3, 10)]
@@ -81,8 +81,7 @@ async def run(args: argparse.Namespace) -> Report:
             r = await (through_bus(event, args.events, n, stalled) if kind == "bus" else direct(event, args.events, n))
             label = name if kind == "bus" else f"baseline: {n} handlers awaited directly"
             results[label] = r
-            report.rows.append([label, f"{args.events / r['took']:,.0f}".replace(",", " "),
-                                f"{r['deliveries'] / r['took']:,.0f}".replace(",", " "),
+            report.rows.append([label, num(args.events / r['took']), num(r['deliveries'] / r['took']),
                                 f"{r['cpu'] / args.events * 1e6:.2f}", f"{r['cpu'] / r['deliveries'] * 1e6:.2f}",
                                 r["dropped"]])
             print(report.rows[-1], flush=True)
@@ -98,8 +97,8 @@ async def run(args: argparse.Namespace) -> Report:
         "machine, wall-clock rates do not",
     ]
     report.verdict = (f"10 subscribers: {healthy / args.events * 1e6:.1f} CPU µs per event, i.e. up to "
-                      f"{args.events / healthy:,.0f} events/s on one core; a stalled subscriber costs the others "
-                      f"{max(0.0, (1 - healthy / with_stall)) * 100:.0f} % (no numeric target)").replace(",", " ")
+                      f"{num(args.events / healthy)} events/s on one core; a stalled subscriber costs the others "
+                      f"{max(0.0, (1 - healthy / with_stall)) * 100:.0f} % (no numeric target)")
     report.limits = args.limits
     return report
 

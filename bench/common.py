@@ -88,6 +88,11 @@ def pct(values, *qs: float) -> list[float]:
     return [float(x) for x in np.percentile(a, qs)]
 
 
+def num(x: float) -> str:
+    """A count with thin-space thousands: 1 000 000."""
+    return f"{x:,.0f}".replace(",", " ")
+
+
 def ms(seconds: float) -> str:
     return "n/a" if seconds != seconds else f"{seconds * 1000:.1f}"
 

@@ -18,6 +18,7 @@ import dataclasses
 import datetime as dt
 import json
 import queue
+import shutil
 import sys
 import tempfile
 import threading
@@ -151,8 +152,9 @@ async def run(args: argparse.Namespace, servers) -> Report:
     for c in reversed(components):
         await c.stop(5)
     await bus.close(5)
-
     data = np.load(dump)
+    shutil.rmtree(work, ignore_errors=True)
+
     ws_lat = [t - ready[int(s)][1] for s, t in zip(data["seq"], data["t"]) if int(s) in ready]
     stamps = {stamp: t0 for stamp, t0 in ready.values()}
     q_lat = [qdb_seen[s] - t0 for s, t0 in stamps.items() if s in qdb_seen]
@@ -176,10 +178,11 @@ async def run(args: argparse.Namespace, servers) -> Report:
         f"{args.cycles} cycles is the second-worst cycle",
         "every component shares one event loop, as in the daemon; QuestDB and PocketBase run on the same machine",
     ]
-    met = a99 < 0.050 and c99 < 0.200 and len(ws_lat) == len(p_lat) == args.cycles
-    report.verdict = (f"{'met' if met else 'MISSED'}: (a) p99 {ms(a99)} ms (target < 50), (c) p99 {ms(c99)} ms "
-                      f"(target < 200); (b) p99 {ms(pct(q_lat, 99)[0])} ms, of which WAL apply p99 "
-                      f"{ms(pct(q_wal, 99)[0])} ms")
+    a_ok = a99 < 0.050 and len(ws_lat) == args.cycles
+    c_ok = c99 < 0.200 and len(p_lat) == args.cycles
+    report.verdict = (f"(a) {'met' if a_ok else 'MISSED'}: p99 {ms(a99)} ms (target < 50); (c) "
+                      f"{'met' if c_ok else 'MISSED'}: p99 {ms(c99)} ms (target < 200); (b) p99 "
+                      f"{ms(pct(q_lat, 99)[0])} ms, of which WAL apply p99 {ms(pct(q_wal, 99)[0])} ms")
     report.limits = args.limits
     return report
 
@@ -189,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cycles", type=int, default=120, help="at least 100 for the record")
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between cycles")
     ap.add_argument("--no-record", action="store_true", help="print the table, leave docs/benchmarks.md alone")
-    ap.add_argument("--limits", default="see the notes")
+    ap.add_argument("--limits", default=(
+        "(a) the event loop's turn: the WebSocket subscriber now runs first, so a client waits only for the "
+        "encode and fan-out, plus any wait for a core on the shared machine; (b) QuestDB's ILP/HTTP commit "
+        "and WAL apply on the same 2 cores; (c) PocketBase's batch transactions (2 requests for 80 records, "
+        "see 4) after the outbox append."))
     args = ap.parse_args(argv)
 
     async def go() -> Report:

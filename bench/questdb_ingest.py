@@ -29,7 +29,7 @@ from streamer.config import OutboxConfig
 from streamer.events import QuoteBatch
 from streamer.model import MarketStatus
 
-from .common import Report, cpu_seconds
+from .common import Report, cpu_seconds, num
 from .fanout_server import replay_cycles
 from .servers import FAST_RECONNECT, running_servers
 
@@ -105,8 +105,8 @@ async def count(backend: QuestDBBackend, table: str, expected: int) -> int:
 
 async def run(args: argparse.Namespace, servers) -> Report:
     cfg = servers.questdb_config()
-    report = Report("3. QuestDB ingest", f"{args.quotes:,} quotes (80 per cycle) into QuestDB: through bus + sink "
-                    "against the `questdb` client writing the same rows directly.".replace(",", " "), servers=True)
+    report = Report("3. QuestDB ingest", f"{num(args.quotes)} quotes (80 per cycle) into QuestDB: through bus + sink "
+                    "against the `questdb` client writing the same rows directly.", servers=True)
     events = batches(args.quotes)
     rows = [schema.quote_payload_row(u.to_dict(), "bench_direct_") for e in events for u in e.updates]
     admin = QuestDBBackend(cfg)
@@ -137,8 +137,8 @@ async def run(args: argparse.Namespace, servers) -> Report:
         if name not in results:
             continue
         took, cpu = results[name]
-        report.rows.append([label, f"{took:.1f}", f"{args.quotes / took:,.0f}".replace(",", " "), f"{cpu:.1f}",
-                            f"{cpu / args.quotes * 1e6:.1f}", f"{stored[name]:,}".replace(",", " "),
+        report.rows.append([label, f"{took:.1f}", num(args.quotes / took), f"{cpu:.1f}",
+                            f"{cpu / args.quotes * 1e6:.1f}", num(stored[name]),
                             f"{(args.quotes / took) / direct_rate:.2f}", f"{results['direct'][1] / cpu:.2f}"])
     ratio = sink_rate / direct_rate
     report.notes = [
@@ -146,7 +146,9 @@ async def run(args: argparse.Namespace, servers) -> Report:
         "table's count once QuestDB's WAL has applied it",
         "client-side CPU is this process (both cores are available to it and to QuestDB)",
     ]
-    report.verdict = f"{'met' if ratio >= 0.7 else 'MISSED'}: ratio {ratio:.2f} (target at least 0.7)"
+    cpu_ratio = results["direct"][1] / results["sink"][1]
+    report.verdict = (f"{'met' if ratio >= 0.7 else 'MISSED'}: ratio {ratio:.2f} by rows/s ({cpu_ratio:.2f} by "
+                      "client CPU per row); target at least 0.7")
     report.limits = args.limits
     return report
 
@@ -156,7 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quotes", type=int, default=1_000_000)
     ap.add_argument("--order", default="direct,mapped,sink", help="the paths, in the order they run")
     ap.add_argument("--no-record", action="store_true", help="print the table, leave docs/benchmarks.md alone")
-    ap.add_argument("--limits", default="see the notes")
+    ap.add_argument("--limits", default=(
+        "CPython work per row. The baseline hands prebuilt rows to the client's compiled encoder (~2 CPU µs/row). "
+        "The sink maps each quote (to_dict + row mapping, ~11 µs/row: row 2 shows that alone caps the ratio "
+        "near 0.3) and keeps it durable before sending (JSON encode, SQLite insert, read back, JSON decode, "
+        "delete: ~30 µs/row; pyinstrument). No tuning inside this design reaches 0.7; it needs the outbox to "
+        "hold one ILP block per batch, encoded once by the client's Buffer, instead of one JSON row per quote "
+        "(a design change, proposed as a follow-up)."))
     args = ap.parse_args(argv)
 
     async def go() -> Report:

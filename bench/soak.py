@@ -26,11 +26,10 @@ from .common import Report, load1, open_fds, raise_fd_limit, rss_bytes
 from .loadgen import LoadProcess, watchlists
 from .servers import PB_EMAIL, Ports, running_servers
 
-WS_PORT, HTTP_PORT = 21110, 21111
 METRICS = ("rss_mib", "fds", "tasks")
 
 
-def daemon_config(work: Path, servers, sinks: bool, speed: float) -> Path:
+def daemon_config(work: Path, servers, sinks: bool, speed: float, ports: tuple[int, int]) -> Path:
     path = work / "config.yaml"
     qdb = servers.questdb_config() if sinks else None
     path.write_text(f"""
@@ -42,10 +41,19 @@ sinks:
             pg_port: {qdb.pg_port if qdb else 8812}}}
   pocketbase: {{enabled: {str(sinks).lower()}, url: "http://127.0.0.1:{servers.ports.pb if sinks else 8090}",
                admin_email: {PB_EMAIL}, admin_password: "${{BENCH_PB_PASSWORD:-}}"}}
-websocket: {{host: 127.0.0.1, port: {WS_PORT}}}
-http: {{host: 127.0.0.1, port: {HTTP_PORT}}}
+websocket: {{host: 127.0.0.1, port: {ports[0]}}}
+http: {{host: 127.0.0.1, port: {ports[1]}}}
 """)
     return path
+
+
+def warmup_end(samples: list[dict], minimum: float) -> float:
+    """Warm-up lasts `minimum` seconds and, beyond that, until the WebSocket history (the resume window, the
+    largest bounded buffer: `history_size` batches) is full, if it fills with three samples left to judge."""
+    full = next((s["t"] for s in samples if s["history"] >= s["history_size"]), None)
+    if full is not None and full > minimum and sum(1 for s in samples if s["t"] >= full) >= 3:
+        return full
+    return minimum
 
 
 def growth(samples: list[dict], warmup: float) -> dict[str, float]:
@@ -60,7 +68,7 @@ async def run(args: argparse.Namespace, servers) -> Report:
     work.mkdir(parents=True, exist_ok=True)
     if servers is not None:
         os.environ["BENCH_PB_PASSWORD"] = servers.pb_password
-    config = demo_config(load_config(daemon_config(work, servers, servers is not None, args.speed)))
+    config = demo_config(load_config(daemon_config(work, servers, servers is not None, args.speed, args.ports)))
     daemon = build_daemon(config)
     ws = next(c for c in daemon.manager.sinks if getattr(c, "name", "") == "websocket")
     serving = asyncio.create_task(daemon.serve())
@@ -76,7 +84,7 @@ async def run(args: argparse.Namespace, servers) -> Report:
     report = Report("6. Soak", f"Demo daemon (replay at {args.speed:g}x, sinks {'on' if servers else 'off'}) "
                     f"with {args.clients} WebSocket clients churning (each stays {args.lifetime.replace(',', '-')} s, "
                     "then reconnects); sampled every "
-                    f"{args.sample:.0f} s for {args.duration:.0f} s, warm-up {args.warmup:.0f} s.", servers=True)
+                    f"{args.sample:.0f} s for {args.duration:.0f} s, warm-up at least {args.warmup:.0f} s.", servers=True)
     samples: list[dict] = []
     started = time.monotonic()
     while True:
@@ -85,7 +93,7 @@ async def run(args: argparse.Namespace, servers) -> Report:
         s = {"t": time.monotonic() - started, "rss_mib": rss_bytes() / 2**20, "fds": open_fds(),
              "tasks": len(asyncio.all_tasks()), "clients": st["clients"], "connections": st["connections"],
              "sent": st["messages_sent"], "received": stats["messages"], "load1": load1(),
-             "cycles": daemon.manager.cycles}
+             "cycles": daemon.manager.cycles, "history": ws.history.depth, "history_size": ws.history.size}
         samples.append(s)
         print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in s.items()}), flush=True)
         if s["t"] >= args.duration or serving.done():
@@ -96,15 +104,19 @@ async def run(args: argparse.Namespace, servers) -> Report:
     daemon.manager.request_stop()
     drained = await serving
 
-    g = growth(samples, args.warmup)
+    warmup = warmup_end(samples, args.warmup)
+    g = growth(samples, warmup)
     report.header = ["min", "RSS MiB", "open fds", "asyncio tasks", "clients", "connections so far",
-                     "messages received", "load1"]
+                     "messages received", "history batches", "load1"]
     step = max(1, len(samples) // 12)
     shown = samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else [])
     report.rows = [[f"{s['t'] / 60:.1f}", f"{s['rss_mib']:.1f}", s["fds"], s["tasks"], s["clients"],
-                    s["connections"], s["received"], f"{s['load1']:.2f}"] for s in shown]
+                    s["connections"], s["received"], s["history"], f"{s['load1']:.2f}"] for s in shown]
     worst = max(g.values())
     report.notes = [
+        f"warm-up: {warmup / 60:.1f} min (at least {args.warmup / 60:.1f} min, and until the WebSocket history of "
+        f"{samples[-1]['history_size']} batches was full, if it filled early enough to judge: that bounded resume "
+        "window grows with every cycle until then)",
         "growth after warm-up (mean of the last 3 samples / mean of the first 3 after warm-up - 1): "
         + ", ".join(f"{m} {v * 100:+.1f} %" for m, v in g.items()),
         f"clients: {final['connects']} connections made, {final['failures']} failed, {final['closed_by_server']} "
@@ -123,11 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=3600, help="seconds (1 hour for the record)")
     ap.add_argument("--sample", type=float, default=60, help="seconds between samples")
-    ap.add_argument("--warmup", type=float, help="seconds before growth is judged (default: a sixth of the run)")
+    ap.add_argument("--warmup", type=float, help="at least this many seconds before growth is judged (default: a "
+                    "sixth of the run; longer while the WebSocket history is filling)")
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--lifetime", default="5,60", help="MIN,MAX seconds a client stays connected")
     ap.add_argument("--speed", type=float, default=10, help="replay speed")
     ap.add_argument("--no-sinks", action="store_true", help="without QuestDB and PocketBase")
+    ap.add_argument("--ports", default="21110,21111", type=lambda v: tuple(int(p) for p in v.split(",")),
+                    help="WS,HTTP ports of the daemon")
     ap.add_argument("--work", default="/tmp/bench-soak", help="data dir (outboxes, config)")
     ap.add_argument("--log-level", default="WARNING", help="daemon log level (lines go to stderr)")
     ap.add_argument("--no-record", action="store_true", help="print the table, leave docs/benchmarks.md alone")

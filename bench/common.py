@@ -53,9 +53,9 @@ def versions(servers: bool = False) -> str:
 def raise_fd_limit() -> int:
     """Raise RLIMIT_NOFILE as far as allowed (root may lift the hard limit to fs.nr_open)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    for want in (1_048_576, 262_144, 65_536, hard):
+    for want in (1_048_576, 262_144, 65_536, hard):  # above `hard` needs CAP_SYS_RESOURCE
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard) if want <= hard else want))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard)))
             return want
         except (ValueError, OSError):
             continue

@@ -120,8 +120,8 @@ async def run(args: argparse.Namespace, servers) -> Report:
         "growth after warm-up (mean of the last 3 samples / mean of the first 3 after warm-up - 1): "
         + ", ".join(f"{m} {v * 100:+.1f} %" for m, v in g.items()),
         f"clients: {final['connects']} connections made, {final['failures']} failed, {final['closed_by_server']} "
-        f"closed by the server; daemon drained on stop: {drained}; all {len(samples)} samples in the raw log "
-        "printed by the run",
+        f"closed by the server; daemon drained on stop: {drained}; {len(samples)} samples, each printed by the run "
+        "as a JSON line (the table shows every few)",
         "open fds and tasks move with the number of clients connected at the sampling instant "
         "(one socket and one handler task per client)",
     ]

@@ -32,6 +32,7 @@ class Subscription:
     queue: asyncio.Queue
     overflow: Overflow
     wait_timeout: float
+    priority: int = 0
     delivered: int = 0
     dropped: int = 0
     errors: int = 0
@@ -58,15 +59,21 @@ class EventBus:
         maxsize: int = 1000,
         overflow: Overflow = Overflow.DROP_OLDEST,
         wait_timeout: float = 1.0,
+        priority: int = 0,
     ) -> Subscription:
-        """Register `handler` for `types`; it runs in its own task, one event at a time, in order."""
+        """Register `handler` for `types`; it runs in its own task, one event at a time, in order.
+
+        Each event is queued for subscribers in ascending `priority` (then subscription order), so a lower one's
+        task runs first: a latency-sensitive subscriber is not queued behind others' synchronous work."""
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
-        sub = Subscription(name, frozenset(types), handler, asyncio.Queue(maxsize), Overflow(overflow), wait_timeout)
+        sub = Subscription(name, frozenset(types), handler, asyncio.Queue(maxsize), Overflow(overflow), wait_timeout,
+                           priority)
         sub.task = asyncio.get_running_loop().create_task(self._run(sub), name=f"bus:{name}")
         self._subs.append(sub)
         for t in sub.types:
             self._by_type[t].append(sub)
+            self._by_type[t].sort(key=lambda s: s.priority)  # stable: equal priorities keep subscription order
         return sub
 
     async def unsubscribe(self, sub: Subscription) -> None:

@@ -153,3 +153,25 @@ async def test_drain_reports_timeout_and_close_refuses_new_events():
     assert await bus.close(0.05) is False
     with pytest.raises(RuntimeError):
         await bus.publish(Tick(2))
+
+
+async def test_lower_priority_subscriber_handles_each_event_first():
+    bus = EventBus()
+    order = []
+
+    def recorder(name):
+        async def handle(e):
+            order.append((e.n, name))
+        return handle
+
+    bus.subscribe("storage", recorder("storage"), [EventType.STOCK_UPDATE])
+    bus.subscribe("alerts", recorder("alerts"), [EventType.STOCK_UPDATE])
+    bus.subscribe("websocket", recorder("websocket"), [EventType.STOCK_UPDATE], priority=-1)
+    await bus.publish(Tick(0))
+    assert await bus.drain(5)  # every subscriber is now idle, waiting for its next event, as in the daemon
+    await bus.publish(Tick(1))
+    await bus.publish(Tick(2))
+    assert await bus.close(drain_timeout=5)
+    assert [name for n, name in order if n == 1] == ["websocket", "storage", "alerts"]
+    assert sorted(order)[3:] == [(1, "alerts"), (1, "storage"), (1, "websocket"),
+                                 (2, "alerts"), (2, "storage"), (2, "websocket")]

@@ -102,7 +102,10 @@ class WebSocketServer:
         self._bus = bus
         self._sub = bus.subscribe(self.name, self._on_event,
                                   [EventType.STOCK_UPDATE, EventType.MARKET_STATUS, EventType.ALERT],
-                                  maxsize=1000, overflow=Overflow.DROP_OLDEST)
+                                  maxsize=1000, overflow=Overflow.DROP_OLDEST,
+                                  # Fan out before the storage sinks append the batch to their outboxes (JSON
+                                  # and SQLite, a few ms per cycle): clients should not wait for that.
+                                  priority=-1)
         COMPONENTS.register(self.name, self._gauges)
         log.info("ws.listening url=%s epoch=%s auth=%s origins=%s", self.url, self.history.epoch,
                  "required" if cfg.require_auth else "off", ",".join(cfg.allowed_origins) or "any")

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test servers fetch-servers stop-servers check-config clean
+.PHONY: setup run test servers fetch-servers stop-servers check-config clean bench-quick bench
 
 setup: $(STAMP)
 
@@ -35,6 +35,15 @@ stop-servers:
 ## The whole test suite; it starts its own QuestDB and PocketBase instances on test ports through scripts/.
 test: setup fetch-servers
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Benchmarks (docs/benchmarks.md): each rewrites its section there. bench-quick takes about 10 minutes;
+# bench adds the one-hour soak. They start their own servers on the bench ports (bench/servers.py).
+bench-quick: setup fetch-servers
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	for b in bus pocketbase_writes e2e questdb_ingest fanout; do $(BIN)/python -m bench.$$b || exit 1; done
+
+bench: bench-quick
+	$(BIN)/python -m bench.soak --duration 3600
 
 check-config: setup
 	$(BIN)/streamer check-config -c config.yaml

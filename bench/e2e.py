@@ -43,7 +43,7 @@ from streamer.ws.server import WebSocketServer
 from .common import Report, ms, pct
 from .fanout_server import equities, replay_cycles
 from .loadgen import LoadProcess
-from .servers import FAST_RECONNECT, running_servers
+from .servers import FAST_RECONNECT, run_against_servers
 
 POLL = 0.002  # seconds between two observer queries
 TIMEOUT = 15.0
@@ -197,15 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "encode and fan-out, plus any wait for a core on the shared machine; (b) QuestDB's ILP/HTTP commit "
         "and WAL apply on the same 2 cores; (c) PocketBase's batch transactions (2 requests for 80 records, "
         "see 4) after the outbox append."))
-    args = ap.parse_args(argv)
-
-    async def go() -> Report:
-        with running_servers() as servers:
-            return await run(args, servers)
-
-    report = asyncio.run(go())
-    print(report.section()) if args.no_record else report.publish()
-    return 0
+    return run_against_servers(run, ap.parse_args(argv))
 
 
 if __name__ == "__main__":

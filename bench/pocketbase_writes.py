@@ -23,7 +23,7 @@ from streamer.model import MarketStatus
 
 from .common import Report, ms, num, pct
 from .fanout_server import replay_cycles
-from .servers import running_servers
+from .servers import run_against_servers
 
 
 class Cycles:
@@ -114,15 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-record", action="store_true", help="print the table, leave docs/benchmarks.md alone")
     ap.add_argument("--limits", default="PocketBase (SQLite, one writer) on the same 2 shared cores; each request "
                     "is a round trip through its HTTP stack and a transaction")
-    args = ap.parse_args(argv)
-
-    async def go() -> Report:
-        with running_servers() as servers:
-            return await run(args, servers)
-
-    report = asyncio.run(go())
-    print(report.section()) if args.no_record else report.publish()
-    return 0
+    return run_against_servers(run, ap.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from streamer.model import MarketStatus
 
 from .common import Report, cpu_seconds, num
 from .fanout_server import replay_cycles
-from .servers import FAST_RECONNECT, running_servers
+from .servers import FAST_RECONNECT, run_against_servers
 
 BASE = dt.datetime(2020, 1, 6, tzinfo=dt.timezone.utc)
 
@@ -165,15 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "delete: ~30 µs/row; pyinstrument). No tuning inside this design reaches 0.7; it needs the outbox to "
         "hold one ILP block per batch, encoded once by the client's Buffer, instead of one JSON row per quote "
         "(a design change, proposed as a follow-up)."))
-    args = ap.parse_args(argv)
-
-    async def go() -> Report:
-        with running_servers() as servers:
-            return await run(args, servers)
-
-    report = asyncio.run(go())
-    print(report.section()) if args.no_record else report.publish()
-    return 0
+    return run_against_servers(run, ap.parse_args(argv))
 
 
 if __name__ == "__main__":

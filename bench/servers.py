@@ -142,5 +142,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run_against_servers(run, args) -> int:
+    """`await run(args, servers)` with the bench servers up; print its report (`--no-record`) or publish it."""
+    import asyncio
+
+    async def go():
+        with running_servers() as servers:
+            return await run(args, servers)
+
+    report = asyncio.run(go())
+    print(report.section()) if args.no_record else report.publish()
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import psycopg
 
+from providers.base import FetchResult, ProviderHealth
 from streamer.config import PocketBaseSinkConfig, QuestDBSinkConfig
 
 
@@ -65,3 +66,18 @@ async def pb_records(config: PocketBaseSinkConfig, collection: str, filter_: str
             if page >= body["totalPages"]:
                 return items
             page += 1
+
+
+class NoQuotes:
+    """A provider that answers every fetch with nothing: for tests that publish their own batches."""
+
+    name = "none"
+
+    def __init__(self) -> None:
+        self.health = ProviderHealth()
+
+    async def fetch(self, symbols) -> FetchResult:
+        return FetchResult(self.name, ())
+
+    async def close(self) -> None:
+        pass

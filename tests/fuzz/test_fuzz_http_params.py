@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from providers.base import FetchResult, ProviderHealth
 from providers.chain import FallbackChain
 from streamer.clock import FakeClock
 from streamer.config import Config, HttpConfig
@@ -27,6 +26,7 @@ from streamer.manager import RealTimeStreamManager
 from streamer.market import MarketSchedule
 from streamer.securities import Security
 from tests.fuzz.conftest import FUZZ, TRIED
+from tests.helpers import NoQuotes
 
 WAW = ZoneInfo("Europe/Warsaw")
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
@@ -75,19 +75,6 @@ def test_validators_refuse_with_the_parameter_named(q, raw_limit, raw_symbols, e
 # --- real requests --------------------------------------------------------------------------------
 
 
-class Quiet:
-    name = "quiet"
-
-    def __init__(self) -> None:
-        self.health = ProviderHealth()
-
-    async def fetch(self, symbols) -> FetchResult:
-        return FetchResult(self.name, ())
-
-    async def close(self) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def api_url():
     """An HttpApi on a loopback port, served by its own event loop in a thread (no QuestDB: history is 503)."""
@@ -99,7 +86,7 @@ def api_url():
     async def serve() -> None:
         nonlocal stop
         stop = asyncio.Event()
-        manager = RealTimeStreamManager(config, provider=FallbackChain([Quiet()]),
+        manager = RealTimeStreamManager(config, provider=FallbackChain([NoQuotes()]),
                                         schedule=MarketSchedule(config.market), clock=FakeClock(NOW),
                                         symbols=sorted(UNIVERSE))
         api = HttpApi(HttpConfig.model_construct(enabled=True, host="127.0.0.1", port=0), manager=manager,

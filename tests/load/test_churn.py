@@ -16,7 +16,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
-from providers.base import FetchResult, ProviderHealth
 from providers.chain import FallbackChain
 from streamer.app import freeze_startup_heap
 from streamer.clock import SystemClock
@@ -28,26 +27,13 @@ from streamer.market import MarketSchedule
 from streamer.model import MarketStatus, StockUpdate
 from streamer.securities import Security
 from streamer.ws import WebSocketServer
-from tests.helpers import until
+from tests.helpers import NoQuotes, until
 from tests.load.clients import SYMBOLS
 
 LONG = os.environ.get("STREAMER_LONG_TESTS") == "1"
 SECONDS = 60 if LONG else 15
 CLIENTS = 2000
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Idle:
-    name = "idle"
-
-    def __init__(self) -> None:
-        self.health = ProviderHealth()
-
-    async def fetch(self, symbols) -> FetchResult:
-        return FetchResult(self.name, ())
-
-    async def close(self) -> None:
-        pass
 
 
 def resources() -> dict[str, float]:
@@ -68,7 +54,7 @@ async def result(proc: asyncio.subprocess.Process) -> dict:
 
 async def test_2000_clients_churning_while_quotes_stream(record_property):
     config = Config()
-    manager = RealTimeStreamManager(config, provider=FallbackChain([Idle()]), schedule=MarketSchedule(config.market),
+    manager = RealTimeStreamManager(config, provider=FallbackChain([NoQuotes()]), schedule=MarketSchedule(config.market),
                                     clock=SystemClock(), symbols=SYMBOLS)
     ws = WebSocketServer(WebSocketConfig(port=0), symbols=SYMBOLS)
     api = HttpApi(HttpConfig.model_construct(enabled=True, host="127.0.0.1", port=0), manager=manager,

@@ -19,7 +19,7 @@ from streamer.bus import EventBus, Overflow
 from streamer.events import QuoteBatch
 from streamer.model import MarketStatus
 
-from .common import Report, cpu_seconds, num
+from .common import Report, cpu_seconds, finish, num, parser
 from .fanout_server import replay_cycles
 
 
@@ -104,14 +104,10 @@ async def run(args: argparse.Namespace) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, "CPython: one task switch and queue operation per delivery")
     ap.add_argument("--events", type=int, default=200_000)
-    ap.add_argument("--no-record", action="store_true", help="print the table, leave docs/benchmarks.md alone")
-    ap.add_argument("--limits", default="CPython: one task switch and queue operation per delivery")
     args = ap.parse_args(argv)
-    report = asyncio.run(run(args))
-    print(report.section()) if args.no_record else report.publish()
-    return 0
+    return finish(asyncio.run(run(args)), args)
 
 
 if __name__ == "__main__":

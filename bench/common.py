@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
 import platform
@@ -140,6 +141,20 @@ class Report:
         print("\n" + text, flush=True)
         write_section(self.key, text)
         return text
+
+
+def parser(doc: str | None, limits: str) -> argparse.ArgumentParser:
+    """A benchmark's command line with the two options they all take: --no-record and --limits."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--no-record", action="store_true", help="print the table, leave docs/benchmarks.md alone")
+    ap.add_argument("--limits", default=limits, help="what limits the figure, written under the table")
+    return ap
+
+
+def finish(report: Report, args: argparse.Namespace) -> int:
+    """Print the section (--no-record) or rewrite it in docs/benchmarks.md; the exit code."""
+    print(report.section()) if args.no_record else report.publish()
+    return 0
 
 
 def _module() -> str:

@@ -40,7 +40,7 @@ from streamer.events import QuoteBatch
 from streamer.model import MarketStatus, format_timestamp
 from streamer.ws.server import WebSocketServer
 
-from .common import Report, ms, pct
+from .common import Report, ms, parser, pct
 from .fanout_server import equities, replay_cycles
 from .loadgen import LoadProcess
 from .servers import FAST_RECONNECT, run_against_servers
@@ -188,15 +188,13 @@ async def run(args: argparse.Namespace, servers) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cycles", type=int, default=120, help="at least 100 for the record")
-    ap.add_argument("--interval", type=float, default=1.0, help="seconds between cycles")
-    ap.add_argument("--no-record", action="store_true", help="print the table, leave docs/benchmarks.md alone")
-    ap.add_argument("--limits", default=(
+    ap = parser(__doc__, (
         "(a) the event loop's turn: the WebSocket subscriber now runs first, so a client waits only for the "
         "encode and fan-out, plus any wait for a core on the shared machine; (b) QuestDB's ILP/HTTP commit "
         "and WAL apply on the same 2 cores; (c) PocketBase's batch transactions (2 requests for 80 records, "
         "see 4) after the outbox append."))
+    ap.add_argument("--cycles", type=int, default=120, help="at least 100 for the record")
+    ap.add_argument("--interval", type=float, default=1.0, help="seconds between cycles")
     return run_against_servers(run, ap.parse_args(argv))
 
 

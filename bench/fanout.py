@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import Report, ms, pct, raise_fd_limit
+from .common import Report, finish, ms, parser, pct, raise_fd_limit
 from .fanout_server import equities
 from .loadgen import LoadProcess, watchlists
 
@@ -197,26 +197,22 @@ async def run(args: argparse.Namespace) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clients", default="1000,5000,10000,20000",
-                    type=lambda s: [int(x) for x in s.split(",")], help="comma-separated client counts")
-    ap.add_argument("--seconds", type=int, default=20, help="batches at 1 per second per measurement")
-    ap.add_argument("--burst", type=int, default=10, help="batches back to back for the delivery rate")
-    ap.add_argument("--procs", type=int, default=2, help="load-generator processes")
-    ap.add_argument("--watchlists", type=int, default=100, help="distinct 10-symbol subscription sets")
-    ap.add_argument("--no-record", action="store_true", help="print the table, leave docs/benchmarks.md alone")
-    ap.add_argument("--limits", default=(
+    ap = parser(__doc__, (
         "CPU. Fanning one batch out costs the server about clients x (CPU µs/msg); about half of that is the "
         "kernel's loopback TCP send, one per client and message (py-spy at 10 000 clients: 48 % of samples in "
         "`_SelectorSocketTransport.write`), which the baseline pays too. The 2 cores are shared with the load "
         "generators, which parse every message, and during the recorded run with other jobs: the wall-clock "
         "latencies are mostly time spent waiting for a core. 20 000 sockets do not fit in one process here "
         "(RLIMIT_NOFILE hard limit 20 000, no CAP_SYS_RESOURCE)."))
+    ap.add_argument("--clients", default="1000,5000,10000,20000",
+                    type=lambda s: [int(x) for x in s.split(",")], help="comma-separated client counts")
+    ap.add_argument("--seconds", type=int, default=20, help="batches at 1 per second per measurement")
+    ap.add_argument("--burst", type=int, default=10, help="batches back to back for the delivery rate")
+    ap.add_argument("--procs", type=int, default=2, help="load-generator processes")
+    ap.add_argument("--watchlists", type=int, default=100, help="distinct 10-symbol subscription sets")
     args = ap.parse_args(argv)
     raise_fd_limit()
-    report = asyncio.run(run(args))
-    print(report.section()) if args.no_record else report.publish()
-    return 0
+    return finish(asyncio.run(run(args)), args)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from sinks.pocketbase_schema import STOCK_DATA, plan_record
 from streamer.events import QuoteBatch
 from streamer.model import MarketStatus
 
-from .common import Report, ms, num, pct
+from .common import Report, ms, num, parser, pct
 from .fanout_server import replay_cycles
 from .servers import run_against_servers
 
@@ -109,11 +109,9 @@ async def run(args: argparse.Namespace, servers) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cycles", type=int, default=50)
-    ap.add_argument("--no-record", action="store_true", help="print the table, leave docs/benchmarks.md alone")
-    ap.add_argument("--limits", default="PocketBase (SQLite, one writer) on the same 2 shared cores; each request "
+    ap = parser(__doc__, "PocketBase (SQLite, one writer) on the same 2 shared cores; each request "
                     "is a round trip through its HTTP stack and a transaction")
+    ap.add_argument("--cycles", type=int, default=50)
     return run_against_servers(run, ap.parse_args(argv))
 
 

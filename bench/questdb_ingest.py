@@ -29,7 +29,7 @@ from streamer.config import OutboxConfig
 from streamer.events import QuoteBatch
 from streamer.model import MarketStatus
 
-from .common import Report, cpu_seconds, num
+from .common import Report, cpu_seconds, num, parser
 from .fanout_server import replay_cycles
 from .servers import FAST_RECONNECT, run_against_servers
 
@@ -154,17 +154,15 @@ async def run(args: argparse.Namespace, servers) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quotes", type=int, default=1_000_000)
-    ap.add_argument("--order", default="direct,mapped,sink", help="the paths, in the order they run")
-    ap.add_argument("--no-record", action="store_true", help="print the table, leave docs/benchmarks.md alone")
-    ap.add_argument("--limits", default=(
+    ap = parser(__doc__, (
         "CPython work per row. The baseline hands prebuilt rows to the client's compiled encoder (~2 CPU µs/row). "
         "The sink maps each quote (to_dict + row mapping, ~11 µs/row: row 2 shows that alone caps the ratio "
         "near 0.3) and keeps it durable before sending (JSON encode, SQLite insert, read back, JSON decode, "
         "delete: ~30 µs/row; pyinstrument). No tuning inside this design reaches 0.7; it needs the outbox to "
         "hold one ILP block per batch, encoded once by the client's Buffer, instead of one JSON row per quote "
         "(a design change, proposed as a follow-up)."))
+    ap.add_argument("--quotes", type=int, default=1_000_000)
+    ap.add_argument("--order", default="direct,mapped,sink", help="the paths, in the order they run")
     return run_against_servers(run, ap.parse_args(argv))
 
 

@@ -146,13 +146,13 @@ def run_against_servers(run, args) -> int:
     """`await run(args, servers)` with the bench servers up; print its report (`--no-record`) or publish it."""
     import asyncio
 
+    from .common import finish
+
     async def go():
         with running_servers() as servers:
             return await run(args, servers)
 
-    report = asyncio.run(go())
-    print(report.section()) if args.no_record else report.publish()
-    return 0
+    return finish(asyncio.run(go()), args)
 
 
 if __name__ == "__main__":

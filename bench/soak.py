@@ -22,7 +22,7 @@ from streamer.app import build_daemon, demo_config
 from streamer.config import load_config
 from streamer.logs import setup_logging
 
-from .common import Report, load1, open_fds, raise_fd_limit, rss_bytes
+from .common import Report, finish, load1, open_fds, parser, raise_fd_limit, rss_bytes
 from .loadgen import LoadProcess, watchlists
 from .servers import PB_EMAIL, Ports, running_servers
 
@@ -132,7 +132,8 @@ async def run(args: argparse.Namespace, servers) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, "the machine's 2 cores are shared with the load generator and, during "
+                    "the recorded run, with other jobs; memory figures are the daemon's whole process")
     ap.add_argument("--duration", type=float, default=3600, help="seconds (1 hour for the record)")
     ap.add_argument("--sample", type=float, default=60, help="seconds between samples")
     ap.add_argument("--warmup", type=float, help="at least this many seconds before growth is judged (default: a "
@@ -145,9 +146,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="WS,HTTP ports of the daemon")
     ap.add_argument("--work", default="/tmp/bench-soak", help="data dir (outboxes, config)")
     ap.add_argument("--log-level", default="WARNING", help="daemon log level (lines go to stderr)")
-    ap.add_argument("--no-record", action="store_true", help="print the table, leave docs/benchmarks.md alone")
-    ap.add_argument("--limits", default="the machine's 2 cores are shared with the load generator and, during "
-                    "the recorded run, with other jobs; memory figures are the daemon's whole process")
     args = ap.parse_args(argv)
     args.warmup = args.duration / 6 if args.warmup is None else args.warmup
     raise_fd_limit()
@@ -159,12 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         with running_servers(Ports(21100)) as servers:
             return await run(args, servers)
 
-    report = asyncio.run(go())
-    if args.no_record:
-        print(report.section())
-    else:
-        report.publish()
-    return 0
+    return finish(asyncio.run(go()), args)
 
 
 if __name__ == "__main__":

@@ -263,3 +263,18 @@ cmd_stop() {
     rm -f -- "$PIDFILE" "$RUNINFO"
     log "stopped"
 }
+
+# The command line both run scripts share: start|stop|restart|status|fetch, plus the extra commands a script
+# names in EXTRA_COMMANDS (each runs the function cmd_<name>, dashes as underscores).
+main() {
+    local commands="start stop restart status fetch${EXTRA_COMMANDS:+ $EXTRA_COMMANDS}"
+    if (($# != 1)) || [[ " $commands " != *" $1 "* ]]; then
+        printf 'usage: %s %s\n' "$0" "${commands// /|}" >&2
+        exit 2
+    fi
+    case $1 in
+        restart) cmd_stop && cmd_start ;;
+        *) "cmd_${1//-/_}" ;;
+    esac
+}
+

@@ -188,7 +188,7 @@ ADMIN_PASSWORD=''
 dev_password_file() { printf '%s/.dev-superuser-password\n' "$DATA_DIR"; }
 
 # The development superuser's password: made once (random), then read back.
-dev_password() {
+cmd_dev_password() {
     local file
     file=$(dev_password_file)
     if [[ ! -s $file ]]; then
@@ -201,7 +201,7 @@ dev_password() {
 resolve_admin() {
     if [[ -z ${PB_ADMIN_EMAIL:-} && -z ${PB_ADMIN_PASSWORD:-} ]]; then
         ADMIN_EMAIL=$DEV_ADMIN_EMAIL
-        ADMIN_PASSWORD=$(dev_password)
+        ADMIN_PASSWORD=$(cmd_dev_password)
         warn "PB_ADMIN_EMAIL/PB_ADMIN_PASSWORD not set: using the local-development superuser $DEV_ADMIN_EMAIL (password in $(dev_password_file); '$0 dev-password' prints it). Set both for anything but a local dev server."
     elif [[ -z ${PB_ADMIN_EMAIL:-} || -z ${PB_ADMIN_PASSWORD:-} ]]; then
         die "set both PB_ADMIN_EMAIL and PB_ADMIN_PASSWORD (or neither, for the dev defaults)"
@@ -333,22 +333,5 @@ cmd_fetch() {
     printf '%s\n' "$PB_BIN"
 }
 
-usage() {
-    printf 'usage: %s start|stop|restart|status|fetch|dev-password\n' "$0" >&2
-    exit 2
-}
-
-main() {
-    (($# == 1)) || usage
-    case $1 in
-        start) cmd_start ;;
-        stop) cmd_stop ;;
-        restart) cmd_stop && cmd_start ;;
-        status) cmd_status ;;
-        fetch) cmd_fetch ;;
-        dev-password) dev_password ;;
-        *) usage ;;
-    esac
-}
-
+EXTRA_COMMANDS=dev-password
 main "$@"

@@ -391,21 +391,4 @@ cmd_fetch() {
     printf '%s\n' "${QDB_JAR:-${QUESTDB_HOME:-}}"
 }
 
-usage() {
-    printf 'usage: %s start|stop|restart|status|fetch\n' "$0" >&2
-    exit 2
-}
-
-main() {
-    (($# == 1)) || usage
-    case $1 in
-        start) cmd_start ;;
-        stop) cmd_stop ;;
-        restart) cmd_stop && cmd_start ;;
-        status) cmd_status ;;
-        fetch) cmd_fetch ;;
-        *) usage ;;
-    esac
-}
-
 main "$@"

@@ -49,20 +49,26 @@ async def sink_with_stream(tmp_path, backend, prefix: str, **stream_options):
     return bus, sink, stream
 
 
-async def test_questdb_kill9_mid_stream_restart_after_outage(tmp_path, questdb_server, questdb_config):
-    bus, sink, stream = await sink_with_stream(tmp_path, QuestDBBackend(questdb_config), "QK")
+async def through_kill9(server, sink, stream: QuoteStream) -> None:
+    """Stream, kill -9 the server mid-stream, keep it down for OUTAGE, restart it; return once the backlog
+    is delivered."""
     stream.start()
     try:
-        await until(lambda: sink.delivered >= 15, 30, "rows flowing before the kill")
-        await kill9(questdb_server)
+        await until(lambda: sink.delivered >= 15, 30, "writes flowing before the kill")
+        await kill9(server)
         await until(lambda: sink.state in DOWN, 30, "the sink noticing the dead server")
         await asyncio.sleep(OUTAGE)  # the deliberate outage length; the stream keeps publishing
         assert sink.outbox.depth > 0
     finally:
-        await asyncio.to_thread(questdb_server.start)
+        await asyncio.to_thread(server.start)
     await until(lambda: sink.state is SinkState.CONNECTED, 60, "the sink reconnected after the restart")
     await stream.stop()
     await until(lambda: sink.outbox.depth == 0, 60, "the backlog delivered")
+
+
+async def test_questdb_kill9_mid_stream_restart_after_outage(tmp_path, questdb_server, questdb_config):
+    bus, sink, stream = await sink_with_stream(tmp_path, QuestDBBackend(questdb_config), "QK")
+    await through_kill9(questdb_server, sink, stream)
     assert_exactly_once(await qdb_rows(questdb_config, stream.symbols, len(stream.published)), stream)
     await bus.close(5)
     await sink.stop(5)
@@ -70,18 +76,7 @@ async def test_questdb_kill9_mid_stream_restart_after_outage(tmp_path, questdb_s
 
 async def test_pocketbase_kill9_mid_stream_converges_complete(tmp_path, pocketbase_server, pocketbase_config):
     bus, sink, stream = await sink_with_stream(tmp_path, PocketBaseBackend(pocketbase_config), "PK", alerts=True)
-    stream.start()
-    try:
-        await until(lambda: sink.delivered >= 15, 30, "records flowing before the kill")
-        await kill9(pocketbase_server)
-        await until(lambda: sink.state in DOWN, 30, "the sink noticing the dead server")
-        await asyncio.sleep(OUTAGE)  # the deliberate outage length; the stream keeps publishing
-        assert sink.outbox.depth > 0
-    finally:
-        await asyncio.to_thread(pocketbase_server.start)
-    await until(lambda: sink.state is SinkState.CONNECTED, 60, "the sink reconnected after the restart")
-    await stream.stop()
-    await until(lambda: sink.outbox.depth == 0, 60, "the backlog delivered")
+    await through_kill9(pocketbase_server, sink, stream)
     assert sink.rejected == 0
 
     either = " || ".join(f'symbol="{s}"' for s in stream.symbols)

@@ -14,16 +14,20 @@ from streamer.events import EventType
 class Entry:
     """One unit of work in a sink's outbox, delivered in `id` order."""
 
-    kind: str  # e.g. "quote", "market_status", "stock_data", "market_update", "alert"
+    kind: str  # e.g. "ilp", "stock_data", "market_update", "alert"
     payload: dict[str, Any]  # JSON-serialisable
     key: str | None = None  # set for latest-wins kinds: a newer pending entry with the same kind+key replaces the older
+    rows: int = 1  # records it carries (an "ilp" block carries a whole cycle): what limits, depths and counts measure
     id: int = field(default=0, compare=False)  # outbox sequence number, assigned on append
     created: float = field(default=0.0, compare=False)  # when it entered the outbox (epoch seconds)
 
 
 class Rejected(Exception):
     """The backend refused these entries as data: retrying cannot help. Anything else raised is a connection
-    problem and is retried with backoff."""
+    problem and is retried with backoff.
+
+    An entry carrying several rows may come back as a part of itself (same `id`, only the refused rows): the
+    backend has written the rest."""
 
     def __init__(self, entries: Sequence[Entry], reason: str) -> None:
         self.entries = list(entries)
@@ -34,6 +38,7 @@ class Rejected(Exception):
 class Backend(Protocol):
     name: str  # "questdb", "pocketbase": used in logs, status and the outbox file name
     event_types: frozenset[EventType]  # the bus events this sink consumes
+    rows_per_write: int  # optional: how many rows a backlog write may carry (runner.ROWS_PER_WRITE if absent)
 
     def entries_for(self, event: Any) -> list[Entry]:
         """Turn one bus event into outbox entries (pure; no I/O)."""

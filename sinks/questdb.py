@@ -1,24 +1,24 @@
-"""QuestDB backend: DDL over HTTP `/exec` (aiohttp), rows over ILP/HTTP (the `questdb` client, in a thread).
+"""QuestDB backend: DDL over HTTP `/exec`, rows as ILP text over HTTP `/write` (both with aiohttp).
 
-Each table's rows go in one transactional ILP request; the dedup keys of the tables make a retried write an
-upsert, so the runner may resend a batch freely. Rows QuestDB refuses as data are isolated and `Rejected`;
-everything else raised means "retry later"."""
+Rows are encoded once, when their event arrives: the outbox keeps each event's rows as one "ilp" entry, and a
+write sends every pending line of a table in one transactional request. The dedup keys of the tables make a
+retried write an upsert, so the runner may resend freely. Rows QuestDB refuses as data are isolated and
+`Rejected`; everything else raised means "retry later"."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import re
-from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import aiohttp
-from questdb import QuestDBError, QuestDBErrorCode, Sender
 
 from streamer.config import QuestDBSinkConfig
 from streamer.events import EventType, QuoteBatch
 
+from . import ilp
 from . import questdb_schema as schema
 from .base import Entry, Rejected
 
@@ -27,58 +27,12 @@ log = logging.getLogger("sinks.questdb")
 # Events stored as one row from their `to_dict()` (mapped to a row by `questdb_schema.row_for`).
 _RECORD_KINDS: dict[EventType, str] = {EventType.MARKET_STATUS: "market_status", EventType.ALERT: "alert"}
 
-# Short on purpose: the runner owns retrying with backoff. Long enough to ride over a stale pooled
-# keep-alive connection without a full reconnect cycle.
-CLIENT_RETRY_TIMEOUT_MS = 500
-
-Pending = list[tuple[Entry, schema.Row]]
+Block = tuple[Entry, list[str]]  # an outbox entry and its ILP lines
+Line = tuple[Entry, str]  # one ILP line and the outbox entry it came from
 
 
 class QuestDBUnavailable(ConnectionError):
     """QuestDB did not answer, or failed for a reason other than the data: retry later."""
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """QuestDB refused an ILP request because of its content."""
-
-    reason: str
-    line: int | None  # 1-based line of the request that failed, when the server names it
-    split_only: bool = False  # request too large: no single row is known to be at fault
-
-
-_PARSE_PREFIX = re.compile(r"^failed to parse line protocol:\s*errors encountered on line\(s\):\s*"
-                           r"(?:error in line \d+:\s*)?", re.S)
-_BRACKETED = re.compile(r"^(?P<msg>.*) \[(?:id: [^,\]]*, )?code: (?P<code>[^,\]]+)(?:, line: (?P<line>\d+))?\]$", re.S)
-
-
-def parse_refusal(code: QuestDBErrorCode, message: str) -> Refusal | None:
-    """A data refusal from a client error, or None when the error is not about the data (retry).
-
-    QuestDB answers 400 `{"code":"invalid","message":...,"line":N}` for bad rows and 413 "request too large";
-    the client reports any non-2xx as ServerFlushError with that body in its message."""
-    if code != QuestDBErrorCode.ServerFlushError:
-        return None
-    text = message.removeprefix("Could not flush buffer:").strip()
-    start = text.find("{")
-    body: dict[str, Any] | None = None
-    if start >= 0:
-        try:
-            body = json.loads(text[start:])
-        except ValueError:
-            body = None
-    if isinstance(body, dict):
-        kind, detail, line = body.get("code"), str(body.get("message", "")), body.get("line")
-    elif m := _BRACKETED.match(text):  # the client's own rendering when the body is served as JSON
-        kind, detail, line = m["code"], m["msg"], m["line"]
-    else:
-        return None
-    reason = _PARSE_PREFIX.sub("", detail).strip() or detail
-    if kind == "invalid":
-        return Refusal(reason, int(line) if line is not None else None)
-    if kind == "request too large":
-        return Refusal(reason, None, split_only=True)
-    return None  # "internal error" and the like are the server's problem, not the row's
 
 
 class QuestDBBackend:
@@ -86,6 +40,9 @@ class QuestDBBackend:
 
     name = "questdb"
     event_types: frozenset[EventType] = frozenset({EventType.STOCK_UPDATE, *_RECORD_KINDS})
+    # A backlog goes in requests of ~11 MB: QuestDB ingests large transactional requests fastest (the
+    # client's own auto-flush default is 75 000 rows).
+    rows_per_write = 50_000
 
     def __init__(self, config: QuestDBSinkConfig, *, table_prefix: str = "") -> None:
         """`table_prefix` exists for tests that need tables of their own; production leaves it empty."""
@@ -93,64 +50,71 @@ class QuestDBBackend:
         self.prefix = table_prefix
         self.url = f"http://{config.host}:{config.http_port}"
         self._session: aiohttp.ClientSession | None = None
-        self._sender: Sender | None = None
-        self._lock = asyncio.Lock()  # one Sender, one thread at a time
-        self._busy: asyncio.Future | None = None  # the worker thread of the last write
 
     # --- Backend ---------------------------------------------------------------------------------
 
     def entries_for(self, event: Any) -> list[Entry]:
         if isinstance(event, QuoteBatch):
-            return [Entry("quote", u.to_dict()) for u in event.updates]  # append-only: no key
+            lines: list[str] = []
+            unusable: list[Entry] = []
+            for u in event.updates:
+                try:
+                    lines.append(schema.quote_line(u, self.prefix))
+                except (TypeError, ValueError):  # kept as data, refused with its reason when written
+                    unusable.append(Entry("quote", u.to_dict()))
+            return ([ilp_entry(f"{self.prefix}{schema.QUOTES}", lines)] if lines else []) + unusable
         kind = _RECORD_KINDS.get(getattr(event, "type", None))
-        return [Entry(kind, event.to_dict())] if kind else []
+        if kind is None:
+            return []
+        record = Entry(kind, event.to_dict())
+        try:
+            row = schema.row_for(record, self.prefix)
+            return [ilp_entry(row.table, [ilp.line(row.table, row.symbols, row.columns, row.at)])]
+        except (KeyError, TypeError, ValueError):
+            return [record]
 
     async def connect(self) -> None:
-        """Create the tables if missing (which also proves the server answers), then a fresh ILP sender."""
-        async with self._lock:
-            await self._drop_sender()
-            for table in schema.TABLES:
-                await self.execute(schema.create_table_sql(table, self.prefix))
-            self._sender = await asyncio.to_thread(self._new_sender)
+        """Create the tables if missing, which also proves the server answers."""
+        for table in schema.TABLES:
+            await self.execute(schema.create_table_sql(table, self.prefix))
 
     async def write(self, entries: list[Entry]) -> None:
-        if not entries:
-            return
-        async with self._lock:
-            if self._sender is None:
-                self._sender = await asyncio.to_thread(self._new_sender)
-            # Shielded so a cancelled write() leaves the thread running; _drop_sender waits for it before
-            # closing the sender under it.
-            self._busy = asyncio.ensure_future(asyncio.to_thread(self._write_blocking, self._sender, entries))
-            self._busy.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved even if abandoned
+        tables: dict[str, list[Block]] = {}
+        bad: list[tuple[Entry, str | None, str]] = []  # entry, refused line (None: the whole entry), reason
+        for entry in entries:
             try:
-                bad = await asyncio.shield(self._busy)
-            except Exception:
-                await self._drop_sender()  # recreated on the next connect()/write()
-                raise
+                table, lines = self._lines(entry)
+            except Exception as e:  # noqa: BLE001 - pure mapping: whatever fails is the payload, and a poison
+                # entry must be set aside, never retried forever
+                bad.append((entry, None, f"invalid {entry.kind} entry: {type(e).__name__}: {e}"))
+                continue
+            tables.setdefault(table, []).append((entry, lines))
+        for blocks in tables.values():
+            bad += await self._send_table(blocks)
         if bad:
-            reasons = list(dict.fromkeys(reason for _, reason in bad))
+            reasons = list(dict.fromkeys(reason for _, _, reason in bad))
             reason = "; ".join(reasons[:5]) + (f" (+{len(reasons) - 5} more reasons)" if len(reasons) > 5 else "")
-            raise Rejected([e for e, _ in bad], reason)
+            raise Rejected(refused_parts(entries, bad), reason)
 
     async def close(self) -> None:
-        async with self._lock:
-            await self._drop_sender()
-            if self._session is not None:
-                await self._session.close()
-                self._session = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
-    # --- HTTP /exec --------------------------------------------------------------------------------
+    # --- HTTP ------------------------------------------------------------------------------------
 
-    async def execute(self, sql: str) -> dict[str, Any]:
-        """Run one statement through `/exec`; raises QuestDBUnavailable with the server's error text."""
+    def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             # QuestDB OSS ignores the header unless http.user/http.password are configured.
             auth = aiohttp.encode_basic_auth(self.config.username, self.config.password.get_secret_value())
             self._session = aiohttp.ClientSession(
                 headers={"Authorization": auth}, timeout=aiohttp.ClientTimeout(total=self.config.request_timeout))
+        return self._session
+
+    async def execute(self, sql: str) -> dict[str, Any]:
+        """Run one statement through `/exec`; raises QuestDBUnavailable with the server's error text."""
         try:
-            async with self._session.get(f"{self.url}/exec", params={"query": sql}) as resp:
+            async with self._http().get(f"{self.url}/exec", params={"query": sql}) as resp:
                 text = await resp.text()
                 if resp.status != 200:
                     raise QuestDBUnavailable(f"{self.url}/exec answered {resp.status} to {sql[:60]!r}: "
@@ -159,95 +123,87 @@ class QuestDBBackend:
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
             raise QuestDBUnavailable(f"cannot reach QuestDB at {self.url}: {type(e).__name__}: {e}") from e
 
-    # --- ILP (blocking; runs in a worker thread) ---------------------------------------------------
-
-    def _new_sender(self) -> Sender:
-        timeout_ms = int(self.config.request_timeout * 1000)
-        sender: Sender | None = None
-        try:
-            sender = Sender.from_conf(
-                f"http::addr={self.config.host}:{self.config.http_port};",
-                username=self.config.username, password=self.config.password.get_secret_value(),
-                auto_flush=False,  # exactly one request per table per write()
-                retry_timeout=min(CLIENT_RETRY_TIMEOUT_MS, timeout_ms), request_timeout=timeout_ms)
-            sender.establish()  # reads /settings: fails fast when the server is down
-        except QuestDBError as e:
-            if sender is not None:
-                sender.close(flush=False)
-            raise QuestDBUnavailable(f"ILP sender for {self.url}: {e.code.name}: {e}") from e
-        return sender
-
-    async def _drop_sender(self) -> None:
-        sender, self._sender = self._sender, None
-        if self._busy is not None and not self._busy.done():
-            # The client bounds a flush by request_timeout (+ its short retry budget).
-            await asyncio.wait([self._busy], timeout=2 * self.config.request_timeout + 1)
-            if not self._busy.done():
-                log.warning("questdb.sender_busy: leaving a stuck ILP sender unclosed")
-                return
-        if sender is not None:
-            await asyncio.to_thread(sender.close, False)
-
-    def _write_blocking(self, sender: Sender, entries: list[Entry]) -> list[tuple[Entry, str]]:
-        """Map, group by table (first-seen order), flush each table; return the refused entries with reasons."""
-        bad: list[tuple[Entry, str]] = []
-        tables: dict[str, Pending] = {}
-        for entry in entries:
+    async def _post_lines(self, body: bytes) -> ilp.Refusal | None:
+        """One ILP request; None when QuestDB committed it, the refusal when it refused the data."""
+        for attempt in (1, 2):
             try:
-                row = schema.row_for(entry, self.prefix)
-            except Exception as e:  # noqa: BLE001 - pure mapping: whatever fails is the payload, and a poison
-                # entry must be set aside, never retried forever
-                bad.append((entry, f"invalid {entry.kind} entry: {type(e).__name__}: {e}"))
-                continue
-            tables.setdefault(row.table, []).append((entry, row))
-        for rows in tables.values():
-            bad += self._send_table(sender, rows)
-        order = {id(entry): i for i, entry in enumerate(entries)}
-        return sorted(bad, key=lambda b: order[id(b[0])])
+                async with self._http().post(f"{self.url}/write", data=body,
+                                             headers={"Content-Type": "text/plain; charset=utf-8"}) as resp:
+                    if resp.status in (200, 204):
+                        return None
+                    status, text = resp.status, await resp.text()
+                break
+            except aiohttp.ClientConnectionError as e:
+                # Once more at once: a pooled keep-alive connection may have been closed by a restarted server.
+                # The write is idempotent (dedup keys), so a resend is safe even if the first one landed.
+                if attempt == 2:
+                    raise QuestDBUnavailable(f"ILP write to {self.url}: {type(e).__name__}: {e}") from e
+            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                raise QuestDBUnavailable(f"ILP write to {self.url}: {type(e).__name__}: {e}") from e
+        refusal = ilp.parse_refusal(status, text)
+        if refusal is None:
+            raise QuestDBUnavailable(f"{self.url}/write answered {status}: {_error_text(text)}")
+        return refusal
 
-    def _build(self, sender: Sender, rows: Pending) -> tuple[Any, Pending, list[tuple[Entry, str]]]:
-        """An ILP buffer of `rows`; rows the client itself refuses (e.g. a negative timestamp) are left out."""
-        buf = sender.new_buffer()
-        kept: Pending = []
-        bad: list[tuple[Entry, str]] = []
-        for entry, row in rows:
-            try:
-                buf.row(row.table, symbols=row.symbols, columns=row.columns, at=row.at)
-            except QuestDBError as e:  # the client rewinds the partial row
-                bad.append((entry, f"refused by the ILP client: {e.code.name}: {e}"))
-            else:
-                kept.append((entry, row))
-        return buf, kept, bad
+    # --- lines -----------------------------------------------------------------------------------
 
-    def _send_table(self, sender: Sender, rows: Pending) -> list[tuple[Entry, str]]:
-        """Flush rows of one table; on a data refusal, drop the row the server names (or halve) and resend
-        the rest, so good rows are written and only bad ones come back."""
-        buf, rows, bad = self._build(sender, rows)
-        work: list[tuple[Pending, Any]] = [(rows, buf)]
+    def _lines(self, entry: Entry) -> tuple[str, list[str]]:
+        """The table and ILP lines of an entry: as stored for "ilp" blocks, mapped now for single records
+        (alerts or quotes that could not be encoded on arrival, and outboxes from before blocks)."""
+        if entry.kind == "ilp":
+            table, lines = entry.payload["table"], entry.payload["lines"]
+            if not isinstance(table, str) or not isinstance(lines, list):
+                raise ValueError("an ilp entry needs a table name and a list of lines")
+            return table, lines
+        row = schema.row_for(entry, self.prefix)
+        return row.table, [ilp.line(row.table, row.symbols, row.columns, row.at)]
+
+    async def _send_table(self, blocks: list[Block]) -> list[tuple[Entry, str | None, str]]:
+        """Write the lines of one table in one request; on a data refusal, take out the line the server names
+        (or halve) and resend the rest, so good rows are written and only bad ones come back."""
+        refusal = await self._post_lines("".join(chain.from_iterable(lines for _, lines in blocks)).encode())
+        if refusal is None:
+            return []
+        bad: list[tuple[Entry, str | None, str]] = []
+        work = [[(entry, text) for entry, lines in blocks for text in lines]]
+        known: ilp.Refusal | None = refusal  # the answer for the first part, the whole table, is in hand
         while work:
-            part, buf = work.pop()
+            part = work.pop()
             if not part:
                 continue
-            if buf is None:
-                buf = self._build(sender, part)[0]
-            try:
-                sender.flush(buf, transactional=True)
+            refusal, known = known or await self._post_lines("".join(text for _, text in part).encode()), None
+            if refusal is None:
                 continue
-            except QuestDBError as e:
-                refusal = parse_refusal(e.code, str(e))
-                if refusal is None:
-                    raise QuestDBUnavailable(f"ILP flush to {self.url}: {e.code.name}: {e}") from e
-            log.debug("questdb.refused rows=%d line=%s reason=%s", len(part), refusal.line, refusal.reason)
+            log.debug("questdb.refused lines=%d line=%s reason=%s", len(part), refusal.line, refusal.reason)
             if len(part) == 1:
-                bad.append((part[0][0], refusal.reason))
+                bad.append((*part[0], refusal.reason))
             elif refusal.line is not None and not refusal.split_only and 1 <= refusal.line <= len(part):
-                i = refusal.line - 1  # one line per row, so the server's line is our index
-                bad.append((part[i][0], refusal.reason))
-                work += [(part[i + 1:], None), (part[:i], None)]  # the whole request was rolled back
+                i = refusal.line - 1  # one line per row (an escaped newline does not count), as the server counts
+                bad.append((*part[i], refusal.reason))
+                work.append(part[:i] + part[i + 1:])  # the whole request was rolled back
             else:
                 mid = len(part) // 2
-                work += [(part[mid:], None), (part[:mid], None)]
+                work += [part[mid:], part[:mid]]
         return bad
+
+
+def ilp_entry(table: str, lines: list[str]) -> Entry:
+    """An outbox entry carrying encoded rows of one table (append-only: no key)."""
+    return Entry("ilp", {"table": table, "lines": lines}, rows=len(lines))
+
+
+def refused_parts(entries: list[Entry], bad: list[tuple[Entry, str | None, str]]) -> list[Entry]:
+    """What to set aside, in outbox order: whole entries, or for an "ilp" block only its refused lines (same id)."""
+    parts: dict[int, Entry] = {}
+    for entry, text, _ in bad:
+        if text is None or entry.kind != "ilp":
+            parts[id(entry)] = entry
+            continue
+        part = parts.get(id(entry))
+        lines = [*part.payload["lines"], text] if part is not None else [text]
+        parts[id(entry)] = Entry("ilp", {"table": entry.payload["table"], "lines": lines}, rows=len(lines),
+                                 id=entry.id, created=entry.created)
+    return [parts[id(e)] for e in entries if id(e) in parts]
 
 
 def _error_text(body: str) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from sinks import ilp
 from sinks.base import Entry
 from streamer.model import MarketStatus, StockUpdate, parse_timestamp
 
@@ -70,9 +71,37 @@ def _ts(v: Any) -> datetime | None:
     return None if v is None else parse_timestamp(v)
 
 
+def quote_row(u: StockUpdate, prefix: str = "") -> Row:
+    """A quote's row, straight from the validated model (the write path: no dict round-trip)."""
+    return Row(
+        f"{prefix}{QUOTES}",
+        {"symbol": u.symbol, "market_status": u.market_status.value, "data_source": u.data_source},
+        {"price": float(u.price), "open": _float(u.open), "high": _float(u.high), "low": _float(u.low),
+         "prev_close": _float(u.prev_close), "change": _float(u.change), "change_percent": _float(u.change_percent),
+         "volume": u.volume, "received_at": u.received_at},
+        u.timestamp,
+    )
+
+
+def quote_line(u: StockUpdate, prefix: str = "") -> str:
+    """`ilp.line(*quote_row(u))`, the same text at a third of the cost: every quote of every cycle goes through
+    here. A quote with a missing optional field, an int price, or a value whose repr has an exponent (laid out
+    differently in ILP) takes the general path."""
+    p, o, h, lo, pc, c, cp = u.price, u.open, u.high, u.low, u.prev_close, u.change, u.change_percent
+    if type(p) is type(o) is type(h) is type(lo) is type(pc) is type(c) is type(cp) is float:
+        fields = (f"price={p!r},open={o!r},high={h!r},low={lo!r},prev_close={pc!r},change={c!r},"
+                  f"change_percent={cp!r}")  # finite: StockUpdate refuses nan and inf
+        if "e-" not in fields and "e+" not in fields:
+            return (f"{prefix}{QUOTES},symbol={ilp.symbol_text(u.symbol)},market_status={u.market_status.value},"
+                    f"data_source={ilp.symbol_text(u.data_source)} {fields},volume={u.volume}i,"
+                    f"received_at={ilp.cached_micros(u.received_at)}t {ilp.cached_micros(u.timestamp) * 1000}\n")
+    r = quote_row(u, prefix)
+    return ilp.line(r.table, r.symbols, r.columns, r.at)
+
+
 def quote_payload_row(p: dict[str, Any], prefix: str = "") -> Row:
-    """From `StockUpdate.to_dict()`, already validated when the quote was built: no second model round-trip
-    on the write path. A corrupt payload still raises (KeyError, TypeError, ValueError) and is rejected."""
+    """From `StockUpdate.to_dict()`: outbox entries written before quotes were stored as ILP blocks. A corrupt
+    payload raises (KeyError, TypeError, ValueError) and is rejected."""
     return Row(
         f"{prefix}{QUOTES}",
         {"symbol": str(p["symbol"]), "market_status": MarketStatus(p["market_status"]).value,

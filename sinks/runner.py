@@ -23,11 +23,12 @@ from streamer.model import utc_now
 from streamer.metrics import COMPONENTS, SINK_DELIVERED, SINK_RECONNECTS, SINK_REJECTED
 
 from .base import Backend, Entry, Rejected
-from .outbox import Outbox, OutboxFull
+from .outbox import Outbox, OutboxFull, fitting
 
 log = logging.getLogger("sinks.runner")
 
-MAX_ENTRIES_PER_WRITE = 5000  # a normal cycle is one write; a backlog after an outage goes in chunks
+ROWS_PER_WRITE = 5000  # unless the backend says otherwise; a cycle is one write, a backlog goes in chunks
+EVENTS_PER_APPEND = 100  # events queued on the bus go into the outbox in one transaction
 
 
 class SinkState(str, Enum):
@@ -36,6 +37,10 @@ class SinkState(str, Enum):
     RECONNECTING = "reconnecting"
     FAILED = "failed"
     STOPPED = "stopped"
+
+
+def rows(entries: list[Entry]) -> int:
+    return sum(e.rows for e in entries)
 
 
 def describe(error: BaseException) -> str:
@@ -47,6 +52,7 @@ class OutboxSink:
     def __init__(self, backend: Backend, *, data_dir: Path, reconnect: ReconnectConfig, outbox: OutboxConfig) -> None:
         self.backend = backend
         self.name = backend.name
+        self._rows_per_write: int = getattr(backend, "rows_per_write", ROWS_PER_WRITE)
         self.reconnect = reconnect
         self.outbox = Outbox(Path(data_dir) / "outbox" / f"{backend.name}.sqlite3", outbox.max_entries)
         self.state = SinkState.STOPPED
@@ -75,8 +81,8 @@ class OutboxSink:
     async def start(self, bus: EventBus) -> None:
         self._bus = bus
         # Appending to the outbox is fast and local, so waiting (rather than dropping) on overflow is safe.
-        bus.subscribe(self.name, self._on_event, self.backend.event_types, maxsize=10_000,
-                      overflow=Overflow.WAIT, wait_timeout=30)
+        bus.subscribe(self.name, self._on_events, self.backend.event_types, maxsize=10_000,
+                      overflow=Overflow.WAIT, wait_timeout=30, batch=EVENTS_PER_APPEND)
         if self.outbox.depth:
             log.info("sink.outbox_recovered sink=%s pending=%d delivering after connect", self.name,
                      self.outbox.depth)
@@ -101,7 +107,7 @@ class OutboxSink:
         finally:
             if self._spill and not self._store_spill():
                 log.error("sink.spill_lost sink=%s lost=%d the outbox could not store them before exit (%s: %s)",
-                          self.name, len(self._spill), self.outbox.path, self._unwritable)
+                          self.name, rows(self._spill), self.outbox.path, self._unwritable)
             if self.outbox.depth:
                 log.warning("sink.stopped_with_backlog sink=%s pending=%d kept in %s for the next start",
                             self.name, self.outbox.depth, self.outbox.path)
@@ -113,13 +119,13 @@ class OutboxSink:
         age = self.outbox.oldest_age() if self.outbox.depth else None
         return {"state": self.state.value, "attempt": self.attempt, "last_error": self.last_error,
                 "outbox_depth": self.outbox.depth, "outbox_oldest_age_seconds": age,
-                "outbox_unwritable": self._unwritable, "held_in_memory": len(self._spill),
+                "outbox_unwritable": self._unwritable, "held_in_memory": rows(self._spill),
                 "delivered": self.delivered, "rejected": self.rejected, "refused": self.refused,
                 "reconnects": self.reconnects, "delivery_lag_seconds": self.delivery_lag}
 
     def _gauges(self):
         labels = {"sink": self.name}
-        yield "streamer_sink_outbox_depth", "Entries waiting in the sink's outbox", labels, self.outbox.depth
+        yield "streamer_sink_outbox_depth", "Rows (quotes, records) waiting in the sink's outbox", labels, self.outbox.depth
         yield ("streamer_sink_outbox_oldest_age_seconds", "Age of the oldest entry in the outbox", labels,
                self.outbox.oldest_age() or 0.0 if self.outbox.depth else 0.0)
         yield ("streamer_sink_delivery_lag_seconds", "Outbox-to-backend time of the last write", labels,
@@ -128,8 +134,8 @@ class OutboxSink:
 
     # --- bus side --------------------------------------------------------------------------------
 
-    async def _on_event(self, event: Any) -> None:
-        entries = self.backend.entries_for(event)
+    async def _on_events(self, events: list[Any]) -> None:
+        entries = [entry for event in events for entry in self.backend.entries_for(event)]
         if not entries:
             return
         batch = self._spill + entries
@@ -153,26 +159,26 @@ class OutboxSink:
     async def _hold(self, batch: list[Entry], error: BaseException) -> None:
         """The outbox's disk refused a write (full, read-only, I/O error): keep the entries in memory, bounded
         by the outbox limit, and say so once per episode (log line and a system alert)."""
-        keep = max(0, self.outbox.max_entries - self.outbox.depth)
-        lost = max(0, len(batch) - keep)
-        self._spill = batch[lost:]  # the append was rolled back: nothing of `batch` is on disk
+        # The append was rolled back: nothing of `batch` is on disk. Keep the newest that fit.
+        self._spill = fitting(batch[::-1], self.outbox.max_entries - self.outbox.depth)[::-1]
+        lost = rows(batch) - rows(self._spill)
         if lost:
             self.refused += lost
-            log.error("sink.spill_full sink=%s refused=%d: the outbox cannot write and %d entries already wait "
-                      "in memory", self.name, lost, len(self._spill))
+            log.error("sink.spill_full sink=%s refused=%d: the outbox cannot write and %d rows already wait "
+                      "in memory", self.name, lost, rows(self._spill))
         if self._unwritable is not None:
             return
         self._unwritable = describe(error)
-        log.error("sink.outbox_unwritable sink=%s path=%s reason=%s: new entries are held in memory (%d now) "
-                  "until the outbox can write again; free space on that disk", self.name, self.outbox.path,
-                  self._unwritable, len(self._spill))
+        log.error("sink.outbox_unwritable sink=%s path=%s reason=%s: new entries are held in memory (%d rows "
+                  "now) until the outbox can write again; free space on that disk", self.name, self.outbox.path,
+                  self._unwritable, rows(self._spill))
         if self._bus is not None and not self._bus.closed:
             await self._bus.publish(Alert(
                 rule="outbox_unwritable", kind="system", symbol=None, at=utc_now(),
                 # No path in the text: alerts are served over HTTP and WebSocket (the log line names it).
                 message=f"{self.name} outbox cannot write ({self._unwritable}); new entries are held in memory "
                         "until the disk of data_dir has room again",
-                value=float(len(self._spill)), threshold=float(self.outbox.max_entries)))
+                value=float(rows(self._spill)), threshold=float(self.outbox.max_entries)))
 
     async def _writable_again(self) -> None:
         if self._unwritable is None:
@@ -262,7 +268,7 @@ class OutboxSink:
         while True:
             if self._spill and self._store_spill():
                 await self._writable_again()
-            batch = self.outbox.peek(MAX_ENTRIES_PER_WRITE)
+            batch = self.outbox.peek(self._rows_per_write)
             if not batch:
                 self._pending.clear()
                 if self._spill:  # held entries: try the disk again soon even if no new event comes
@@ -280,23 +286,24 @@ class OutboxSink:
                 self._reject(batch, r)
             else:
                 self.outbox.ack(batch)
-                self.delivered += len(batch)
-                SINK_DELIVERED.labels(self.name).inc(len(batch))
+                self.delivered += rows(batch)
+                SINK_DELIVERED.labels(self.name).inc(rows(batch))
             if self._full_alerted and self.outbox.depth < self.outbox.max_entries * 0.9:
                 self._full_alerted = False
                 log.info("sink.outbox_recovered sink=%s pending=%d", self.name, self.outbox.depth)
             self.delivery_lag = time.time() - min(e.created for e in batch)
 
     def _reject(self, batch: list[Entry], rejection: Rejected) -> None:
-        # The backend has written the good entries of the batch; only the refused ones are set aside.
+        # The backend has written everything else of the batch, including the good rows of a partly
+        # refused entry; only the refused rows are set aside.
         bad = {e.id for e in rejection.entries}
         self.outbox.reject(rejection.entries, rejection.reason)
-        good = [e for e in batch if e.id not in bad]
-        self.outbox.ack(good)
-        self.delivered += len(good)
-        self.rejected += len(bad)
-        SINK_DELIVERED.labels(self.name).inc(len(good))
-        SINK_REJECTED.labels(self.name).inc(len(bad))
+        self.outbox.ack([e for e in batch if e.id not in bad])
+        refused = rows(rejection.entries)
+        self.delivered += rows(batch) - refused
+        self.rejected += refused
+        SINK_DELIVERED.labels(self.name).inc(rows(batch) - refused)
+        SINK_REJECTED.labels(self.name).inc(refused)
         for e in rejection.entries[:20]:
             log.error("sink.rejected sink=%s kind=%s entry=%s reason=%s", self.name, e.kind, e.payload,
                       rejection.reason)

@@ -33,6 +33,7 @@ class Subscription:
     overflow: Overflow
     wait_timeout: float
     priority: int = 0
+    batch: int | None = None  # None: one event per call; N: a list of up to N queued events per call
     delivered: int = 0
     dropped: int = 0
     errors: int = 0
@@ -60,15 +61,20 @@ class EventBus:
         overflow: Overflow = Overflow.DROP_OLDEST,
         wait_timeout: float = 1.0,
         priority: int = 0,
+        batch: int | None = None,
     ) -> Subscription:
         """Register `handler` for `types`; it runs in its own task, one event at a time, in order.
 
         Each event is queued for subscribers in ascending `priority` (then subscription order), so a lower one's
-        task runs first: a latency-sensitive subscriber is not queued behind others' synchronous work."""
+        task runs first: a latency-sensitive subscriber is not queued behind others' synchronous work.
+        With `batch`, the handler gets a list instead: the events queued by then, up to `batch` of them (a
+        storage sink that has fallen behind catches up in one transaction, not one per event)."""
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
+        if batch is not None and batch < 1:
+            raise ValueError("batch must be at least 1")
         sub = Subscription(name, frozenset(types), handler, asyncio.Queue(maxsize), Overflow(overflow), wait_timeout,
-                           priority)
+                           priority, batch)
         sub.task = asyncio.get_running_loop().create_task(self._run(sub), name=f"bus:{name}")
         self._subs.append(sub)
         for t in sub.types:
@@ -127,17 +133,21 @@ class EventBus:
 
     async def _run(self, sub: Subscription) -> None:
         while True:
-            event = await sub.queue.get()
+            events = [await sub.queue.get()]
+            while sub.batch is not None and len(events) < sub.batch and not sub.queue.empty():
+                events.append(sub.queue.get_nowait())
             try:
-                await sub.handler(event)
-                sub.delivered += 1
+                await sub.handler(events if sub.batch is not None else events[0])
+                sub.delivered += len(events)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 sub.errors += 1
-                log.exception("bus.handler_error subscriber=%s event=%s", sub.name, event.type.value)
+                log.exception("bus.handler_error subscriber=%s event=%s events=%d", sub.name,
+                              events[0].type.value, len(events))
             finally:
-                sub.queue.task_done()
+                for _ in events:
+                    sub.queue.task_done()
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every queued event has been handled; False if `timeout` passed first."""

@@ -169,8 +169,8 @@ class ReconnectConfig(_Section):
 class OutboxConfig(_Section):
     """The sink's durable on-disk queue (SQLite, WAL) used while its backend is unreachable."""
 
-    max_entries: Annotated[int, Field(ge=100)] = 1_000_000  # when full: latest-per-key entries are
-    # coalesced, append-only entries (time series, logs) are refused with an error and an alert
+    max_entries: Annotated[int, Field(ge=100)] = 1_000_000  # counted in rows (quotes, records); when full:
+    # latest-per-key entries are coalesced, append-only ones (time series, logs) are refused with an error and an alert
 
 
 class QuestDBSinkConfig(_Section):

@@ -175,3 +175,27 @@ async def test_lower_priority_subscriber_handles_each_event_first():
     assert [name for n, name in order if n == 1] == ["websocket", "storage", "alerts"]
     assert sorted(order)[3:] == [(1, "alerts"), (1, "storage"), (1, "websocket"),
                                  (2, "alerts"), (2, "storage"), (2, "websocket")]
+
+
+async def test_a_batch_subscriber_gets_what_queued_meanwhile_in_one_call_and_drain_counts_each():
+    bus = EventBus()
+    calls: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def on_ticks(events):
+        calls.append([e.n for e in events])
+        await gate.wait()  # a slow write: the next events queue up meanwhile
+
+    sub = bus.subscribe("store", on_ticks, [EventType.STOCK_UPDATE], batch=4)
+    await bus.publish(Tick(0))
+    while not calls:
+        await asyncio.sleep(0)
+    for i in range(1, 7):
+        await bus.publish(Tick(i))
+    gate.set()
+    assert await bus.drain(2)
+    assert calls == [[0], [1, 2, 3, 4], [5, 6]]  # in order, at most `batch` per call
+    assert sub.delivered == 7
+    with pytest.raises(ValueError, match="batch"):
+        bus.subscribe("bad", on_ticks, [EventType.STOCK_UPDATE], batch=0)
+    await bus.close(1)

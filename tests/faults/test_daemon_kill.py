@@ -6,6 +6,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -49,9 +50,17 @@ logging:
 
 
 def pending(outbox: Path) -> list[tuple[str, str]]:
+    """(symbol, timestamp to the millisecond) of every quote waiting in the outbox: each cycle is one entry
+    of ILP lines `stock_prices,symbol=PKN,... <nanoseconds>`."""
     with sqlite3.connect(outbox) as db:
-        rows = db.execute("SELECT payload FROM entries WHERE kind = 'quote'").fetchall()
-    return [(p["symbol"], p["timestamp"]) for p in (json.loads(r[0]) for r in rows)]
+        rows = db.execute("SELECT payload FROM entries WHERE kind = 'ilp'").fetchall()
+    quotes = []
+    for payload in (json.loads(r[0]) for r in rows):
+        for line in payload["lines"] if payload["table"] == "stock_prices" else []:
+            symbol = line.split(",", 2)[1].removeprefix("symbol=")
+            at = datetime.fromtimestamp(int(line.rsplit(" ", 1)[1]) // 1000 / 1e6, timezone.utc)
+            quotes.append((symbol, at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"))
+    return quotes
 
 
 def test_sigkill_with_a_full_outbox_then_restart_delivers_it(tmp_path, questdb_config):

@@ -60,3 +60,51 @@ def test_oldest_age(tmp_path):
     box.append([quote("PKN", 1.0)])
     import time
     assert 0 <= box.oldest_age(time.time() + 5) - 5 < 1
+
+
+def block(n, tag="c"):
+    return Entry("ilp", {"table": "t", "lines": [f"{tag}{i}" for i in range(n)]}, rows=n)
+
+
+def test_limits_and_depth_count_rows_not_entries(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite3", 200)
+    box.append([block(80, "a"), block(80, "b")])
+    assert box.depth == 160
+    with pytest.raises(OutboxFull) as err:
+        box.append([block(30, "c"), block(80, "d")])  # the second no longer fits: refused whole, in rows
+    assert err.value.refused == 80 and box.depth == 190
+    assert [e.rows for e in box.peek(100)] == [80]  # about `limit` rows per write, never an empty one
+    assert [e.rows for e in box.peek(170)] == [80, 80]
+    assert [e.rows for e in box.peek(1)] == [80]
+
+
+def test_a_partly_refused_block_leaves_only_its_refused_rows_aside(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite3", 200)
+    box.append([block(80), quote("PKN", 1.0)])
+    pending = box.peek(1000)
+    bad = Entry("ilp", {"table": "t", "lines": ["c7", "c9"]}, rows=2, id=pending[0].id)
+    box.reject([bad], "cast error")
+    assert box.depth == 1 and box.rejected_count() == 2
+
+
+def test_an_outbox_from_before_row_counts_opens_and_delivers(tmp_path):
+    import sqlite3
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE entries (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, key TEXT,
+                              payload TEXT NOT NULL, created REAL NOT NULL);
+        CREATE TABLE rejected (id INTEGER NOT NULL, kind TEXT NOT NULL, key TEXT, payload TEXT NOT NULL,
+                               reason TEXT NOT NULL, rejected_at REAL NOT NULL);
+        INSERT INTO entries(kind, payload, created) VALUES ('quote', '{"symbol":"PKN","price":1.5}', 1.0),
+                                                           ('quote', '{"symbol":"PKO","price":2.5}', 2.0);
+    """)
+    db.commit()
+    db.close()
+    box = Outbox(path, 100)
+    assert box.depth == 2
+    first, second = box.peek(10)
+    assert (first.payload, first.rows) == ({"symbol": "PKN", "price": 1.5}, 1)
+    box.reject([second], "bad")
+    box.ack([first])
+    assert box.depth == 0 and box.rejected_count() == 1

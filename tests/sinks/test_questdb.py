@@ -5,16 +5,17 @@ deadline, never sleep."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from questdb import QuestDBErrorCode
 
 from sinks.base import Entry, Rejected
-from sinks.questdb import QuestDBBackend, parse_refusal
+from sinks.ilp import parse_refusal
+from sinks.questdb import QuestDBBackend
 from sinks.questdb_read import QuestDBReader
 from sinks.questdb_schema import ALERT_COLUMNS, MARKET_STATUS_COLUMNS, QUOTE_COLUMNS, create_table_sql
 from streamer.config import QuestDBSinkConfig
@@ -61,8 +62,11 @@ def quote(symbol: str, at: datetime, price: float = 10.0, volume: int = 100, **k
                                    prev_close=kw.pop("prev_close", 9.5), **kw)
 
 
-def entries(*updates: StockUpdate) -> list[Entry]:
-    return [Entry("quote", u.to_dict(), id=i + 1) for i, u in enumerate(updates)]
+def entries(*updates: StockUpdate, prefix: str = "") -> list[Entry]:
+    """What the sink appends for one cycle of these quotes: one "ilp" entry, encoded on arrival."""
+    pure = QuestDBBackend(QuestDBSinkConfig(), table_prefix=prefix)
+    made = pure.entries_for(QuoteBatch(1, updates, MarketStatus.OPEN))
+    return [dataclasses.replace(e, id=i + 1) for i, e in enumerate(made)]
 
 
 async def wait_for_rows(reader: QuestDBReader, symbol: str, n: int, timeout: float = 15) -> list[StockUpdate]:
@@ -82,7 +86,7 @@ sql = qdb_query  # the shared helper: one PG-wire query against the test QuestDB
 # --- schema ----------------------------------------------------------------------------------------
 
 async def test_connect_creates_the_tables_with_the_intended_schema(backend, _local_questdb):
-    await backend.connect()  # a second connect is harmless: IF NOT EXISTS, fresh sender
+    await backend.connect()  # a second connect is harmless: IF NOT EXISTS
     for table, columns, keys in [("stock_prices", QUOTE_COLUMNS, {"timestamp", "symbol"}),
                                  ("market_status", MARKET_STATUS_COLUMNS, {"timestamp", "status"}),
                                  ("alerts", ALERT_COLUMNS, {"timestamp", "symbol", "rule"})]:
@@ -102,11 +106,16 @@ def test_entries_for_maps_events_to_outbox_entries():
     assert b.event_types == frozenset({EventType.STOCK_UPDATE, EventType.MARKET_STATUS, EventType.ALERT})
     a, c = quote("AAA", T0), quote("BBB", T0)
     batch = QuoteBatch(cycle=1, updates=(a, c), market_status=MarketStatus.OPEN)
-    assert b.entries_for(batch) == [Entry("quote", a.to_dict()), Entry("quote", c.to_dict())]
+    [block] = b.entries_for(batch)  # a cycle is one entry: its rows encoded once, on arrival
+    assert (block.kind, block.key, block.rows, block.payload["table"]) == ("ilp", None, 2, "stock_prices")
+    assert [line.split(",", 2)[1] for line in block.payload["lines"]] == ["symbol=AAA", "symbol=BBB"]
     change = MarketStatusChanged(MarketStatus.OPEN, MarketStatus.PRE_MARKET, T0)
-    assert b.entries_for(change) == [Entry("market_status", change.to_dict())]
+    [status] = b.entries_for(change)
+    assert status.payload == {"table": "market_status", "lines": [
+        f"market_status,status=open,previous=pre_market {int(T0.timestamp()) * 10**9}\n"]}
     alert = Alert("up5", "change_percent", "AAA", "AAA +5%", T0, 10.5, 5.0, 5.0)
-    assert b.entries_for(alert) == [Entry("alert", alert.to_dict())]
+    [stored] = b.entries_for(alert)
+    assert stored.payload["table"] == "alerts" and 'message="AAA +5%"' in stored.payload["lines"][0]
     assert b.entries_for(ProviderStatusChanged("stooq", ProviderState.OK, None)) == []
 
 
@@ -120,6 +129,7 @@ async def test_quotes_land_with_their_types_and_exact_timestamps(backend, reader
     micro = quote(s, T0 + timedelta(minutes=1, microseconds=123_456))
     payload = micro.to_dict() | {"timestamp": "2026-03-02T09:01:00.123456Z",  # to_dict keeps only ms
                                  "received_at": "2026-03-02T09:01:01.654321+00:00"}
+    # The third as an outbox written before cycles were stored as ILP blocks keeps it: one JSON row.
     await backend.write(entries(full, sparse) + [Entry("quote", payload, id=3)])
     rows = await wait_for_rows(reader, s, 3)
     assert rows[0] == StockUpdate.from_dict(full.to_dict())
@@ -133,8 +143,8 @@ async def test_one_write_spanning_tables_lands_in_each(backend, reader, _local_q
     at = T0 + timedelta(days=1, milliseconds=uuid.uuid4().int % 86_400_000)  # a key of its own in the shared table
     change = MarketStatusChanged(MarketStatus.OPEN, MarketStatus.PRE_MARKET, at, MarketStatus.AFTER_HOURS,
                                  at + timedelta(hours=8))
-    mixed = entries(quote(s, T0), quote(s, T0 + timedelta(minutes=1)))
-    mixed.insert(1, Entry("market_status", change.to_dict(), id=3))
+    mixed = entries(quote(s, T0)) + [Entry("market_status", change.to_dict(), id=3)] + entries(
+        quote(s, T0 + timedelta(minutes=1)))
     await backend.write(mixed)
     await wait_for_rows(reader, s, 2)
     deadline = time.monotonic() + 15
@@ -190,12 +200,16 @@ async def test_refused_rows_are_rejected_with_the_reason_and_good_rows_land(_loc
         good = [StockUpdate(symbol=s, price=10 + i, timestamp=T0 + timedelta(minutes=i), data_source="test",
                             received_at=T0) for i in range(4)]
         bad = [quote(s, T0 + timedelta(minutes=10 + i)) for i in range(2)]
-        batch = entries(good[0], bad[0], good[1], good[2], bad[1], good[3])
+        batch = entries(good[0], bad[0], good[1], good[2], bad[1], good[3], prefix=prefix)
         broken = Entry("quote", {"symbol": s, "timestamp": "2026-03-02T09:00:00Z"}, id=99)  # no price
         garbled = Entry("market_status", {"status": "open", "at": 1234}, id=100)  # not a timestamp
         with pytest.raises(Rejected) as info:
             await b.write(batch + [broken, garbled])
-        assert [e.id for e in info.value.entries] == [2, 5, 99, 100]
+        part, *others = info.value.entries
+        assert [e.id for e in others] == [99, 100]
+        # Of the cycle's block only the two refused lines come back (same id): the other four were written.
+        assert (part.id, part.kind, part.rows) == (1, "ilp", 2)
+        assert part.payload["lines"] == [batch[0].payload["lines"][1], batch[0].payload["lines"][4]]
         assert "column: change" in info.value.reason and "cast error" in info.value.reason
         assert "invalid quote entry" in info.value.reason and "price" in info.value.reason
         assert "invalid market_status entry" in info.value.reason
@@ -209,16 +223,16 @@ async def test_refused_rows_are_rejected_with_the_reason_and_good_rows_land(_loc
 
 
 def test_parse_refusal_tells_data_from_server_trouble():
-    body = ('Could not flush buffer: {"code":"invalid","message":"failed to parse line protocol:errors encountered '
-            'on line(s):\\nerror in line 2: table: x, column: price; cast error from protocol type: STRING to '
-            'column type: DOUBLE","line":2,"errorId":"e-1"}')
-    assert parse_refusal(QuestDBErrorCode.ServerFlushError, body).line == 2
-    assert parse_refusal(QuestDBErrorCode.ServerFlushError, body).reason.startswith("table: x, column: price;")
-    rendered = "Could not flush buffer: bad line [id: e-2, code: invalid, line: 7]"
-    assert parse_refusal(QuestDBErrorCode.ServerFlushError, rendered).line == 7
-    internal = 'Could not flush buffer: {"code":"internal error","message":"commit error","errorId":"e-3"}'
-    assert parse_refusal(QuestDBErrorCode.ServerFlushError, internal) is None
-    assert parse_refusal(QuestDBErrorCode.SocketError, body) is None
+    body = ('{"code":"invalid","message":"failed to parse line protocol:errors encountered on line(s):\\n'
+            'error in line 2: table: x, column: price; cast error from protocol type: STRING to column type: '
+            'DOUBLE","line":2,"errorId":"e-1"}')  # QuestDB 9.3's answer, as captured
+    assert parse_refusal(400, body).line == 2
+    assert parse_refusal(400, body).reason.startswith("table: x, column: price;")
+    assert parse_refusal(413, "").split_only
+    internal = '{"code":"internal error","message":"commit error","errorId":"e-3"}'
+    assert parse_refusal(500, internal) is None
+    assert parse_refusal(400, "<html>proxy error</html>") is None  # not QuestDB's answer: not about the rows
+    assert parse_refusal(401, body) is None
 
 
 # --- connection failures ---------------------------------------------------------------------------
@@ -293,18 +307,6 @@ async def test_server_gone_mid_session_raises_then_recovers_after_connect(_local
     finally:
         await b.close()
         await proxy.stop()
-
-
-async def test_close_during_a_cancelled_write_waits_for_the_worker_thread(_local_questdb, reader):
-    b = QuestDBBackend(_local_questdb)
-    await b.connect()
-    s = sym()
-    write = asyncio.create_task(b.write(entries(*(quote(s, T0 + timedelta(seconds=i)) for i in range(3000)))))
-    await asyncio.sleep(0.05)  # let the worker thread start
-    write.cancel()
-    await b.close()  # must not close the sender under the running flush
-    assert write.cancelled()
-    await wait_for_rows(reader, s, 3000)  # the flush in flight still completed
 
 
 # --- read side -------------------------------------------------------------------------------------

@@ -135,6 +135,34 @@ async def test_rejected_entries_are_set_aside_and_the_rest_delivered(tmp_path):
     await sink.stop(1)
 
 
+class BlockDouble(RemoteDouble):
+    """Stores a cycle as one entry of many rows, as the QuestDB backend does, and refuses BAD rows of it."""
+
+    def entries_for(self, event):
+        return [Entry("block", {"symbols": [u.symbol for u in event.updates]}, rows=len(event.updates))]
+
+    async def write(self, entries):
+        parts = []
+        for e in entries:
+            self.rows.extend(s for s in e.payload["symbols"] if s != "BAD")
+            if bad := [s for s in e.payload["symbols"] if s == "BAD"]:
+                parts.append(Entry("block", {"symbols": bad}, rows=len(bad), id=e.id))
+        if parts:
+            raise Rejected(parts, "symbol BAD is refused")
+
+
+async def test_rows_not_entries_are_counted_and_only_refused_rows_set_aside(tmp_path):
+    backend = BlockDouble()
+    bus, sink, _ = await start(tmp_path, backend)
+    await bus.publish(QuoteBatch(1, tuple(StockUpdate(symbol=s, price=1.0, timestamp=T, data_source="t")
+                                          for s in ("PKN", "BAD", "PKO", "BAD", "CDR")), MarketStatus.OPEN))
+    await until(lambda: sink.rejected)
+    assert backend.rows == ["PKN", "PKO", "CDR"]
+    assert (sink.delivered, sink.rejected) == (3, 2)
+    assert sink.outbox.depth == 0 and sink.outbox.rejected_count() == 2
+    await sink.stop(1)
+
+
 async def test_a_killed_daemon_delivers_its_outbox_on_the_next_start(tmp_path):
     down = RemoteDouble(up=False)
     bus, sink, _ = await start(tmp_path, down)

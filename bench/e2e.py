@@ -191,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__, (
         "(a) the event loop's turn: the WebSocket subscriber now runs first, so a client waits only for the "
         "encode and fan-out, plus any wait for a core on the shared machine; (b) QuestDB's ILP/HTTP commit "
-        "and WAL apply on the same 2 cores; (c) PocketBase's batch transactions (2 requests for 80 records, "
-        "see 4) after the outbox append."))
+        "and WAL apply on the same 2 cores; (c) PocketBase's batch transaction (one request of 81 records: the"
+        " 80 quotes and the market update, see 4) after the outbox append."))
     ap.add_argument("--cycles", type=int, default=120, help="at least 100 for the record")
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between cycles")
     return run_against_servers(run, ap.parse_args(argv))

@@ -115,7 +115,9 @@ class PocketBaseBackend:
         batch = (await self.client.get_settings()).get("batch") or {}
         server_max = int(batch.get("maxRequests") or 0)
         if not batch.get("enabled") or server_max <= 0:
-            server_max = server_max if server_max > 0 else self.config.batch_max_requests
+            # Nobody has configured the batch API (off by default, limit 50): enable it with room for a whole
+            # cycle, so an 80-symbol cycle is one transaction. A limit an admin set on an enabled API is kept.
+            server_max = max(server_max, self.config.batch_max_requests)
             await self.client.update_settings({"batch": {**batch, "enabled": True, "maxRequests": server_max}})
             log.info("pocketbase.batch_enabled max_requests=%d", server_max)
         self.batch_size = max(1, min(server_max, self.config.batch_max_requests))

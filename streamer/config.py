@@ -192,7 +192,7 @@ class PocketBaseSinkConfig(_Section):
     admin_email: str = "admin@example.com"
     admin_password: SecretStr | None = None
     read_access: Literal["public", "users"] = "public"  # who may read the collections: anyone, or signed-in users
-    batch_max_requests: Annotated[int, Field(ge=1, le=1000)] = 50  # requests per batch call; larger cycles are split
+    batch_max_requests: Annotated[int, Field(ge=1, le=1000)] = 100  # records per batch call; larger cycles are split
     movers: Annotated[int, Field(ge=0, le=50)] = 5  # top gainers/losers kept in each market_updates record
     request_timeout: Seconds = 10
     reconnect: ReconnectConfig = ReconnectConfig()

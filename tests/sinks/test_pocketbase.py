@@ -327,6 +327,26 @@ async def test_same_entries_twice_leave_one_market_update(backend, http: Http) -
 
 
 @servers
+async def test_a_batch_api_nobody_configured_is_enabled_with_room_for_a_whole_cycle(_local_pocketbase,
+                                                                                   http: Http) -> None:
+    _, settings = await http.call("GET", "/api/settings")
+    await http.call("PATCH", "/api/settings", {"batch": {**settings["batch"], "enabled": False, "maxRequests": 50}})
+    b, calls = traced(_local_pocketbase)
+    try:
+        await b.connect()
+        _, now = await http.call("GET", "/api/settings")
+        assert now["batch"]["enabled"] and now["batch"]["maxRequests"] == _local_pocketbase.batch_max_requests
+        syms = [symbol() for _ in range(80)]
+        calls.clear()
+        await b.write(b.entries_for(cycle_of([quote(s) for s in syms])))  # 81 entries: an sWIG80 cycle
+        assert calls.paths("/api/batch") == 1 and len(calls) == 1
+        assert all([await http.stock(s) for s in syms])
+    finally:
+        await b.close()
+        await http.call("PATCH", "/api/settings", {"batch": settings["batch"]})
+
+
+@servers
 async def test_server_batch_limit_lowered_after_connect(backend, http: Http) -> None:
     b, calls = backend
     _, settings = await http.call("GET", "/api/settings")

@@ -24,11 +24,10 @@ from .base import Entry, Rejected
 
 log = logging.getLogger("sinks.questdb")
 
-# Events stored as one row from their `to_dict()` (mapped to a row by `questdb_schema.row_for`).
+# Events that are one row each, mapped from their `to_dict()` by `questdb_schema.row_for`.
 _RECORD_KINDS: dict[EventType, str] = {EventType.MARKET_STATUS: "market_status", EventType.ALERT: "alert"}
 
 Block = tuple[Entry, list[str]]  # an outbox entry and its ILP lines
-Line = tuple[Entry, str]  # one ILP line and the outbox entry it came from
 
 
 class QuestDBUnavailable(ConnectionError):
@@ -165,7 +164,7 @@ class QuestDBBackend:
         if refusal is None:
             return []
         bad: list[tuple[Entry, str | None, str]] = []
-        work = [[(entry, text) for entry, lines in blocks for text in lines]]
+        work: list[list[tuple[Entry, str]]] = [[(entry, text) for entry, lines in blocks for text in lines]]
         known: ilp.Refusal | None = refusal  # the answer for the first part, the whole table, is in hand
         while work:
             part = work.pop()

@@ -46,7 +46,20 @@ from .loadgen import LoadProcess
 from .servers import FAST_RECONNECT, run_against_servers
 
 POLL = 0.002  # seconds between two observer queries
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 TIMEOUT = 15.0
+
+
+def stamps(entry) -> list[str]:
+    """The quote timestamps an outbox entry carries: a PocketBase record's, or an ILP block's (one per cycle
+    here, in nanoseconds at the end of each `stock_prices` line)."""
+    if entry.kind != "ilp":
+        stamp = entry.payload.get("timestamp")
+        return [stamp] if stamp is not None else []
+    if entry.payload["table"] != "stock_prices":
+        return []
+    nanos = {int(line.rsplit(" ", 1)[1]) for line in entry.payload["lines"]}
+    return [format_timestamp(EPOCH + dt.timedelta(microseconds=n // 1000)) for n in nanos]
 
 
 def acked(backend, log: dict[str, float]) -> None:
@@ -57,8 +70,7 @@ def acked(backend, log: dict[str, float]) -> None:
         await write(entries)
         now = time.time()
         for e in entries:
-            stamp = e.payload.get("timestamp")
-            if stamp is not None:
+            for stamp in stamps(e):
                 log.setdefault(stamp, now)
 
     backend.write = timed

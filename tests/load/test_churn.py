@@ -103,9 +103,5 @@ async def test_2000_clients_churning_while_quotes_stream(record_property):
     assert after["fds"] <= before["fds"] + 5, (before, after)
     assert after["tasks"] <= before["tasks"] + 2, (before, after)
     assert after["rss_mib"] <= before["rss_mib"] + 64, (before, after)  # allocator keeps some; no per-client leak
-    assert latency["p50_ms"] < 100, latency
-    # The bound is 100 ms throughout. Not held with margin (docs/reliability.md, Load): a full collection
-    # over the objects of ~2 000 live connections stops the process for 70-110 ms, which no scheduling inside
-    # the process avoids. Guarded instead against the 0.7-1.3 s stalls measured before handshake pacing, the
-    # start-up heap freeze and the closed-connection cycle fix.
-    assert latency["p99_ms"] < 250 and latency["max_ms"] < 500, {**latency, "load_before": others_load}
+    # The bound: every health answer within 100 ms, throughout the churn.
+    assert latency["max_ms"] < 100, {**latency, "load_before": others_load}

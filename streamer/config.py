@@ -218,7 +218,7 @@ class WebSocketConfig(_Section):
     max_frame_bytes: Annotated[int, Field(ge=128)] = 65536  # largest client message accepted
     max_subscriptions: Annotated[int, Field(ge=1)] = 500  # symbols one client may subscribe to
     max_messages_per_second: Annotated[float, Field(gt=0)] = 20  # client -> server messages, per client
-    max_connects_per_second: Annotated[float, Field(gt=0)] = 300  # opening handshakes admitted per second
+    max_connects_per_second: Annotated[float, Field(gt=0)] = 300  # new connections accepted per second
     ping_interval: Seconds = 20  # keepalive pings detect dead peers
     ping_timeout: Seconds = 20
     require_auth: bool = False  # when true, a client must present a token (header or first message)

@@ -1,62 +1,134 @@
-"""Admission pacing: opening handshakes are let through at a steady rate, first come first served.
+"""Admission pacing: new connections are accepted at a steady rate, first come first served.
 
-A reconnect storm (every client coming back after a restart or a network blip) then queues in the handshake
-instead of taking the one event loop from the clients already connected and from the HTTP API."""
+A reconnect storm (every client coming back after a restart or a network blip) then waits in the kernel's accept
+queue, where a waiting client costs the daemon nothing, instead of taking the one event loop from the clients
+already connected and from the HTTP API. Accepting first and queueing the handshakes in the daemon held ~60
+Python objects per waiting client: 2 000 waiting clients made every full garbage collection a 100 ms pause
+(docs/reliability.md, Load). HAProxy's `rate-limit sessions` works the same way."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import errno
+import logging
+import socket
 import time
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Any
-
-from websockets.asyncio.server import ServerConnection
-from websockets.http11 import Response
 
 from .protocol import RateLimit
 
-# A handshake that would queue longer than this is answered 503 with this Retry-After instead: well inside
-# websockets' 10 s opening-handshake timeout, so a queued client is never cut off by it.
+log = logging.getLogger("streamer.ws")
+
+# The listen backlog holds this many seconds of connects at the configured rate (the kernel caps it at
+# net.core.somaxconn); past that the kernel drops new SYNs and clients retransmit them.
 QUEUE_SECONDS = 8
+# Out of file descriptors or memory: stop accepting for this long, as asyncio's own accept loop does.
+RESOURCE_PAUSE = 1.0
 
 
-class HandshakePacer:
-    """A websockets `process_request` hook; `counters` gains `paced` (waits) and `busy` (503 answers)."""
+async def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound, not yet listening TCP sockets for every address of `host`, as `loop.create_server` makes them."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class AcceptPacer:
+    """Accepts from listening sockets at `rate` per second (a burst of 1/20 s); `counters["paced"]` counts pauses."""
 
     def __init__(self, rate: float, counters: dict[str, int], clock: Callable[[], float] = time.monotonic) -> None:
-        # A burst of a twentieth of a second's worth: a storm's first moment must not take the loop in one go.
-        self.bucket = RateLimit(rate, clock(), burst=rate / 20)
+        self.rate = rate
         self.counters = counters
         self.clock = clock
-        self.waiting = 0
-        self._queue = asyncio.Lock()  # FIFO: only the head of the queue waits on the bucket
-        self._stopping = asyncio.Event()
+        self.backlog = min(max(100, int(rate * QUEUE_SECONDS)), 65535)
+        self.bucket = RateLimit(rate, clock(), burst=rate / 20)
+        self._sockets: list[socket.socket] = []
+        self._factory: Callable[[], asyncio.Protocol] | None = None
+        self._open_options: dict[str, Any] = {}
+        self._opening: set[asyncio.Task] = set()  # accepted connections being handed to the factory's protocol
+        self._resume: asyncio.TimerHandle | None = None
 
-    def reset(self) -> None:
-        self._stopping.clear()
+    @property
+    def accepting(self) -> bool:
+        return bool(self._sockets)
 
-    def stop(self) -> None:
-        """Answer every queued handshake 503 at once, so the queue never holds a shutdown up."""
-        self._stopping.set()
+    def start(self, sockets: list[socket.socket], factory: Callable[[], asyncio.Protocol], **options: Any) -> None:
+        """Listen on `sockets`, serving each accepted connection with a `factory()` protocol (`options`: those of
+        `loop.connect_accepted_socket`); replaces asyncio's own accept loop on a socket an asyncio server had."""
+        self.bucket = RateLimit(self.rate, self.clock(), burst=self.rate / 20)
+        self._sockets, self._factory, self._open_options = list(sockets), factory, options
+        for sock in self._sockets:
+            sock.setblocking(False)
+            sock.listen(self.backlog)
+        self._watch()
 
-    async def __call__(self, conn: ServerConnection, request: Any) -> Response | None:
+    async def stop(self, timeout: float) -> None:
+        """Accept nothing more (closing the sockets then resets the connections still queued) and wait up to
+        `timeout` for the connections already accepted to reach their protocol."""
+        self._unwatch()
+        self._sockets = []
+        if self._opening:
+            await asyncio.wait(self._opening, timeout=timeout)
+
+    def _watch(self) -> None:
+        self._resume = None
+        loop = asyncio.get_running_loop()
+        for sock in self._sockets:
+            loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _unwatch(self) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        loop = asyncio.get_running_loop()
+        for sock in self._sockets:
+            loop.remove_reader(sock.fileno())
+
+    def _pause(self, seconds: float) -> None:
+        self._unwatch()
+        self._resume = asyncio.get_running_loop().call_later(seconds, self._watch)
+
+    def _accept(self, sock: socket.socket) -> None:
         bucket = self.bucket
-        if self.waiting >= bucket.rate * QUEUE_SECONDS:
-            self.counters["busy"] += 1
-            busy = conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many clients connecting; retry shortly\n")
-            busy.headers["Retry-After"] = str(QUEUE_SECONDS)
-            return busy
-        self.waiting += 1
+        while self._resume is None:  # another socket's turn in the same loop pass may have paused
+            if not bucket.take(self.clock()):
+                self.counters["paced"] += 1
+                self._pause((1.0 - bucket.tokens) / bucket.rate)
+                return
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                bucket.tokens += 1.0  # nobody was waiting: the token is not spent
+                return
+            except OSError as e:
+                bucket.tokens += 1.0
+                if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise  # the event loop logs it and keeps the reader
+                log.error("ws.accept_failed error=%s pause=%gs", e.strerror, RESOURCE_PAUSE)
+                self._pause(RESOURCE_PAUSE)
+                return
+            task = asyncio.get_running_loop().create_task(self._open(conn))
+            self._opening.add(task)
+            task.add_done_callback(self._opening.discard)
+
+    async def _open(self, conn: socket.socket) -> None:
+        assert self._factory is not None
         try:
-            async with self._queue:
-                while not bucket.take(self.clock()):
-                    self.counters["paced"] += 1
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), (1.0 - bucket.tokens) / bucket.rate)
-                    if self._stopping.is_set():
-                        return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "server shutting down\n")
-        finally:
-            self.waiting -= 1
-        return None
+            await asyncio.get_running_loop().connect_accepted_socket(self._factory, conn, **self._open_options)
+        except (OSError, asyncio.TimeoutError) as e:  # the TLS handshake failed or timed out, the peer left
+            log.debug("ws.accept_dropped error=%r", e)
+            conn.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable
@@ -26,11 +27,12 @@ from streamer.metrics import COMPONENTS, WS_CLIENTS_CLOSED, WS_MESSAGES_DROPPED,
 from streamer.model import MarketStatus, format_timestamp, utc_now
 
 from . import protocol as p
-from .admission import HandshakePacer
+from .admission import AcceptPacer, listening_sockets
 from .auth import Authenticator, origins, presented_token, wire_logger
 from .history import FutureSeq, Groups, History, ResyncReason
 
 log = logging.getLogger("streamer.ws")
+OPEN_TIMEOUT = 10.0  # websockets' default opening-handshake timeout, applied to TLS handshakes too
 
 
 class _Connection(ServerConnection):
@@ -79,12 +81,13 @@ class WebSocketServer:
         self.port: int | None = None
         self.counters = dict.fromkeys(("connections", "messages_sent", "dropped", "errors_sent", "rate_limited",
                                        "auth_refused", "closed_slow", "closed_rate_limited", "recovered",
-                                       "resynced", "paced", "busy"), 0)
+                                       "resynced", "paced"), 0)
         self._clients: set[_Client] = set()
         self._groups = Groups(self.history)
         self._server: Server | None = None
-        # Connection storms queue in the handshake instead of starving connected clients and the HTTP API.
-        self.pacer = HandshakePacer(config.max_connects_per_second, self.counters, clock)
+        self._sockets: list[socket.socket] = []
+        # Connection storms queue in the kernel instead of starving connected clients and the HTTP API.
+        self.pacer = AcceptPacer(config.max_connects_per_second, self.counters, clock)
         self._bus: EventBus | None = None
         self._sub: Subscription | None = None
 
@@ -98,19 +101,25 @@ class WebSocketServer:
 
     async def start(self, bus: EventBus) -> None:
         cfg = self.config
-        self.pacer.reset()  # a stopped server may be started again
         tls = None
         if cfg.tls_cert and cfg.tls_key:
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        sockets = await listening_sockets(cfg.host, cfg.port)
+        # websockets refuses handshakes (503) unless its asyncio server is serving; the pacer then takes the
+        # accepting over (its reader replaces asyncio's) and hands each connection to the same protocol factory.
         self._server = await serve(
-            self._handle, cfg.host, cfg.port, ssl=tls, origins=origins(cfg.allowed_origins),
-            process_request=self.pacer, create_connection=_Connection,
+            self._handle, sock=sockets[0], backlog=self.pacer.backlog, ssl=tls,
+            origins=origins(cfg.allowed_origins), create_connection=_Connection,
             compression=None,  # deflate costs ~50 KiB per connection and defeats framing a message once
             max_size=cfg.max_frame_bytes, ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout,
             close_timeout=self.close_timeout, write_limit=min(2**15, max(cfg.send_buffer // 2, 1024)),
             server_header=f"stock-streamer/{__version__}", logger=wire_logger())
-        self.port = self._server.sockets[0].getsockname()[1]
+        tls_options = {"ssl": tls, "ssl_handshake_timeout": OPEN_TIMEOUT, "ssl_shutdown_timeout": self.close_timeout}
+        # asyncio.Server has no public accessor for the factory websockets gave it.
+        self.pacer.start(sockets, self._server.server._protocol_factory, **(tls_options if tls else {}))
+        self._sockets = sockets
+        self.port = sockets[0].getsockname()[1]
         self._bus = bus
         self._sub = bus.subscribe(self.name, self._on_event,
                                   [EventType.STOCK_UPDATE, EventType.MARKET_STATUS, EventType.ALERT],
@@ -125,9 +134,13 @@ class WebSocketServer:
     async def stop(self, timeout: float = 5.0) -> None:
         """Close every client with 1001 "server shutting down" within `timeout`, then stop listening."""
         COMPONENTS.unregister(self.name)
-        self.pacer.stop()
+        await self.pacer.stop(timeout)
         if self._bus is not None and self._sub in self._bus.subscriptions:
             await self._bus.unsubscribe(self._sub)
+        # Closing a listening socket resets the connections still waiting to be accepted; websockets' server
+        # closes the first one, which it was given.
+        for sock in self._sockets[1:]:
+            sock.close()
         if self._server is not None:
             WS_CLIENTS_CLOSED.labels("shutdown").inc(len(self._clients))
             self._server.close(code=p.CloseReason.SHUTDOWN[0], reason=p.CloseReason.SHUTDOWN[1])
@@ -146,7 +159,7 @@ class WebSocketServer:
         self.universe = frozenset(s.strip().upper() for s in symbols)
 
     def status(self) -> dict[str, Any]:
-        return {"state": "listening" if self._server and self._server.is_serving() else "stopped",
+        return {"state": "listening" if self.pacer.accepting else "stopped",
                 "url": self.url if self.port else None, "clients": len(self._clients),
                 "groups": len(self._groups), "epoch": self.history.epoch, "seq": self.history.seq,
                 "history_depth": self.history.depth, "history_size": self.history.size, **self.counters}

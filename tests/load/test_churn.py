@@ -104,8 +104,8 @@ async def test_2000_clients_churning_while_quotes_stream(record_property):
     assert after["tasks"] <= before["tasks"] + 2, (before, after)
     assert after["rss_mib"] <= before["rss_mib"] + 64, (before, after)  # allocator keeps some; no per-client leak
     assert latency["p50_ms"] < 100, latency
-    # The bound is 100 ms throughout. Not held with margin (docs/reliability.md, Load): a full collection
-    # over the objects of ~2 000 live connections stops the process for 70-110 ms, which no scheduling inside
-    # the process avoids. Guarded instead against the 0.7-1.3 s stalls measured before handshake pacing, the
-    # start-up heap freeze and the closed-connection cycle fix.
+    # The bound is 100 ms throughout. The daemon's own stalls are gone (full collections 2-3 ms since
+    # accept pacing, docs/reliability.md, Load), and on a quiet machine the longest answer is ~10 ms; but on the
+    # shared 2-core machine the probe or the daemon waiting for a core still passes 100 ms in some runs. Guarded
+    # against the 0.7-4 s stalls measured before the fixes instead.
     assert latency["p99_ms"] < 250 and latency["max_ms"] < 500, {**latency, "load_before": others_load}

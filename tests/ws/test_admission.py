@@ -1,18 +1,20 @@
 """A connection storm is admitted at `websocket.max_connects_per_second`: every client gets in, in order, at
-the configured pace, and clients already connected keep receiving quotes meanwhile."""
+the configured pace, and clients already connected keep receiving quotes meanwhile; the rest wait in the
+kernel's accept queue, which a stopping server resets."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import InvalidHandshake
 
-from streamer.ws.admission import QUEUE_SECONDS
+from streamer.bus import EventBus
+from streamer.config import WebSocketConfig
+from streamer.ws import WebSocketServer
 
-from . import batch, client, expect, running_server, subscribed, wait_until
+from . import SYMBOLS, batch, client, expect, running_server, subscribed, wait_until
 
 
 async def test_a_connection_storm_is_admitted_at_the_configured_rate_and_nobody_is_refused():
@@ -39,18 +41,23 @@ async def test_a_connection_storm_is_admitted_at_the_configured_rate_and_nobody_
     assert server.counters["paced"] > 0 and server.counters["connections"] == storm + 1
 
 
-async def test_past_the_queue_limit_a_connecting_client_is_told_to_retry_later():
-    rate = 1.0  # one handshake a second: a queue of QUEUE_SECONDS clients fills at once
-    async with running_server(max_connects_per_second=rate) as (server, bus):
-        async with client(server.url):  # takes the only token
-            queued = [asyncio.ensure_future(connect(server.url, open_timeout=30)) for _ in range(
-                int(rate * QUEUE_SECONDS))]
-            await wait_until(lambda: server.pacer.waiting == len(queued))
-            with pytest.raises(InvalidStatus) as refused:
-                await connect(server.url, open_timeout=5)
-            for task in queued:
-                task.cancel()
-            await asyncio.gather(*queued, return_exceptions=True)
-    response = refused.value.response
-    assert response.status_code == 503 and response.headers["Retry-After"] == str(QUEUE_SECONDS)
-    assert b"retry" in response.body and server.counters["busy"] == 1
+async def test_clients_waiting_to_be_accepted_are_refused_at_once_when_the_server_stops():
+    bus = EventBus()
+    # One handshake per 10 s: after the first client, the others wait in the kernel's accept queue.
+    server = WebSocketServer(WebSocketConfig(port=0, max_connects_per_second=0.1), symbols=SYMBOLS)
+    await server.start(bus)
+    try:
+        async with client(server.url):
+            queued = [asyncio.ensure_future(connect(server.url, open_timeout=30)) for _ in range(5)]
+            await wait_until(lambda: server.counters["paced"] > 0)  # the next one found no token
+            assert not any(task.done() for task in queued) and server.counters["connections"] == 1
+            started = time.monotonic()
+            await server.stop(2)
+            outcomes = await asyncio.gather(*queued, return_exceptions=True)
+            waited = time.monotonic() - started
+    finally:
+        await server.stop(1)
+        await bus.close(1)
+    # Refused by the closed socket, not left to the clients' 30 s timeout; none was admitted past the pace.
+    assert waited < 5 and all(isinstance(o, (OSError, InvalidHandshake)) for o in outcomes), outcomes
+    assert server.counters["connections"] == 1

@@ -5,9 +5,9 @@ from the moment a batch is ready to (a) a WebSocket client has it, (b) its rows 
     python -m bench.e2e --cycles 120
 
 The components run in this process as the daemon wires them, on one bus; the batch is published the moment
-it is ready (`ready_at`), one per `--interval` seconds. Observers outside the event loop: the WebSocket
-client is a load-generator process; QuestDB (PG wire) and PocketBase (REST, as a public reader) are polled
-every few milliseconds from threads. Each cycle's quotes carry the cycle's own timestamp, so a cycle's rows
+it is ready (`ready_at`), one per `--interval` seconds. Observers run in processes of their own, so they take
+no turn of the daemon's event loop nor its GIL: the WebSocket client is a load-generator process; QuestDB
+(PG wire) and PocketBase (REST, as a public reader) are polled every few milliseconds by two more. Each cycle's quotes carry the cycle's own timestamp, so a cycle's rows
 are told apart. (b) is split at the moment QuestDB acknowledged the ILP write: after it is WAL apply lag."""
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
-import queue
+import multiprocessing
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -76,20 +75,22 @@ def acked(backend, log: dict[str, float]) -> None:
     backend.write = timed
 
 
-def questdb_observer(cfg, jobs: queue.Queue, seen: dict[str, float], expected: int) -> None:
-    with psycopg.connect(host=cfg.host, port=cfg.pg_port, user=cfg.username, dbname=cfg.database,
-                         password=cfg.password.get_secret_value(), autocommit=True) as conn:
+def questdb_observer(pg: dict, jobs, seen, expected: int) -> None:
+    """In its own process: for each cycle's timestamp, poll until its rows answer a query; report when."""
+    with psycopg.connect(**pg, autocommit=True) as conn:
         while (stamp := jobs.get()) is not None:
             at = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
             deadline = time.time() + TIMEOUT
             while time.time() < deadline:
                 if conn.execute("SELECT count() FROM stock_prices WHERE timestamp = %s", [at]).fetchone()[0] >= expected:
-                    seen[stamp] = time.time()
+                    seen.put((stamp, time.time()))
                     break
                 time.sleep(POLL)
+    seen.put(None)
 
 
-def pocketbase_observer(url: str, jobs: queue.Queue, seen: dict[str, float], expected: int) -> None:
+def pocketbase_observer(url: str, jobs, seen, expected: int) -> None:
+    """In its own process: for each cycle's timestamp, poll until a public reader sees all its records."""
     while (stamp := jobs.get()) is not None:
         pb_stamp = stamp.replace("T", " ")
         query = urllib.parse.urlencode({"filter": f'timestamp = "{pb_stamp}"', "perPage": 1, "fields": "id"})
@@ -97,9 +98,18 @@ def pocketbase_observer(url: str, jobs: queue.Queue, seen: dict[str, float], exp
         while time.time() < deadline:
             with urllib.request.urlopen(f"{url}/api/collections/stock_data/records?{query}", timeout=10) as r:
                 if json.load(r)["totalItems"] >= expected:
-                    seen[stamp] = time.time()
+                    seen.put((stamp, time.time()))
                     break
             time.sleep(POLL)
+    seen.put(None)
+
+
+async def collect(results) -> dict[str, float]:
+    """An observer's (timestamp, seen at) reports, until it says it is done."""
+    seen: dict[str, float] = {}
+    while (item := await asyncio.to_thread(results.get)) is not None:
+        seen[item[0]] = item[1]
+    return seen
 
 
 async def run(args: argparse.Namespace, servers) -> Report:
@@ -126,15 +136,16 @@ async def run(args: argparse.Namespace, servers) -> Report:
     lists.write_text(json.dumps([symbols]))
     client = await LoadProcess.start(ws.url, 1, str(lists))
 
-    qdb_seen: dict[str, float] = {}
-    pb_seen: dict[str, float] = {}
-    qjobs: queue.Queue = queue.Queue()
-    pjobs: queue.Queue = queue.Queue()
-    threads = [threading.Thread(target=questdb_observer, args=(servers.questdb_config(), qjobs, qdb_seen, 80)),
-               threading.Thread(target=pocketbase_observer, args=(f"http://127.0.0.1:{servers.ports.pb}", pjobs,
-                                                                  pb_seen, 80))]
-    for t in threads:
-        t.start()
+    mp = multiprocessing.get_context("spawn")
+    qjobs, pjobs, qresults, presults = mp.Queue(), mp.Queue(), mp.Queue(), mp.Queue()
+    q = servers.questdb_config()
+    pg = {"host": q.host, "port": q.pg_port, "user": q.username, "dbname": q.database,
+          "password": q.password.get_secret_value()}
+    observers = [mp.Process(target=questdb_observer, args=(pg, qjobs, qresults, 80)),
+                 mp.Process(target=pocketbase_observer, args=(f"http://127.0.0.1:{servers.ports.pb}", pjobs,
+                                                              presults, 80))]
+    for proc in observers:
+        proc.start()
 
     report = Report("2. End to end", f"Replay -> bus -> QuestDB, PocketBase, alerts and WebSocket sinks, 80 symbols per "
                     f"cycle, one cycle every {args.interval:g} s, {args.cycles} cycles: from `ready_at` to what a "
@@ -153,11 +164,11 @@ async def run(args: argparse.Namespace, servers) -> Report:
         await bus.publish(QuoteBatch(k + 1, updates, MarketStatus.OPEN, ready_at=at))
         qjobs.put(stamp)
         pjobs.put(stamp)
-    await asyncio.sleep(1)
-    for q in (qjobs, pjobs):
-        q.put(None)
-    while any(t.is_alive() for t in threads):
-        await asyncio.sleep(0.1)
+    for jobs in (qjobs, pjobs):
+        jobs.put(None)
+    qdb_seen, pb_seen = await asyncio.gather(collect(qresults), collect(presults))
+    for proc in observers:
+        proc.join(10)
     dump = work / "ws.npz"
     await client.command("dump", path=str(dump))
     await client.stop()

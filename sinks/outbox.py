@@ -91,12 +91,15 @@ class Outbox:
         now = time.time()
         keyed = [e for e in entries if e.key is not None]
         plain = [e for e in entries if e.key is None]
+        keyed = list({(e.kind, e.key): e for e in keyed}.values())  # the newest of a key in this append wins
         with self._transaction() as db:
-            for e in keyed:
-                self._depth -= self._delete(db, "kind = ? AND key = ?", (e.kind, e.key))
-                db.execute("INSERT INTO entries(kind, key, payload, created, rows) VALUES (?, ?, ?, ?, ?)",
-                           (e.kind, e.key, _dump(e.payload), now, e.rows))
-                self._depth += e.rows
+            if keyed:  # two statements for a whole cycle, not two per record
+                pairs = json.dumps([[e.kind, e.key] for e in keyed])
+                self._depth -= self._delete(db, "(kind, key) IN (SELECT json_extract(value, '$[0]'), "
+                                                "json_extract(value, '$[1]') FROM json_each(?))", (pairs,))
+                db.executemany("INSERT INTO entries(kind, key, payload, created, rows) VALUES (?, ?, ?, ?, ?)",
+                               [(e.kind, e.key, _dump(e.payload), now, e.rows) for e in keyed])
+                self._depth += sum(e.rows for e in keyed)
             kept = fitting(plain, self.max_entries - self._depth)
             db.executemany("INSERT INTO entries(kind, key, payload, created, rows) VALUES (?, NULL, ?, ?, ?)",
                            [(e.kind, _dump(e.payload), now, e.rows) for e in kept])

@@ -108,3 +108,11 @@ def test_an_outbox_from_before_row_counts_opens_and_delivers(tmp_path):
     box.reject([second], "bad")
     box.ack([first])
     assert box.depth == 0 and box.rejected_count() == 1
+
+
+def test_the_same_key_twice_in_one_append_keeps_the_newest(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite3", 100)
+    box.append([latest("PKN", 1.0), latest("PKO", 5.0)])
+    box.append([latest("PKN", 2.0), latest("CDR", 7.0), latest("PKN", 3.0)])  # two cycles queued together
+    assert box.depth == 3
+    assert {e.payload["symbol"]: e.payload["price"] for e in box.peek(10)} == {"PKN": 3.0, "PKO": 5.0, "CDR": 7.0}

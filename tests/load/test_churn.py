@@ -103,9 +103,7 @@ async def test_2000_clients_churning_while_quotes_stream(record_property):
     assert after["fds"] <= before["fds"] + 5, (before, after)
     assert after["tasks"] <= before["tasks"] + 2, (before, after)
     assert after["rss_mib"] <= before["rss_mib"] + 64, (before, after)  # allocator keeps some; no per-client leak
-    assert latency["p50_ms"] < 100, latency
-    # The bound is 100 ms throughout. The daemon's own stalls are gone (full collections 2-3 ms since
-    # accept pacing, docs/reliability.md, Load), and on a quiet machine the longest answer is ~10 ms; but on the
-    # shared 2-core machine the probe or the daemon waiting for a core still passes 100 ms in some runs. Guarded
-    # against the 0.7-4 s stalls measured before the fixes instead.
-    assert latency["p99_ms"] < 250 and latency["max_ms"] < 500, {**latency, "load_before": others_load}
+    # The bound: health answered within 100 ms throughout. Since accept pacing the daemon's longest
+    # stall is a few ms (docs/reliability.md, Load) and the longest answer on a quiet 2-core machine 7-15 ms;
+    # a machine shared with other jobs can still pass 100 ms (waiting for a core), hence the load in the message.
+    assert latency["max_ms"] < 100, {**latency, "load_before": others_load}

@@ -14,7 +14,7 @@ from sinks.runner import OutboxSink, SinkState
 from streamer.bus import EventBus
 from streamer.config import OutboxConfig, ReconnectConfig
 from tests.faults.conftest import LONG, OUTAGE, QuoteStream, frozen, kill9, unique_symbols
-from tests.helpers import pb_records, qdb_query, until
+from tests.helpers import pb_records, qdb_rows_eventually, until
 
 pytestmark = pytest.mark.servers
 RECONNECT = ReconnectConfig(initial_delay=0.2, max_delay=1, failed_after=3)
@@ -25,13 +25,7 @@ async def qdb_rows(config, symbols, expected: int, timeout: float = 60) -> list[
     """Every stored row of `symbols`, once QuestDB shows `expected` of them (WAL applies asynchronously)."""
     query = ("SELECT symbol, timestamp, price FROM stock_prices WHERE symbol IN ("
              + ", ".join(["%s"] * len(symbols)) + ")")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        rows = await qdb_query(config, query, symbols)
-        if len(rows) >= expected or loop.time() > deadline:
-            return rows
-        await asyncio.sleep(0.2)
+    return await qdb_rows_eventually(config, query, list(symbols), expected, timeout)
 
 
 def assert_exactly_once(rows, stream: QuoteStream) -> None:

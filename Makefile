@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test servers fetch-servers stop-servers check-config clean bench-quick bench
+.PHONY: setup run test lint servers fetch-servers stop-servers check-config clean bench-quick bench
 
 setup: $(STAMP)
 
@@ -44,6 +44,12 @@ bench-quick: setup fetch-servers
 
 bench: bench-quick
 	$(BIN)/python -m bench.soak --duration 3600
+
+LINTED := streamer providers sinks bench examples tests scripts
+## Formatting and lint (ruff); CI runs it before the tests.
+lint: setup
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/ruff check $(LINTED)
 
 check-config: setup
 	$(BIN)/streamer check-config -c config.yaml

@@ -67,10 +67,19 @@ async def direct(event, events: int, subscribers: int) -> dict:
 
 async def run(args: argparse.Namespace) -> Report:
     event = QuoteBatch(1, replay_cycles(1)[0], MarketStatus.OPEN)
-    report = Report("5. Bus", f"{num(args.events)} events published as fast as the bus takes them, per setup; "
-                    "a delivery is one event handed to one subscriber's handler.")
-    report.header = ["setup", "events/s (wall)", "deliveries/s (wall)", "CPU µs per event", "CPU µs per delivery",
-                     "dropped"]
+    report = Report(
+        "5. Bus",
+        f"{num(args.events)} events published as fast as the bus takes them, per setup; "
+        "a delivery is one event handed to one subscriber's handler.",
+    )
+    report.header = [
+        "setup",
+        "events/s (wall)",
+        "deliveries/s (wall)",
+        "CPU µs per event",
+        "CPU µs per delivery",
+        "dropped",
+    ]
     setups = [(f"{n} subscriber{'s' if n > 1 else ''}", n, False) for n in (1, 3, 10)]
     setups += [("10 subscribers + 1 stalled (DROP_OLDEST)", 10, True)]
     results = {}
@@ -81,9 +90,16 @@ async def run(args: argparse.Namespace) -> Report:
             r = await (through_bus(event, args.events, n, stalled) if kind == "bus" else direct(event, args.events, n))
             label = name if kind == "bus" else f"baseline: {n} handlers awaited directly"
             results[label] = r
-            report.rows.append([label, num(args.events / r['took']), num(r['deliveries'] / r['took']),
-                                f"{r['cpu'] / args.events * 1e6:.2f}", f"{r['cpu'] / r['deliveries'] * 1e6:.2f}",
-                                r["dropped"]])
+            report.rows.append(
+                [
+                    label,
+                    num(args.events / r["took"]),
+                    num(r["deliveries"] / r["took"]),
+                    f"{r['cpu'] / args.events * 1e6:.2f}",
+                    f"{r['cpu'] / r['deliveries'] * 1e6:.2f}",
+                    r["dropped"],
+                ]
+            )
             print(report.rows[-1], flush=True)
     # Judged on CPU time per event: on the shared machine wall-clock time mostly measures the neighbours.
     healthy = results["10 subscribers"]["cpu"]
@@ -96,9 +112,11 @@ async def run(args: argparse.Namespace) -> Report:
         "one process, one core: the whole cost is the interpreter's; CPU µs (CPU time used / count) hold on a busy "
         "machine, wall-clock rates do not",
     ]
-    report.verdict = (f"10 subscribers: {healthy / args.events * 1e6:.1f} CPU µs per event, i.e. up to "
-                      f"{num(args.events / healthy)} events/s on one core; a stalled subscriber costs the others "
-                      f"{max(0.0, (1 - healthy / with_stall)) * 100:.0f} % (no numeric target)")
+    report.verdict = (
+        f"10 subscribers: {healthy / args.events * 1e6:.1f} CPU µs per event, i.e. up to "
+        f"{num(args.events / healthy)} events/s on one core; a stalled subscriber costs the others "
+        f"{max(0.0, (1 - healthy / with_stall)) * 100:.0f} % (no numeric target)"
+    )
     report.limits = args.limits
     return report
 

@@ -26,13 +26,20 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 # --- the machine -----------------------------------------------------------------------------------
 
+
 def load1() -> float:
     return os.getloadavg()[0]
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "?")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "?",
+    )
     mem = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 2**20
     return f"{os.cpu_count()} cores, {mem:.1f} GiB RAM, {cpu}, Linux {platform.release()}"
 
@@ -65,6 +72,7 @@ def raise_fd_limit() -> int:
 
 # --- a process, from /proc -------------------------------------------------------------------------
 
+
 def rss_bytes(pid: int | str = "self") -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
 
@@ -80,6 +88,7 @@ def open_fds(pid: int | str = "self") -> int:
 
 
 # --- figures ---------------------------------------------------------------------------------------
+
 
 def pct(values, *qs: float) -> list[float]:
     """Percentiles (0-100) of `values`; NaN for an empty sample."""
@@ -100,14 +109,16 @@ def ms(seconds: float) -> str:
 
 # --- the report ------------------------------------------------------------------------------------
 
+
 @dataclass
 class Report:
     """One benchmark run: its table and verdict, printed and written into docs/benchmarks.md."""
 
     key: str  # the `## ` section it replaces, e.g. "1. Fan-out"
     title: str
-    command: str = field(default_factory=lambda: "python -m " + _module() + "".join(
-        " " + shlex.quote(a) for a in sys.argv[1:]))
+    command: str = field(
+        default_factory=lambda: "python -m " + _module() + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
+    )
     started: dt.datetime = field(default_factory=lambda: dt.datetime.now().astimezone())
     load_start: float = field(default_factory=load1)
     servers: bool = False
@@ -125,13 +136,24 @@ class Report:
     def section(self) -> str:
         load_end = load1()
         took = (dt.datetime.now().astimezone() - self.started).total_seconds()
-        parts = [f"## {self.key}", "", self.title, "", "```", self.command, "```", "",
-                 f"- run: {self.started:%Y-%m-%d %H:%M %Z}, {took:.0f} s",
-                 f"- machine: {machine()}",
-                 f"- versions: {versions(self.servers)}",
-                 f"- 1-minute load average: {self.load_start:.2f} at start, {load_end:.2f} at end "
-                 "(the machine was shared with other jobs unless both are near 0)", "",
-                 self.table(), ""]
+        parts = [
+            f"## {self.key}",
+            "",
+            self.title,
+            "",
+            "```",
+            self.command,
+            "```",
+            "",
+            f"- run: {self.started:%Y-%m-%d %H:%M %Z}, {took:.0f} s",
+            f"- machine: {machine()}",
+            f"- versions: {versions(self.servers)}",
+            f"- 1-minute load average: {self.load_start:.2f} at start, {load_end:.2f} at end "
+            "(the machine was shared with other jobs unless both are near 0)",
+            "",
+            self.table(),
+            "",
+        ]
         parts += [f"- {n}" for n in self.notes]
         parts += [f"- **Verdict:** {self.verdict}", f"- **Limit:** {self.limits}", ""]
         return "\n".join(parts)

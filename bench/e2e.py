@@ -7,8 +7,9 @@ from the moment a batch is ready to (a) a WebSocket client has it, (b) its rows 
 The components run in this process as the daemon wires them, on one bus; the batch is published the moment
 it is ready (`ready_at`), one per `--interval` seconds. Observers run in processes of their own, so they take
 no turn of the daemon's event loop nor its GIL: the WebSocket client is a load-generator process; QuestDB
-(PG wire) and PocketBase (REST, as a public reader) are polled every few milliseconds by two more. Each cycle's quotes carry the cycle's own timestamp, so a cycle's rows
-are told apart. (b) is split at the moment QuestDB acknowledged the ILP write: after it is WAL apply lag."""
+(PG wire) and PocketBase (REST, as a public reader) are polled every few milliseconds by two more. Each
+cycle's quotes carry the cycle's own timestamp, so a cycle's rows are told apart. (b) is split at the moment
+QuestDB acknowledged the ILP write: after it is WAL apply lag."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ from .loadgen import LoadProcess
 from .servers import FAST_RECONNECT, run_against_servers
 
 POLL = 0.002  # seconds between two observer queries
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 TIMEOUT = 15.0
 
 
@@ -83,7 +84,10 @@ def questdb_observer(pg: dict, jobs, seen, expected: int) -> None:
             at = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
             deadline = time.time() + TIMEOUT
             while time.time() < deadline:
-                if conn.execute("SELECT count() FROM stock_prices WHERE timestamp = %s", [at]).fetchone()[0] >= expected:
+                if (
+                    conn.execute("SELECT count() FROM stock_prices WHERE timestamp = %s", [at]).fetchone()[0]
+                    >= expected
+                ):
                     seen.put((stamp, time.time()))
                     break
                 time.sleep(POLL)
@@ -145,17 +149,27 @@ async def run(args: argparse.Namespace, servers) -> Report:
     mp = multiprocessing.get_context("spawn")
     qjobs, pjobs, qresults, presults = mp.Queue(), mp.Queue(), mp.Queue(), mp.Queue()
     q = servers.questdb_config()
-    pg = {"host": q.host, "port": q.pg_port, "user": q.username, "dbname": q.database,
-          "password": q.password.get_secret_value()}
-    observers = [mp.Process(target=questdb_observer, args=(pg, qjobs, qresults, 80)),
-                 mp.Process(target=pocketbase_observer, args=(f"http://127.0.0.1:{servers.ports.pb}", pjobs,
-                                                              presults, 80))]
+    pg = {
+        "host": q.host,
+        "port": q.pg_port,
+        "user": q.username,
+        "dbname": q.database,
+        "password": q.password.get_secret_value(),
+    }
+    observers = [
+        mp.Process(target=questdb_observer, args=(pg, qjobs, qresults, 80)),
+        mp.Process(target=pocketbase_observer, args=(f"http://127.0.0.1:{servers.ports.pb}", pjobs, presults, 80)),
+    ]
     for proc in observers:
         proc.start()
 
-    report = Report("2. End to end", f"Replay -> bus -> QuestDB, PocketBase, alerts and WebSocket sinks, 80 symbols per "
-                    f"cycle, one cycle every {args.interval:g} s, {args.cycles} cycles: from `ready_at` to what a "
-                    "user can see.", servers=True)
+    report = Report(
+        "2. End to end",
+        f"Replay -> bus -> QuestDB, PocketBase, alerts and WebSocket sinks, 80 symbols per "
+        f"cycle, one cycle every {args.interval:g} s, {args.cycles} cycles: from `ready_at` to what a "
+        "user can see.",
+        servers=True,
+    )
     cycles = replay_cycles()
     ready: dict[int, tuple[str, float]] = {}
     loop = asyncio.get_running_loop()
@@ -163,7 +177,7 @@ async def run(args: argparse.Namespace, servers) -> Report:
     for k in range(args.cycles):
         await asyncio.sleep(max(0.0, start + k * args.interval - loop.time()))
         now = time.time()
-        at = dt.datetime.fromtimestamp(int(now * 1000) / 1000, dt.timezone.utc)  # the wire carries milliseconds
+        at = dt.datetime.fromtimestamp(int(now * 1000) / 1000, dt.UTC)  # the wire carries milliseconds
         updates = tuple(dataclasses.replace(u, timestamp=at, received_at=at) for u in cycles[k % len(cycles)])
         stamp = format_timestamp(at)
         ready[k + 1] = (stamp, at.timestamp())
@@ -184,19 +198,21 @@ async def run(args: argparse.Namespace, servers) -> Report:
     data = np.load(dump)
     shutil.rmtree(work, ignore_errors=True)
 
-    ws_lat = [t - ready[int(s)][1] for s, t in zip(data["seq"], data["t"]) if int(s) in ready]
+    ws_lat = [t - ready[int(s)][1] for s, t in zip(data["seq"], data["t"], strict=False) if int(s) in ready]
     stamps = {stamp: t0 for stamp, t0 in ready.values()}
     q_lat = [qdb_seen[s] - t0 for s, t0 in stamps.items() if s in qdb_seen]
     q_ack = [qdb_ack[s] - t0 for s, t0 in stamps.items() if s in qdb_seen and s in qdb_ack]
     q_wal = [qdb_seen[s] - qdb_ack[s] for s in stamps if s in qdb_seen and s in qdb_ack]
     p_lat = [pb_seen[s] - t0 for s, t0 in stamps.items() if s in pb_seen]
     p_ack = [pb_ack[s] - t0 for s, t0 in stamps.items() if s in pb_ack]
-    rows = [("(a) WebSocket client has it", ws_lat, "< 50 ms"),
-            ("(b) rows answer a QuestDB SQL query", q_lat, "reported"),
-            ("(b1) ... of which: QuestDB acknowledged the ILP write", q_ack, ""),
-            ("(b2) ... of which: WAL apply lag (ack -> visible)", q_wal, ""),
-            ("(c) PocketBase holds the records (a reader sees all 80)", p_lat, "< 200 ms"),
-            ("(c1) ... of which: PocketBase answered the batch request", p_ack, "")]
+    rows = [
+        ("(a) WebSocket client has it", ws_lat, "< 50 ms"),
+        ("(b) rows answer a QuestDB SQL query", q_lat, "reported"),
+        ("(b1) ... of which: QuestDB acknowledged the ILP write", q_ack, ""),
+        ("(b2) ... of which: WAL apply lag (ack -> visible)", q_wal, ""),
+        ("(c) PocketBase holds the records (a reader sees all 80)", p_lat, "< 200 ms"),
+        ("(c1) ... of which: PocketBase answered the batch request", p_ack, ""),
+    ]
     report.header = ["from ready_at to", "cycles seen", "p50 ms", "p99 ms", "max ms", "target"]
     for name, values, target in rows:
         p50, p99, pmax = pct(values, 50, 99, 100)
@@ -209,19 +225,25 @@ async def run(args: argparse.Namespace, servers) -> Report:
     ]
     a_ok = a99 < 0.050 and len(ws_lat) == args.cycles
     c_ok = c99 < 0.200 and len(p_lat) == args.cycles
-    report.verdict = (f"(a) {'met' if a_ok else 'MISSED'}: p99 {ms(a99)} ms (target < 50); (c) "
-                      f"{'met' if c_ok else 'MISSED'}: p99 {ms(c99)} ms (target < 200); (b) p99 "
-                      f"{ms(pct(q_lat, 99)[0])} ms, of which WAL apply p99 {ms(pct(q_wal, 99)[0])} ms")
+    report.verdict = (
+        f"(a) {'met' if a_ok else 'MISSED'}: p99 {ms(a99)} ms (target < 50); (c) "
+        f"{'met' if c_ok else 'MISSED'}: p99 {ms(c99)} ms (target < 200); (b) p99 "
+        f"{ms(pct(q_lat, 99)[0])} ms, of which WAL apply p99 {ms(pct(q_wal, 99)[0])} ms"
+    )
     report.limits = args.limits
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = parser(__doc__, (
-        "(a) the event loop's turn: the WebSocket subscriber now runs first, so a client waits only for the "
-        "encode and fan-out, plus any wait for a core on the shared machine; (b) QuestDB's ILP/HTTP commit "
-        "and WAL apply on the same 2 cores; (c) PocketBase's batch transaction (one request of 81 records: the"
-        " 80 quotes and the market update, see 4) after the outbox append."))
+    ap = parser(
+        __doc__,
+        (
+            "(a) the event loop's turn: the WebSocket subscriber now runs first, so a client waits only for the "
+            "encode and fan-out, plus any wait for a core on the shared machine; (b) QuestDB's ILP/HTTP commit "
+            "and WAL apply on the same 2 cores; (c) PocketBase's batch transaction (one request of 81 records: the"
+            " 80 quotes and the market update, see 4) after the outbox append."
+        ),
+    )
     ap.add_argument("--cycles", type=int, default=120, help="at least 100 for the record")
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between cycles")
     return run_against_servers(run, ap.parse_args(argv))

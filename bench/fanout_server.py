@@ -61,8 +61,9 @@ class DaemonFanout:
         self.bus = EventBus()
         # Admission pacing off: this measures steady-state fan-out, not how fast 20 000 clients may connect
         # (the baseline has no pacing either).
-        self.ws = WebSocketServer(WebSocketConfig(host="127.0.0.1", port=0, max_connects_per_second=1e6),
-                                  symbols=equities())
+        self.ws = WebSocketServer(
+            WebSocketConfig(host="127.0.0.1", port=0, max_connects_per_second=1e6), symbols=equities()
+        )
         self.cycle = 0
 
     async def start(self) -> int:
@@ -101,9 +102,12 @@ class BaselineFanout:
                 if msg.get("type") == "subscribe":
                     key = frozenset(msg["symbols"])
                     self.groups[key].add(conn)
-                    await conn.send(p.subscription_confirmed(key=key, epoch=self.epoch, seq=self.seq,
-                                                             timestamp=format_timestamp(utc_now()), snapshot=[]),
-                                    text=True)
+                    await conn.send(
+                        p.subscription_confirmed(
+                            key=key, epoch=self.epoch, seq=self.seq, timestamp=format_timestamp(utc_now()), snapshot=[]
+                        ),
+                        text=True,
+                    )
         except ConnectionClosed:
             pass
         finally:
@@ -124,8 +128,13 @@ class BaselineFanout:
         quotes = {u.symbol: p.encode(u.to_dict()) for u in updates}
         for key, conns in self.groups.items():
             if conns:
-                message = p.stock_updates(seq=self.seq, prev_seq=self.prev[key], epoch=self.epoch, timestamp=stamp,
-                                          quotes=[q for s, q in quotes.items() if s in key])
+                message = p.stock_updates(
+                    seq=self.seq,
+                    prev_seq=self.prev[key],
+                    epoch=self.epoch,
+                    timestamp=stamp,
+                    quotes=[q for s, q in quotes.items() if s in key],
+                )
                 self.prev[key] = self.seq
                 broadcast(conns, message, text=True)
         return self.seq

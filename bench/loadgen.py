@@ -50,13 +50,18 @@ class Load:
 
     def record(self, data: bytes, now: float) -> None:
         i = data.find(b'"seq":') + 6
-        self.seqs.append(int(data[i:data.index(b",", i)]))
+        self.seqs.append(int(data[i : data.index(b",", i)]))
         self.times.append(now)
         self.messages += 1
 
     def stats(self) -> dict:
-        return {"open": self.open, "connects": self.connects, "failures": self.failures,
-                "closed_by_server": self.closed_by_server, "messages": self.messages}
+        return {
+            "open": self.open,
+            "connects": self.connects,
+            "failures": self.failures,
+            "closed_by_server": self.closed_by_server,
+            "messages": self.messages,
+        }
 
 
 class Client(asyncio.Protocol):
@@ -123,8 +128,9 @@ async def connect(load: Load, index: int, gate: asyncio.Semaphore) -> Client | N
     async with gate:
         confirmed = loop.create_future()
         try:
-            _, client = await asyncio.wait_for(loop.create_connection(
-                lambda: Client(load, symbols, confirmed), load.uri.host, load.uri.port), 30)
+            _, client = await asyncio.wait_for(
+                loop.create_connection(lambda: Client(load, symbols, confirmed), load.uri.host, load.uri.port), 30
+            )
             await asyncio.wait_for(confirmed, 30)
         except Exception as e:  # refused, timed out, handshake failed: counted, the run reports failures
             load.failures += 1
@@ -177,8 +183,9 @@ async def main_async(args: argparse.Namespace) -> None:
             load.seqs, load.times, load.messages = array("q"), array("d"), 0
             answer = {"reset": True}
         elif cmd["cmd"] == "dump":
-            np.savez(cmd["path"], seq=np.frombuffer(load.seqs, dtype=np.int64),
-                     t=np.frombuffer(load.times, dtype=np.float64))
+            np.savez(
+                cmd["path"], seq=np.frombuffer(load.seqs, dtype=np.int64), t=np.frombuffer(load.times, dtype=np.float64)
+            )
             answer = {"dumped": len(load.seqs)}
         else:
             break
@@ -214,14 +221,37 @@ class LoadProcess:
         self.ready = ready
 
     @classmethod
-    async def start(cls, url: str, clients: int, watchlists: str, *, first: int = 0, churn: str | None = None,
-                    concurrency: int = 100, timeout: float = 600) -> "LoadProcess":
-        cmd = [sys.executable, "-m", "bench.loadgen", "--url", url, "--clients", str(clients), "--first",
-               str(first), "--watchlists", watchlists, "--concurrency", str(concurrency)]
+    async def start(
+        cls,
+        url: str,
+        clients: int,
+        watchlists: str,
+        *,
+        first: int = 0,
+        churn: str | None = None,
+        concurrency: int = 100,
+        timeout: float = 600,
+    ) -> LoadProcess:
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.loadgen",
+            "--url",
+            url,
+            "--clients",
+            str(clients),
+            "--first",
+            str(first),
+            "--watchlists",
+            watchlists,
+            "--concurrency",
+            str(concurrency),
+        ]
         if churn:
             cmd += ["--churn", churn]
-        proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE,
-                                                    stdout=asyncio.subprocess.PIPE, limit=2**20)
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**20
+        )
         self = cls(proc, {})
         self.ready = await self._answer("ready", timeout)
         return self
@@ -247,7 +277,7 @@ class LoadProcess:
                 self.proc.stdin.write(b'{"cmd": "stop"}\n')
                 await self.proc.stdin.drain()
                 await asyncio.wait_for(self.proc.wait(), 60)
-            except (asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, ConnectionError):
                 self.proc.kill()
                 await self.proc.wait()
 

@@ -34,7 +34,7 @@ from .common import Report, cpu_seconds, num, parser
 from .fanout_server import replay_cycles
 from .servers import FAST_RECONNECT, run_against_servers
 
-BASE = dt.datetime(2020, 1, 6, tzinfo=dt.timezone.utc)
+BASE = dt.datetime(2020, 1, 6, tzinfo=dt.UTC)
 
 
 def batches(quotes: int) -> list[QuoteBatch]:
@@ -44,7 +44,7 @@ def batches(quotes: int) -> list[QuoteBatch]:
     for k in range(-(-quotes // 80)):
         at = BASE + dt.timedelta(seconds=k)
         updates = tuple(dataclasses.replace(u, timestamp=at, received_at=at) for u in cycles[k % len(cycles)])
-        out.append(QuoteBatch(k + 1, updates[:quotes - 80 * k], MarketStatus.OPEN, ready_at=at))
+        out.append(QuoteBatch(k + 1, updates[: quotes - 80 * k], MarketStatus.OPEN, ready_at=at))
     return out
 
 
@@ -106,8 +106,12 @@ async def count(backend: QuestDBBackend, table: str, expected: int) -> int:
 
 async def run(args: argparse.Namespace, servers) -> Report:
     cfg = servers.questdb_config()
-    report = Report("3. QuestDB ingest", f"{num(args.quotes)} quotes (80 per cycle) into QuestDB: through bus + sink "
-                    "against the `questdb` client writing the same rows directly.", servers=True)
+    report = Report(
+        "3. QuestDB ingest",
+        f"{num(args.quotes)} quotes (80 per cycle) into QuestDB: through bus + sink "
+        "against the `questdb` client writing the same rows directly.",
+        servers=True,
+    )
     events = batches(args.quotes)
     rows = [schema.quote_payload_row(u.to_dict(), "bench_direct_") for e in events for u in e.updates]
     # Both paths' prebuilt input (2 million objects) would otherwise be scanned by every full collection,
@@ -132,18 +136,37 @@ async def run(args: argparse.Namespace, servers) -> Report:
     await admin.close()
     sink_rate = args.quotes / results["sink"][0]
     direct_rate = args.quotes / results["direct"][0]
-    report.header = ["path", "seconds", "rows/s", "client-side CPU s", "CPU µs per row", "rows stored",
-                     "ratio to direct (wall)", "ratio to direct (CPU)"]
-    labels = {"sink": "bus + QuestDB sink (outbox, ILP/HTTP)",
-              "mapped": "questdb client fed from the quotes with the sink's mapping (no bus, no outbox)",
-              "direct": "questdb client, the same rows built in advance (baseline)"}
+    report.header = [
+        "path",
+        "seconds",
+        "rows/s",
+        "client-side CPU s",
+        "CPU µs per row",
+        "rows stored",
+        "ratio to direct (wall)",
+        "ratio to direct (CPU)",
+    ]
+    labels = {
+        "sink": "bus + QuestDB sink (outbox, ILP/HTTP)",
+        "mapped": "questdb client fed from the quotes with the sink's mapping (no bus, no outbox)",
+        "direct": "questdb client, the same rows built in advance (baseline)",
+    }
     for name, label in labels.items():
         if name not in results:
             continue
         took, cpu = results[name]
-        report.rows.append([label, f"{took:.1f}", num(args.quotes / took), f"{cpu:.1f}",
-                            f"{cpu / args.quotes * 1e6:.1f}", num(stored[name]),
-                            f"{(args.quotes / took) / direct_rate:.2f}", f"{results['direct'][1] / cpu:.2f}"])
+        report.rows.append(
+            [
+                label,
+                f"{took:.1f}",
+                num(args.quotes / took),
+                f"{cpu:.1f}",
+                f"{cpu / args.quotes * 1e6:.1f}",
+                num(stored[name]),
+                f"{(args.quotes / took) / direct_rate:.2f}",
+                f"{results['direct'][1] / cpu:.2f}",
+            ]
+        )
     ratio = sink_rate / direct_rate
     report.notes = [
         "timed to the server's acknowledgement of the last row (transactional HTTP flushes); rows stored is the "
@@ -151,23 +174,29 @@ async def run(args: argparse.Namespace, servers) -> Report:
         "client-side CPU is this process (both cores are available to it and to QuestDB)",
     ]
     cpu_ratio = results["direct"][1] / results["sink"][1]
-    report.verdict = (f"{'met' if ratio >= 0.7 else 'MISSED'}: ratio {ratio:.2f} by rows/s ({cpu_ratio:.2f} by "
-                      "client CPU per row); target at least 0.7")
+    report.verdict = (
+        f"{'met' if ratio >= 0.7 else 'MISSED'}: ratio {ratio:.2f} by rows/s ({cpu_ratio:.2f} by "
+        "client CPU per row); target at least 0.7"
+    )
     report.limits = args.limits
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = parser(__doc__, (
-        "CPython work per row in the daemon's one event loop, on the same 2 cores as QuestDB. Since each cycle "
-        "is encoded to ILP once and kept as one outbox entry (was one JSON row per quote: ratio 0.06, 38 CPU "
-        "µs/row), the sink spends ~5.5 CPU µs per row: encoding ~3.0 (seven float reprs and the line), the "
-        "durable outbox ~1.8 (JSON, SQLite insert, read back, delete), bus and HTTP ~0.7; the baseline hands "
-        "prebuilt rows to the client's compiled encoder (~1.5). QuestDB also works harder for the sink: ~4.4 "
-        "CPU s per million rows of text ILP (protocol 1, doubles as text, what the outbox can hold) against "
-        "~3.5 s for the client's binary doubles (protocol 2), measured from /proc. Row 2 shows the old per-row "
-        "mapping alone (~10 µs/row). Next steps, not taken: binary doubles in the outbox, a second request in "
-        "flight, SQLite checkpoints off the event loop (~0.7 s of fsync waits per million rows)."))
+    ap = parser(
+        __doc__,
+        (
+            "CPython work per row in the daemon's one event loop, on the same 2 cores as QuestDB. Since each cycle "
+            "is encoded to ILP once and kept as one outbox entry (was one JSON row per quote: ratio 0.06, 38 CPU "
+            "µs/row), the sink spends ~5.5 CPU µs per row: encoding ~3.0 (seven float reprs and the line), the "
+            "durable outbox ~1.8 (JSON, SQLite insert, read back, delete), bus and HTTP ~0.7; the baseline hands "
+            "prebuilt rows to the client's compiled encoder (~1.5). QuestDB also works harder for the sink: ~4.4 "
+            "CPU s per million rows of text ILP (protocol 1, doubles as text, what the outbox can hold) against "
+            "~3.5 s for the client's binary doubles (protocol 2), measured from /proc. Row 2 shows the old per-row "
+            "mapping alone (~10 µs/row). Next steps, not taken: binary doubles in the outbox, a second request in "
+            "flight, SQLite checkpoints off the event loop (~0.7 s of fsync waits per million rows)."
+        ),
+    )
     ap.add_argument("--quotes", type=int, default=1_000_000)
     ap.add_argument("--order", default="direct,mapped,sink", help="the paths, in the order they run")
     return run_against_servers(run, ap.parse_args(argv))

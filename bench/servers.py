@@ -74,16 +74,30 @@ class Servers:
         env = dict(os.environ)
         p = self.ports
         if which == "questdb":
-            env.update(QDB_DATA_DIR=str(self.qdb_dir), QDB_HTTP_PORT=str(p.qdb_http), QDB_PG_PORT=str(p.qdb_pg),
-                       QDB_ILP_PORT=str(p.qdb_ilp), QDB_MIN_HTTP_PORT=str(p.qdb_min))
+            env.update(
+                QDB_DATA_DIR=str(self.qdb_dir),
+                QDB_HTTP_PORT=str(p.qdb_http),
+                QDB_PG_PORT=str(p.qdb_pg),
+                QDB_ILP_PORT=str(p.qdb_ilp),
+                QDB_MIN_HTTP_PORT=str(p.qdb_min),
+            )
         else:
-            env.update(PB_DATA_DIR=str(self.pb_dir), PB_PORT=str(p.pb), PB_ADMIN_EMAIL=PB_EMAIL,
-                       PB_ADMIN_PASSWORD=self.pb_password)
+            env.update(
+                PB_DATA_DIR=str(self.pb_dir),
+                PB_PORT=str(p.pb),
+                PB_ADMIN_EMAIL=PB_EMAIL,
+                PB_ADMIN_PASSWORD=self.pb_password,
+            )
         return env
 
     def _script(self, which: str, command: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(REPO / "scripts" / f"run_{which}.sh"), command], env=self._env(which),
-                              capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [str(REPO / "scripts" / f"run_{which}.sh"), command],
+            env=self._env(which),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     def running(self, which: str) -> bool:
         return self._script(which, "status").returncode == 0
@@ -105,13 +119,22 @@ class Servers:
             self._script(which, "stop")
 
     def questdb_config(self) -> QuestDBSinkConfig:
-        return QuestDBSinkConfig(host="127.0.0.1", http_port=self.ports.qdb_http, pg_port=self.ports.qdb_pg,
-                                 request_timeout=10, reconnect=FAST_RECONNECT)
+        return QuestDBSinkConfig(
+            host="127.0.0.1",
+            http_port=self.ports.qdb_http,
+            pg_port=self.ports.qdb_pg,
+            request_timeout=10,
+            reconnect=FAST_RECONNECT,
+        )
 
     def pocketbase_config(self) -> PocketBaseSinkConfig:
-        return PocketBaseSinkConfig(url=f"http://127.0.0.1:{self.ports.pb}", admin_email=PB_EMAIL,
-                                    admin_password=SecretStr(self.pb_password), request_timeout=10,
-                                    reconnect=FAST_RECONNECT)
+        return PocketBaseSinkConfig(
+            url=f"http://127.0.0.1:{self.ports.pb}",
+            admin_email=PB_EMAIL,
+            admin_password=SecretStr(self.pb_password),
+            request_timeout=10,
+            reconnect=FAST_RECONNECT,
+        )
 
 
 @contextmanager
@@ -128,8 +151,13 @@ def running_servers(ports: Ports = Ports()):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["start", "stop", "status"])
-    ap.add_argument("--base", type=int, default=21000, help="port base (21000: QuestDB 21000/21812/21009/21003, "
-                    "PocketBase 21090; other bases: base..base+3, PocketBase base+5)")
+    ap.add_argument(
+        "--base",
+        type=int,
+        default=21000,
+        help="port base (21000: QuestDB 21000/21812/21009/21003, "
+        "PocketBase 21090; other bases: base..base+3, PocketBase base+5)",
+    )
     args = ap.parse_args(argv)
     servers = Servers(Ports(args.base))
     if args.command == "start":

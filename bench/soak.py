@@ -33,7 +33,7 @@ def daemon_config(work: Path, servers, sinks: bool, speed: float, ports: tuple[i
     path = work / "config.yaml"
     qdb = servers.questdb_config() if sinks else None
     path.write_text(f"""
-data_dir: {work / 'data'}
+data_dir: {work / "data"}
 providers:
   replay: {{speed: {speed}}}
 sinks:
@@ -81,19 +81,33 @@ async def run(args: argparse.Namespace, servers) -> Report:
     lists.write_text(json.dumps(watchlists(symbols, 100)))
     load = await LoadProcess.start(ws.url, args.clients, str(lists), churn=args.lifetime)
 
-    report = Report("6. Soak", f"Demo daemon (replay at {args.speed:g}x, sinks {'on' if servers else 'off'}) "
-                    f"with {args.clients} WebSocket clients churning (each stays {args.lifetime.replace(',', '-')} s, "
-                    "then reconnects); sampled every "
-                    f"{args.sample:.0f} s for {args.duration:.0f} s, warm-up at least {args.warmup:.0f} s.", servers=True)
+    report = Report(
+        "6. Soak",
+        f"Demo daemon (replay at {args.speed:g}x, sinks {'on' if servers else 'off'}) "
+        f"with {args.clients} WebSocket clients churning (each stays {args.lifetime.replace(',', '-')} s, "
+        "then reconnects); sampled every "
+        f"{args.sample:.0f} s for {args.duration:.0f} s, warm-up at least {args.warmup:.0f} s.",
+        servers=True,
+    )
     samples: list[dict] = []
     started = time.monotonic()
     while True:
         stats = await load.command("stats")
         st = ws.status()
-        s = {"t": time.monotonic() - started, "rss_mib": rss_bytes() / 2**20, "fds": open_fds(),
-             "tasks": len(asyncio.all_tasks()), "clients": st["clients"], "connections": st["connections"],
-             "sent": st["messages_sent"], "received": stats["messages"], "load1": load1(),
-             "cycles": daemon.manager.cycles, "history": ws.history.depth, "history_size": ws.history.size}
+        s = {
+            "t": time.monotonic() - started,
+            "rss_mib": rss_bytes() / 2**20,
+            "fds": open_fds(),
+            "tasks": len(asyncio.all_tasks()),
+            "clients": st["clients"],
+            "connections": st["connections"],
+            "sent": st["messages_sent"],
+            "received": stats["messages"],
+            "load1": load1(),
+            "cycles": daemon.manager.cycles,
+            "history": ws.history.depth,
+            "history_size": ws.history.size,
+        }
         samples.append(s)
         print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in s.items()}), flush=True)
         if s["t"] >= args.duration or serving.done():
@@ -106,12 +120,33 @@ async def run(args: argparse.Namespace, servers) -> Report:
 
     warmup = warmup_end(samples, args.warmup)
     g = growth(samples, warmup)
-    report.header = ["min", "RSS MiB", "open fds", "asyncio tasks", "clients", "connections so far",
-                     "messages received", "history batches", "load1"]
+    report.header = [
+        "min",
+        "RSS MiB",
+        "open fds",
+        "asyncio tasks",
+        "clients",
+        "connections so far",
+        "messages received",
+        "history batches",
+        "load1",
+    ]
     step = max(1, len(samples) // 12)
     shown = samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else [])
-    report.rows = [[f"{s['t'] / 60:.1f}", f"{s['rss_mib']:.1f}", s["fds"], s["tasks"], s["clients"],
-                    s["connections"], s["received"], s["history"], f"{s['load1']:.2f}"] for s in shown]
+    report.rows = [
+        [
+            f"{s['t'] / 60:.1f}",
+            f"{s['rss_mib']:.1f}",
+            s["fds"],
+            s["tasks"],
+            s["clients"],
+            s["connections"],
+            s["received"],
+            s["history"],
+            f"{s['load1']:.2f}",
+        ]
+        for s in shown
+    ]
     worst = max(g.values())
     report.notes = [
         f"warm-up: {warmup / 60:.1f} min (at least {args.warmup / 60:.1f} min, and until the WebSocket history of "
@@ -125,25 +160,38 @@ async def run(args: argparse.Namespace, servers) -> Report:
         "open fds and tasks move with the number of clients connected at the sampling instant "
         "(one socket and one handler task per client)",
     ]
-    report.verdict = (f"{'met' if worst <= 0.05 else 'MISSED'}: largest growth after warm-up "
-                      f"{worst * 100:+.1f} % (target at most +5 %)")
+    report.verdict = (
+        f"{'met' if worst <= 0.05 else 'MISSED'}: largest growth after warm-up "
+        f"{worst * 100:+.1f} % (target at most +5 %)"
+    )
     report.limits = args.limits
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = parser(__doc__, "the machine's 2 cores are shared with the load generator and, during "
-                    "the recorded run, with other jobs; memory figures are the daemon's whole process")
+    ap = parser(
+        __doc__,
+        "the machine's 2 cores are shared with the load generator and, during "
+        "the recorded run, with other jobs; memory figures are the daemon's whole process",
+    )
     ap.add_argument("--duration", type=float, default=3600, help="seconds (1 hour for the record)")
     ap.add_argument("--sample", type=float, default=60, help="seconds between samples")
-    ap.add_argument("--warmup", type=float, help="at least this many seconds before growth is judged (default: a "
-                    "sixth of the run; longer while the WebSocket history is filling)")
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        help="at least this many seconds before growth is judged (default: a "
+        "sixth of the run; longer while the WebSocket history is filling)",
+    )
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--lifetime", default="5,60", help="MIN,MAX seconds a client stays connected")
     ap.add_argument("--speed", type=float, default=10, help="replay speed")
     ap.add_argument("--no-sinks", action="store_true", help="without QuestDB and PocketBase")
-    ap.add_argument("--ports", default="21110,21111", type=lambda v: tuple(int(p) for p in v.split(",")),
-                    help="WS,HTTP ports of the daemon")
+    ap.add_argument(
+        "--ports",
+        default="21110,21111",
+        type=lambda v: tuple(int(p) for p in v.split(",")),
+        help="WS,HTTP ports of the daemon",
+    )
     ap.add_argument("--work", default="/tmp/bench-soak", help="data dir (outboxes, config)")
     ap.add_argument("--log-level", default="WARNING", help="daemon log level (lines go to stderr)")
     args = ap.parse_args(argv)

@@ -31,8 +31,15 @@ def say(*parts: Any) -> None:
 class StreamClient:
     """Keeps one subscription alive across reconnects; remembers (epoch, seq) to resume without gaps."""
 
-    def __init__(self, url: str, *, token: str | None, symbols: list[str] | None,
-                 on_quote: Callable[[int | str, dict], None], max_delay: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None,
+        symbols: list[str] | None,
+        on_quote: Callable[[int | str, dict], None],
+        max_delay: float = 30.0,
+    ) -> None:
         self.url = url
         self.token = token
         self.symbols = symbols  # None = every symbol, [] = none yet
@@ -93,8 +100,10 @@ class StreamClient:
     async def handle(self, ws: ClientConnection, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
         if kind == "connection":
-            say(f"# connected to {msg['server']} {msg['version']} (protocol {msg['protocol']}, epoch {msg['epoch']},"
-                f" seq {msg['seq']}, market {msg['market_status']})")
+            say(
+                f"# connected to {msg['server']} {msg['version']} (protocol {msg['protocol']}, epoch {msg['epoch']},"
+                f" seq {msg['seq']}, market {msg['market_status']})"
+            )
         elif kind in ("subscription_confirmed", "resync"):
             self.symbols = None if msg["all"] else msg["symbols"]
             self.epoch, self.last_seq, self._resuming = msg["epoch"], msg["seq"], False
@@ -156,8 +165,9 @@ async def demo(args: argparse.Namespace) -> int:
     symbols = [s.upper() for s in args.symbols or []] or None
     stream = StreamClient(args.url, token=args.token, symbols=symbols, on_quote=on_quote)
     runner = asyncio.create_task(stream.run())
-    finished, _ = await asyncio.wait([runner, asyncio.create_task(done.wait())], timeout=args.timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
+    finished, _ = await asyncio.wait(
+        [runner, asyncio.create_task(done.wait())], timeout=args.timeout, return_when=asyncio.FIRST_COMPLETED
+    )
     if runner in finished:
         runner.result()  # raises SystemExit on refusal
     await stream.close()

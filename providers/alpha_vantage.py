@@ -45,13 +45,15 @@ class AlphaVantageProvider:
 
     name = "alpha_vantage"
 
-    def __init__(self, config: AlphaVantageConfig, *, clock: Clock | None = None,
-                 session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, config: AlphaVantageConfig, *, clock: Clock | None = None, session: aiohttp.ClientSession | None = None
+    ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.health = ProviderHealth()
-        self.limiter = RateLimiter(per_day=config.requests_per_day, per_minute=config.requests_per_minute,
-                                   clock=self.clock)
+        self.limiter = RateLimiter(
+            per_day=config.requests_per_day, per_minute=config.requests_per_minute, clock=self.clock
+        )
         self._key = config.apikey.get_secret_value() if config.apikey else ""
         self._session = session
         self._owns_session = session is None
@@ -67,7 +69,7 @@ class AlphaVantageProvider:
             self._fail(cycle, "no_apikey", "no API key configured (providers.alpha_vantage.apikey)")
         elif self.config.plan == "premium":
             for i in range(0, len(wanted), BULK_MAX):
-                await self._bulk(wanted[i:i + BULK_MAX], cycle)
+                await self._bulk(wanted[i : i + BULK_MAX], cycle)
         else:
             for symbol in wanted:
                 await self._global_quote(symbol, cycle)
@@ -98,8 +100,14 @@ class AlphaVantageProvider:
             else:
                 self._fail(cycle, e.code, f"{symbol}: {e.detail}", whole_request=False, symbol=symbol)
         except InvalidQuote as e:
-            self._fail(cycle, "invalid_quote", f"{symbol}: {e.field} {e.problem} (got {e.value!r})",
-                       whole_request=False, symbol=symbol, field=e.field)
+            self._fail(
+                cycle,
+                "invalid_quote",
+                f"{symbol}: {e.field} {e.problem} (got {e.value!r})",
+                whole_request=False,
+                symbol=symbol,
+                field=e.field,
+            )
         else:
             self._reported_unknown.discard(symbol)
 
@@ -137,11 +145,16 @@ class AlphaVantageProvider:
             async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as resp:
                 status, text = resp.status, (await resp.read()).decode("utf-8", errors="replace")
         except TimeoutError:
-            return self._fail(cycle, "timeout", f"{label}: no answer from Alpha Vantage within "
-                              f"{self.config.timeout:g}s", url=shown)
+            return self._fail(
+                cycle, "timeout", f"{label}: no answer from Alpha Vantage within {self.config.timeout:g}s", url=shown
+            )
         except aiohttp.ClientError as e:
-            return self._fail(cycle, "connection", f"{label}: cannot reach Alpha Vantage: {type(e).__name__}: "
-                              f"{mask_url(str(e))}", url=shown)
+            return self._fail(
+                cycle,
+                "connection",
+                f"{label}: cannot reach Alpha Vantage: {type(e).__name__}: {mask_url(str(e))}",
+                url=shown,
+            )
         log.debug("alpha_vantage.response url=%s status=%d bytes=%d", shown, status, len(text))
         try:
             payload = load(text)  # content first: a message object means the same at any status
@@ -162,8 +175,10 @@ class AlphaVantageProvider:
         return payload
 
     def _budget_spent(self, symbols: list[str], cycle: _Cycle) -> None:
-        why = (f"request budget used up ({self.config.requests_per_day}/day, {self.config.requests_per_minute}/min)"
-               f", next request at {self.limiter.next_allowed_at():%Y-%m-%d %H:%M:%S} UTC")
+        why = (
+            f"request budget used up ({self.config.requests_per_day}/day, {self.config.requests_per_minute}/min)"
+            f", next request at {self.limiter.next_allowed_at():%Y-%m-%d %H:%M:%S} UTC"
+        )
         if not self._limited_logged:  # once per spell, not every cycle
             self._limited_logged = True
             self._log("rate_limited", f"not asked: {why}", symbols=_label(symbols).replace(" ", ""))
@@ -172,10 +187,15 @@ class AlphaVantageProvider:
     def _unknown(self, symbol: str, cycle: _Cycle) -> None:
         if symbol not in self._reported_unknown:
             self._reported_unknown.add(symbol)
-            self._log("unknown_symbol", "no quote: Alpha Vantage does not know this ticker; check symbol_map "
-                      "(reported once per symbol)", symbol=symbol, ticker=self._ticker(symbol))
-        cycle.problems.append(Problem("unknown_symbol", f"{symbol}: Alpha Vantage has no quote for "
-                                      f"{self._ticker(symbol)!r}"))
+            self._log(
+                "unknown_symbol",
+                "no quote: Alpha Vantage does not know this ticker; check symbol_map (reported once per symbol)",
+                symbol=symbol,
+                ticker=self._ticker(symbol),
+            )
+        cycle.problems.append(
+            Problem("unknown_symbol", f"{symbol}: Alpha Vantage has no quote for {self._ticker(symbol)!r}")
+        )
 
     def _fail(self, cycle: _Cycle, code: str, detail: str, *, whole_request: bool = True, **fields) -> None:
         self._log(code, detail, **fields)
@@ -192,4 +212,4 @@ class AlphaVantageProvider:
 
     def _log(self, event: str, reason: str, **fields) -> None:
         pairs = " ".join(f"{k}={v}" for k, v in fields.items())
-        log.warning(self._redact("alpha_vantage.%s %s%s" % (event, pairs + " " if pairs else "", reason)))
+        log.warning(self._redact(f"alpha_vantage.{event} {pairs + ' ' if pairs else ''}{reason}"))

@@ -74,8 +74,18 @@ def check_message(payload: Mapping[str, Any]) -> None:
             continue
         text = str(payload[key])
         low = text.lower()
-        if any(k in low for k in ("rate limit", "per day", "per minute", "call frequency", "spreading out",
-                                  "requests per", "calls per")):
+        if any(
+            k in low
+            for k in (
+                "rate limit",
+                "per day",
+                "per minute",
+                "call frequency",
+                "spreading out",
+                "requests per",
+                "calls per",
+            )
+        ):
             # "25 requests per day" ends the day; the old Note names both limits ("5 calls per minute and
             # 500 calls per day") and only asks for patience, like the per-second burst notice.
             daily = ("per day" in low or "daily" in low) and "per minute" not in low
@@ -97,10 +107,19 @@ def parse_global_quote(payload: Mapping[str, Any], *, symbol: str, received_at: 
     day = _day(quote, "07. latest trading day")
     # End-of-day data: stamp it at that day's session close, but never in the future (intraday plans).
     stamp = min(datetime.combine(day, SESSION_CLOSE, tzinfo=WARSAW), received_at)
-    return _update(symbol, price, prev, stamp, received_at, volume=_volume(quote, "06. volume"),
-                   open=_optional(quote, "02. open"), high=_optional(quote, "03. high"),
-                   low=_optional(quote, "04. low"), change=_optional(quote, "09. change"),
-                   change_percent=_optional(quote, "10. change percent"))
+    return _update(
+        symbol,
+        price,
+        prev,
+        stamp,
+        received_at,
+        volume=_volume(quote, "06. volume"),
+        open=_optional(quote, "02. open"),
+        high=_optional(quote, "03. high"),
+        low=_optional(quote, "04. low"),
+        change=_optional(quote, "09. change"),
+        change_percent=_optional(quote, "10. change percent"),
+    )
 
 
 def parse_bulk(payload: Mapping[str, Any], *, wanted: Mapping[str, str], received_at: datetime) -> BulkQuotes:
@@ -122,10 +141,18 @@ def parse_bulk(payload: Mapping[str, Any], *, wanted: Mapping[str, str], receive
         stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=BULK_TZ)
         try:
             out.updates[symbol] = _update(
-                symbol, _number(row, "close"), _optional(row, "previous_close"), min(stamp, received_at),
-                received_at, volume=_volume(row, "volume"), open=_optional(row, "open"),
-                high=_optional(row, "high"), low=_optional(row, "low"), change=_optional(row, "change"),
-                change_percent=_optional(row, "change_percent"))
+                symbol,
+                _number(row, "close"),
+                _optional(row, "previous_close"),
+                min(stamp, received_at),
+                received_at,
+                volume=_volume(row, "volume"),
+                open=_optional(row, "open"),
+                high=_optional(row, "high"),
+                low=_optional(row, "low"),
+                change=_optional(row, "change"),
+                change_percent=_optional(row, "change_percent"),
+            )
         except AvError as e:
             out.bad[symbol] = (e.code, e.detail)
         except InvalidQuote as e:
@@ -134,13 +161,38 @@ def parse_bulk(payload: Mapping[str, Any], *, wanted: Mapping[str, str], receive
     return out
 
 
-def _update(symbol: str, price: float, prev: float | None, stamp: datetime, received_at: datetime, *,
-            change: float | None, change_percent: float | None, **fields: Any) -> StockUpdate:
+def _update(
+    symbol: str,
+    price: float,
+    prev: float | None,
+    stamp: datetime,
+    received_at: datetime,
+    *,
+    change: float | None,
+    change_percent: float | None,
+    **fields: Any,
+) -> StockUpdate:
     if change is None or change_percent is None:  # not sent: derive both from the previous close
-        return StockUpdate.with_change(symbol=symbol, price=price, prev_close=prev, timestamp=stamp,
-                                       data_source=SOURCE, received_at=received_at, **fields)
-    return StockUpdate(symbol=symbol, price=price, prev_close=prev, change=change, change_percent=change_percent,
-                       timestamp=stamp, data_source=SOURCE, received_at=received_at, **fields)
+        return StockUpdate.with_change(
+            symbol=symbol,
+            price=price,
+            prev_close=prev,
+            timestamp=stamp,
+            data_source=SOURCE,
+            received_at=received_at,
+            **fields,
+        )
+    return StockUpdate(
+        symbol=symbol,
+        price=price,
+        prev_close=prev,
+        change=change,
+        change_percent=change_percent,
+        timestamp=stamp,
+        data_source=SOURCE,
+        received_at=received_at,
+        **fields,
+    )
 
 
 def _optional(row: Mapping[str, Any], key: str) -> float | None:

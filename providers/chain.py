@@ -56,8 +56,9 @@ class FallbackChain:
             try:
                 await member.close()
             except Exception:  # one member failing to close must not keep the others open
-                log.exception("chain.close_failed provider=%s closing raised; the other providers are closed",
-                              member.name)
+                log.exception(
+                    "chain.close_failed provider=%s closing raised; the other providers are closed", member.name
+                )
 
     @staticmethod
     async def _fetch_from(member: Provider, symbols: list[str]) -> FetchResult:
@@ -65,8 +66,13 @@ class FallbackChain:
             return await member.fetch(symbols)
         except Exception as e:  # a bug in the member: contain it so the next member still gets asked
             detail = f"{member.name}: internal error {type(e).__name__}: {e}"
-            log.error("chain.provider_error provider=%s symbols=%d fetch raised %s; its symbols go to the "
-                      "next provider", member.name, len(symbols), type(e).__name__, exc_info=True)
+            log.error(
+                "chain.provider_error provider=%s symbols=%d fetch raised %s; its symbols go to the next provider",
+                member.name,
+                len(symbols),
+                type(e).__name__,
+                exc_info=True,
+            )
             member.health.down("internal_error", detail)
             return FetchResult(member.name, (), frozenset(symbols), (detail,))
 

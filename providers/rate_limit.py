@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 
 from streamer.clock import Clock
 
@@ -76,7 +76,7 @@ class RateLimiter:
 
         Alpha Vantage does not document when its day starts; UTC midnight costs at most one refused
         request a day if its day starts later."""
-        now = self.clock.now().astimezone(timezone.utc)
-        midnight = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=timezone.utc)
+        now = self.clock.now().astimezone(UTC)
+        midnight = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=UTC)
         self.day.empty_until(midnight)
         return midnight

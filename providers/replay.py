@@ -28,7 +28,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
@@ -126,15 +126,25 @@ def _row(cells: dict[str, str]) -> StockUpdate:
     try:
         ts = parse_timestamp(cells["timestamp"])
     except (TypeError, ValueError):
-        raise InvalidQuote("timestamp", "must be an ISO-8601 timestamp with a time zone (e.g. "
-                           "2026-11-20T08:00:00Z)", cells["timestamp"]) from None
+        raise InvalidQuote(
+            "timestamp",
+            "must be an ISO-8601 timestamp with a time zone (e.g. 2026-11-20T08:00:00Z)",
+            cells["timestamp"],
+        ) from None
     price = _number("price", cells["price"])
     assert price is not None
     return StockUpdate.with_change(
-        symbol=cells["symbol"].upper(), price=price, prev_close=_number("prev_close", cells.get("prev_close", "")),
-        timestamp=ts, received_at=ts, data_source="replay", volume=_volume(cells.get("volume", "")),
-        open=_number("open", cells.get("open", "")), high=_number("high", cells.get("high", "")),
-        low=_number("low", cells.get("low", "")))
+        symbol=cells["symbol"].upper(),
+        price=price,
+        prev_close=_number("prev_close", cells.get("prev_close", "")),
+        timestamp=ts,
+        received_at=ts,
+        data_source="replay",
+        volume=_volume(cells.get("volume", "")),
+        open=_number("open", cells.get("open", "")),
+        high=_number("high", cells.get("high", "")),
+        low=_number("low", cells.get("low", "")),
+    )
 
 
 def parse_session(text: str, source: str) -> ReplaySession:
@@ -151,30 +161,39 @@ def parse_session(text: str, source: str) -> ReplaySession:
             header = [c.lower() for c in cells]
             unknown = [c for c in header if c not in COLUMNS]
             if unknown:
-                raise SessionFileError(source, lineno, f"unknown column {unknown[0]!r} in the header (columns: "
-                                       f"{','.join(COLUMNS)})")
+                raise SessionFileError(
+                    source, lineno, f"unknown column {unknown[0]!r} in the header (columns: {','.join(COLUMNS)})"
+                )
             missing = [c for c in REQUIRED if c not in header]
             if missing:
-                raise SessionFileError(source, lineno, f"the header lacks the {missing[0]!r} column (expected "
-                                       f"{','.join(COLUMNS)})")
+                raise SessionFileError(
+                    source, lineno, f"the header lacks the {missing[0]!r} column (expected {','.join(COLUMNS)})"
+                )
             if len(set(header)) != len(header):
                 raise SessionFileError(source, lineno, "a column is named twice in the header")
             continue
         if len(cells) != len(header):
-            raise SessionFileError(source, lineno, f"expected {len(header)} values ({','.join(header)}), "
-                                   f"got {len(cells)}")
+            raise SessionFileError(
+                source, lineno, f"expected {len(header)} values ({','.join(header)}), got {len(cells)}"
+            )
         try:
-            rows.append(_row(dict(zip(header, cells))))
+            rows.append(_row(dict(zip(header, cells, strict=False))))
         except InvalidQuote as e:
             raise SessionFileError(source, lineno, f"{e.problem} (got {e.value!r})", e.field) from None
     if header is None or not rows:
-        raise SessionFileError(source, None, "no quote rows (expected a header line "
-                               f"{','.join(COLUMNS)} and at least one row)")
+        raise SessionFileError(
+            source, None, f"no quote rows (expected a header line {','.join(COLUMNS)} and at least one row)"
+        )
     rows.sort(key=lambda u: u.timestamp)
     return ReplaySession(
-        source=source, rows=tuple(rows), symbols=tuple(dict.fromkeys(u.symbol for u in rows)),
-        start=rows[0].timestamp, end=rows[-1].timestamp,
-        session_date=rows[0].timestamp.astimezone(WARSAW).date(), comments=parse_header(lines))
+        source=source,
+        rows=tuple(rows),
+        symbols=tuple(dict.fromkeys(u.symbol for u in rows)),
+        start=rows[0].timestamp,
+        end=rows[-1].timestamp,
+        session_date=rows[0].timestamp.astimezone(WARSAW).date(),
+        comments=parse_header(lines),
+    )
 
 
 def load_session(path: str | Path | None = None) -> ReplaySession:
@@ -211,9 +230,17 @@ class DemoClock:
     trading day after the previous pass (same Warsaw wall-clock times), so replayed time only ever increases
     and `offset` (replayed minus file time) grows by whole days (±1 h across a DST change)."""
 
-    def __init__(self, session: ReplaySession, speed: float, *, loop: bool = True,
-                 next_trading_day: Callable[[date], date] | None = None, wall: Clock | None = None,
-                 lead_in: timedelta = LEAD_IN, tail: timedelta = TAIL) -> None:
+    def __init__(
+        self,
+        session: ReplaySession,
+        speed: float,
+        *,
+        loop: bool = True,
+        next_trading_day: Callable[[date], date] | None = None,
+        wall: Clock | None = None,
+        lead_in: timedelta = LEAD_IN,
+        tail: timedelta = TAIL,
+    ) -> None:
         if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not math.isfinite(speed) or speed <= 0:
             raise ValueError(f"replay speed must be a positive number, got {speed!r}")
         self.session = session
@@ -234,7 +261,7 @@ class DemoClock:
 
     def _day_offset(self, d: date) -> timedelta:
         same_wall_time = datetime.combine(d, self._anchor.time(), tzinfo=WARSAW)
-        return same_wall_time.astimezone(timezone.utc) - self.session.start
+        return same_wall_time.astimezone(UTC) - self.session.start
 
     def _add_pass(self) -> None:
         day, previous = self._days[-1], self._offsets[-1]

@@ -53,8 +53,9 @@ class StooqProvider:
 
     name = "stooq"
 
-    def __init__(self, config: StooqConfig, *, clock: Clock | None = None,
-                 session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, config: StooqConfig, *, clock: Clock | None = None, session: aiohttp.ClientSession | None = None
+    ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.health = ProviderHealth()
@@ -69,15 +70,17 @@ class StooqProvider:
             return FetchResult(self.name, ())
         to_symbol = {self._ticker(s): s for s in wanted}
         apikey = self.config.apikey.get_secret_value() if self.config.apikey else None
-        requests = quote_urls(self.config.base_url, list(to_symbol), apikey=apikey,
-                              max_length=self.config.max_url_length)
+        requests = quote_urls(
+            self.config.base_url, list(to_symbol), apikey=apikey, max_length=self.config.max_url_length
+        )
         cycle = _Cycle()
         for i, request in enumerate(requests):
             if await self._one_request(request, to_symbol, cycle) == "rate_limited" and i + 1 < len(requests):
                 # The other requests would only spend more of an exhausted quota.
-                rest = [to_symbol[t] for r in requests[i + 1:] for t in r.tickers]
-                self._fail(cycle, rest, "rate_limited", "not asked: the Stooq daily hits limit is exhausted",
-                           symbols=len(rest))
+                rest = [to_symbol[t] for r in requests[i + 1 :] for t in r.tickers]
+                self._fail(
+                    cycle, rest, "rate_limited", "not asked: the Stooq daily hits limit is exhausted", symbols=len(rest)
+                )
                 break
         updates = tuple(cycle.updates[s] for s in wanted if s in cycle.updates)
         unexplained = [s for s in wanted if s not in cycle.updates and s not in cycle.explained]
@@ -136,12 +139,12 @@ class StooqProvider:
                 raw = await resp.read()
                 status = resp.status
         except TimeoutError:
-            self._fail(cycle, symbols, "timeout", f"no answer from Stooq within {self.config.timeout:g}s",
-                       url=shown)
+            self._fail(cycle, symbols, "timeout", f"no answer from Stooq within {self.config.timeout:g}s", url=shown)
             return None
         except aiohttp.ClientError as e:
-            self._fail(cycle, symbols, "connection", f"cannot reach Stooq: {type(e).__name__}: {mask_url(str(e))}",
-                       url=shown)
+            self._fail(
+                cycle, symbols, "connection", f"cannot reach Stooq: {type(e).__name__}: {mask_url(str(e))}", url=shown
+            )
             return None
         body = raw.decode("utf-8", errors="replace")
         log.debug("stooq.response url=%s status=%d bytes=%d", shown, status, len(raw))
@@ -155,12 +158,21 @@ class StooqProvider:
         prev = quote.prev_close if quote.prev_close is not None else self._previous.for_day(symbol, quote.day)
         try:
             update = StockUpdate.with_change(
-                symbol=symbol, price=quote.close, prev_close=prev, timestamp=quote.timestamp,
-                data_source=self.name, volume=quote.volume, open=quote.open, high=quote.high, low=quote.low,
-                received_at=received)
+                symbol=symbol,
+                price=quote.close,
+                prev_close=prev,
+                timestamp=quote.timestamp,
+                data_source=self.name,
+                volume=quote.volume,
+                open=quote.open,
+                high=quote.high,
+                low=quote.low,
+                received_at=received,
+            )
         except InvalidQuote as e:
-            self._log("invalid_quote", f"row skipped: {e.field} {e.problem}", symbol=symbol, field=e.field,
-                      value=e.value)
+            self._log(
+                "invalid_quote", f"row skipped: {e.field} {e.problem}", symbol=symbol, field=e.field, value=e.value
+            )
             cycle.explained.add(symbol)
             cycle.problems.append(Problem("invalid_quote", f"{symbol}: {e.field} {e.problem} (got {e.value!r})"))
             return
@@ -172,8 +184,12 @@ class StooqProvider:
         detail = f"{symbol}: Stooq does not know ticker {ticker!r} (N/D row)"
         if symbol not in self._reported_unknown:
             self._reported_unknown.add(symbol)
-            self._log("unknown_symbol", "Stooq answered N/D (no data); check symbol_map "
-                      "(reported once per symbol)", symbol=symbol, ticker=ticker)
+            self._log(
+                "unknown_symbol",
+                "Stooq answered N/D (no data); check symbol_map (reported once per symbol)",
+                symbol=symbol,
+                ticker=ticker,
+            )
         cycle.explained.add(symbol)
         cycle.problems.append(Problem("unknown_symbol", detail))
 

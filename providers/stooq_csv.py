@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -89,7 +89,7 @@ def quote_urls(base_url: str, tickers: list[str], *, apikey: str | None, max_len
     requests: list[StooqRequest] = []
     chunk: list[str] = []
     for ticker in tickers:
-        if chunk and len(prefix) + len(suffix) + len(_joined(chunk + [ticker])) > max_length:
+        if chunk and len(prefix) + len(suffix) + len(_joined([*chunk, ticker])) > max_length:
             requests.append(StooqRequest(prefix + _joined(chunk) + suffix, tuple(chunk)))
             chunk = []
         chunk.append(ticker)
@@ -178,7 +178,7 @@ def _quote(ticker: str, values: list[str], columns: dict[str, int]) -> StooqQuot
     return StooqQuote(
         ticker=ticker,
         day=day,
-        timestamp=local.astimezone(timezone.utc),
+        timestamp=local.astimezone(UTC),
         close=_number("Close", close_s),
         open=_optional("Open", text("open")),
         high=_optional("High", text("high")),

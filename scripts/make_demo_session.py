@@ -14,7 +14,7 @@ import math
 import random
 import sys
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from streamer.securities import Security, data_file_info, load_securities  # noqa: E402
+from streamer.securities import Security, data_file_info, load_securities
 
 WARSAW = ZoneInfo("Europe/Warsaw")
 DEFAULT_SEED = 20261120
@@ -34,15 +34,86 @@ COLUMNS = "timestamp,symbol,price,open,high,low,volume,prev_close"
 
 # Rough price levels (PLN) so the demo looks familiar; the numbers are synthetic, not quotes.
 PRICE_HINTS = {
-    "11B": 220, "1AT": 60, "ABS": 60, "ACG": 40, "AGO": 11, "ALL": 15, "AMC": 60, "ANR": 30, "APT": 25,
-    "ARH": 50, "ASE": 60, "AST": 45, "ATC": 15, "BCX": 45, "BIO": 3.5, "BMC": 8, "BNP": 90, "BRS": 5,
-    "CBF": 170, "CIG": 2.5, "CLC": 5, "CLN": 30, "COG": 8, "CTX": 50, "DAD": 60, "DAT": 80, "DBC": 60,
-    "DEC": 45, "ECH": 5, "ELT": 40, "ENT": 45, "ERB": 40, "FRO": 30, "FTE": 20, "GEA": 2.5, "GTC": 4,
-    "HUG": 30, "LWB": 30, "MAB": 10, "MCI": 25, "MDG": 40, "MDN": 10, "MNC": 25, "MOC": 7, "MRC": 70,
-    "MSZ": 5, "MUR": 40, "OBL": 60, "OND": 10, "OPN": 45, "PBX": 22, "PHN": 6, "PKP": 14, "PLW": 220,
-    "PUR": 20, "QRS": 3, "RNK": 3, "RVU": 50, "SCP": 60, "SEL": 35, "SGN": 50, "SHO": 40, "SKA": 85,
-    "SLV": 40, "SNK": 35, "STH": 30, "STP": 320, "STX": 3.5, "SVE": 20, "TEN": 75, "TOA": 9, "TOR": 25,
-    "UNI": 15, "VGO": 480, "VOT": 15, "VRG": 4, "WLT": 8, "WTN": 30, "ZEP": 9, "ZRE": 15,
+    "11B": 220,
+    "1AT": 60,
+    "ABS": 60,
+    "ACG": 40,
+    "AGO": 11,
+    "ALL": 15,
+    "AMC": 60,
+    "ANR": 30,
+    "APT": 25,
+    "ARH": 50,
+    "ASE": 60,
+    "AST": 45,
+    "ATC": 15,
+    "BCX": 45,
+    "BIO": 3.5,
+    "BMC": 8,
+    "BNP": 90,
+    "BRS": 5,
+    "CBF": 170,
+    "CIG": 2.5,
+    "CLC": 5,
+    "CLN": 30,
+    "COG": 8,
+    "CTX": 50,
+    "DAD": 60,
+    "DAT": 80,
+    "DBC": 60,
+    "DEC": 45,
+    "ECH": 5,
+    "ELT": 40,
+    "ENT": 45,
+    "ERB": 40,
+    "FRO": 30,
+    "FTE": 20,
+    "GEA": 2.5,
+    "GTC": 4,
+    "HUG": 30,
+    "LWB": 30,
+    "MAB": 10,
+    "MCI": 25,
+    "MDG": 40,
+    "MDN": 10,
+    "MNC": 25,
+    "MOC": 7,
+    "MRC": 70,
+    "MSZ": 5,
+    "MUR": 40,
+    "OBL": 60,
+    "OND": 10,
+    "OPN": 45,
+    "PBX": 22,
+    "PHN": 6,
+    "PKP": 14,
+    "PLW": 220,
+    "PUR": 20,
+    "QRS": 3,
+    "RNK": 3,
+    "RVU": 50,
+    "SCP": 60,
+    "SEL": 35,
+    "SGN": 50,
+    "SHO": 40,
+    "SKA": 85,
+    "SLV": 40,
+    "SNK": 35,
+    "STH": 30,
+    "STP": 320,
+    "STX": 3.5,
+    "SVE": 20,
+    "TEN": 75,
+    "TOA": 9,
+    "TOR": 25,
+    "UNI": 15,
+    "VGO": 480,
+    "VOT": 15,
+    "VRG": 4,
+    "WLT": 8,
+    "WTN": 30,
+    "ZEP": 9,
+    "ZRE": 15,
 }
 INDEX_LEVELS = {"WIG20": 2900.0, "SWIG80": 29000.0}
 
@@ -102,7 +173,7 @@ def timeline(day: date) -> list[datetime]:
     end = datetime.combine(day, LAST_END, tzinfo=WARSAW)
     out = []
     while t <= end:
-        out.append(t.astimezone(timezone.utc))
+        out.append(t.astimezone(UTC))
         t += STEP
     return out
 
@@ -114,13 +185,20 @@ def make_stocks(rng: random.Random, securities: list[Security], steps: int) -> l
         prev_close = to_tick(level * math.exp(rng.gauss(0, 0.08)))
         liquidity = rng.betavariate(1.3, 1.6)  # most names in between, a few very liquid or very thin
         turnover = math.exp(rng.uniform(math.log(3e5), math.log(2e7))) * (0.3 + liquidity)
-        stocks.append(Stock(
-            symbol=s.symbol, prev_close=prev_close, latent=math.log(prev_close),
-            beta=rng.uniform(0.5, 1.3), sigma=rng.uniform(0.010, 0.035) / math.sqrt(steps),
-            p_trade=0.06 + 0.92 * liquidity, day_volume=turnover / prev_close))
+        stocks.append(
+            Stock(
+                symbol=s.symbol,
+                prev_close=prev_close,
+                latent=math.log(prev_close),
+                beta=rng.uniform(0.5, 1.3),
+                sigma=rng.uniform(0.010, 0.035) / math.sqrt(steps),
+                p_trade=0.06 + 0.92 * liquidity,
+                day_volume=turnover / prev_close,
+            )
+        )
     weights = [rng.lognormvariate(0, 0.8) for _ in stocks]
     total = sum(weights)
-    for st, w in zip(stocks, weights):
+    for st, w in zip(stocks, weights, strict=False):
         st.weight = min(w / total, 0.10)  # sWIG80 caps one company at 10%
     total = sum(st.weight for st in stocks)
     for st in stocks:
@@ -142,16 +220,20 @@ def trade(st: Stock, price: float, volume: int) -> None:
     st.volume += max(1, volume)
 
 
-def generate(seed: int = DEFAULT_SEED, day: date = DEFAULT_DATE,
-             securities: list[Security] | None = None) -> list[tuple]:
+def generate(
+    seed: int = DEFAULT_SEED, day: date = DEFAULT_DATE, securities: list[Security] | None = None
+) -> list[tuple]:
     """Rows `(timestamp, symbol, price, open, high, low, volume, prev_close)` in time order."""
     rng = random.Random(seed)
     securities = load_securities() if securities is None else securities
     times = timeline(day)
     continuous = [t for t in times if OPEN < t.astimezone(WARSAW).time() < PRE_CLOSE]
     stocks = make_stocks(rng, [s for s in securities if s.kind == "stock"], len(continuous))
-    indices = [Index(s.symbol, INDEX_LEVELS.get(s.symbol, 1000.0) * math.exp(rng.gauss(0, 0.05)))
-               for s in securities if s.kind == "index"]
+    indices = [
+        Index(s.symbol, INDEX_LEVELS.get(s.symbol, 1000.0) * math.exp(rng.gauss(0, 0.05)))
+        for s in securities
+        if s.kind == "index"
+    ]
     mean_activity = sum(activity(t) for t in continuous) / len(continuous)
     market_gap, market_sigma = rng.gauss(0, 0.006), 0.008 / math.sqrt(len(continuous))
     drift = rng.gauss(0, 0.004) / len(continuous)
@@ -232,16 +314,16 @@ def render(rows: list[tuple], seed: int, day: date) -> str:
 def write(path: Path, text: str) -> None:
     """Gzip with mtime 0 and no file name, so the same text gives the same bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
-                                                compresslevel=9) as gz:
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
         gz.write(text.encode("utf-8"))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--date", type=date.fromisoformat, default=DEFAULT_DATE,
-                        help="the trading day to stamp (default %(default)s)")
+    parser.add_argument(
+        "--date", type=date.fromisoformat, default=DEFAULT_DATE, help="the trading day to stamp (default %(default)s)"
+    )
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
     rows = generate(args.seed, args.date)

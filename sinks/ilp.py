@@ -10,12 +10,12 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 Value = float | int | str | bool | datetime | None
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _SYMBOL_ESCAPES = str.maketrans({" ": "\\ ", ",": "\\,", "=": "\\=", "\n": "\\\n", "\r": "\\\r", "\\": "\\\\"})
 _STRING_ESCAPES = str.maketrans({'"': '\\"', "\\": "\\\\", "\n": "\\\n", "\r": "\\\r"})
@@ -95,8 +95,11 @@ class Refusal:
     split_only: bool = False  # request too large: no single row is known to be at fault
 
 
-_PARSE_PREFIX = re.compile(r"^failed to parse line protocol:\s*errors encountered on line\(s\):\s*"
-                           r"(?:error in line \d+:\s*)?", re.S)
+_PARSE_PREFIX = re.compile(
+    r"^failed to parse line protocol:\s*errors encountered on line\(s\):\s*"
+    r"(?:error in line \d+:\s*)?",
+    re.S,
+)
 
 
 def parse_refusal(status: int, body: str) -> Refusal | None:

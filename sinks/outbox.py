@@ -95,16 +95,24 @@ class Outbox:
         with self._transaction() as db:
             if keyed:  # two statements for a whole cycle, not two per record
                 pairs = json.dumps([[e.kind, e.key] for e in keyed])
-                self._depth -= self._delete(db, "(kind, key) IN (SELECT json_extract(value, '$[0]'), "
-                                                "json_extract(value, '$[1]') FROM json_each(?))", (pairs,))
-                db.executemany("INSERT INTO entries(kind, key, payload, created, rows) VALUES (?, ?, ?, ?, ?)",
-                               [(e.kind, e.key, _dump(e.payload), now, e.rows) for e in keyed])
+                self._depth -= self._delete(
+                    db,
+                    "(kind, key) IN (SELECT json_extract(value, '$[0]'), "
+                    "json_extract(value, '$[1]') FROM json_each(?))",
+                    (pairs,),
+                )
+                db.executemany(
+                    "INSERT INTO entries(kind, key, payload, created, rows) VALUES (?, ?, ?, ?, ?)",
+                    [(e.kind, e.key, _dump(e.payload), now, e.rows) for e in keyed],
+                )
                 self._depth += sum(e.rows for e in keyed)
             kept = fitting(plain, self.max_entries - self._depth)
-            db.executemany("INSERT INTO entries(kind, key, payload, created, rows) VALUES (?, NULL, ?, ?, ?)",
-                           [(e.kind, _dump(e.payload), now, e.rows) for e in kept])
+            db.executemany(
+                "INSERT INTO entries(kind, key, payload, created, rows) VALUES (?, NULL, ?, ?, ?)",
+                [(e.kind, _dump(e.payload), now, e.rows) for e in kept],
+            )
             self._depth += sum(e.rows for e in kept)
-        refused = sum(e.rows for e in plain[len(kept):])
+        refused = sum(e.rows for e in plain[len(kept) :])
         if refused:
             raise OutboxFull(refused, self.max_entries)
         return self._depth
@@ -132,9 +140,10 @@ class Outbox:
         be a part of a pending one (same id, fewer rows): the pending entry goes, the part is kept."""
         now = time.time()
         with self._transaction() as db:
-            db.executemany("INSERT INTO rejected(id, kind, key, payload, reason, rejected_at, rows) "
-                           "VALUES (?,?,?,?,?,?,?)",
-                           [(e.id, e.kind, e.key, _dump(e.payload), reason, now, e.rows) for e in entries])
+            db.executemany(
+                "INSERT INTO rejected(id, kind, key, payload, reason, rejected_at, rows) VALUES (?,?,?,?,?,?,?)",
+                [(e.id, e.kind, e.key, _dump(e.payload), reason, now, e.rows) for e in entries],
+            )
             self._depth -= self._delete_ids(db, entries)
 
     def rejected_count(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from streamer.config import PocketBaseSinkConfig
@@ -15,14 +15,24 @@ from streamer.model import parse_timestamp
 from .base import Entry, Rejected
 from .pocketbase_client import PocketBaseClient, PocketBaseError
 from .pocketbase_schema import (
-    COLLECTIONS, STOCK_DATA, Planned, batch_failure, batch_limit_error, collection_definition,
-    collection_patch, describe_error, field_error_code, market_update_payload, plan_record, quote_time,
+    COLLECTIONS,
+    STOCK_DATA,
+    Planned,
+    batch_failure,
+    batch_limit_error,
+    collection_definition,
+    collection_patch,
+    describe_error,
+    field_error_code,
+    market_update_payload,
+    plan_record,
+    quote_time,
 )
 
 log = logging.getLogger("sinks.pocketbase")
 
 BATCH_RECHECK_SECONDS = 300  # after "batch disabled", write record by record and try the batch API again later
-_NEVER = datetime.min.replace(tzinfo=timezone.utc)
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 Item = tuple[Entry, Planned]
 
@@ -45,8 +55,9 @@ class PocketBaseBackend:
     def __init__(self, config: PocketBaseSinkConfig, *, client: PocketBaseClient | None = None) -> None:
         self.config = config
         password = config.admin_password.get_secret_value() if config.admin_password else None
-        self.client = client or PocketBaseClient(config.url, config.admin_email, password,
-                                                 timeout=config.request_timeout)
+        self.client = client or PocketBaseClient(
+            config.url, config.admin_email, password, timeout=config.request_timeout
+        )
         self.batch_size = config.batch_max_requests
         self._batch_retry_at: float | None = None  # monotonic time; None = the batch API is believed usable
         self._latest: dict[str, tuple[str, datetime]] = {}  # symbol -> (record id, quote timestamp) on the server
@@ -80,14 +91,17 @@ class PocketBaseBackend:
                 rejected += await self._write_batch(chunk)
             except _BatchUnavailable as e:
                 self._batch_retry_at = time.monotonic() + BATCH_RECHECK_SECONDS
-                log.warning("pocketbase.batch_unavailable %s; writing record by record, retrying the batch "
-                            "API in %ds", e, BATCH_RECHECK_SECONDS)
+                log.warning(
+                    "pocketbase.batch_unavailable %s; writing record by record, retrying the batch API in %ds",
+                    e,
+                    BATCH_RECHECK_SECONDS,
+                )
                 continue
             except _BatchTooLarge as e:
                 log.info("pocketbase.batch_limit max_requests=%d (was %d)", e.limit, self.batch_size)
                 self.batch_size = min(e.limit, len(chunk) - 1)  # strictly smaller: the loop ends
                 continue
-            remaining = remaining[len(chunk):]
+            remaining = remaining[len(chunk) :]
         if rejected:
             raise Rejected([e for e, _ in rejected], "; ".join(f"{e.kind} {e.key or ''}: {r}" for e, r in rejected))
 
@@ -170,8 +184,14 @@ class PocketBaseBackend:
         """Write `chunk` in one batch transaction; a failed request is taken out and the rest sent again."""
         pending, rejected, signed_in_again = list(chunk), [], False
         while pending:
-            requests = [{"method": "PUT", "url": f"/api/collections/{p.collection}/records",  # PUT = upsert by id
-                         "body": {"id": p.record_id, **p.body}} for _, p in pending]
+            requests = [
+                {
+                    "method": "PUT",
+                    "url": f"/api/collections/{p.collection}/records",  # PUT = upsert by id
+                    "body": {"id": p.record_id, **p.body},
+                }
+                for _, p in pending
+            ]
             status, body = await self.client.batch(requests)
             if status == 200:
                 self._batch_retry_at = None
@@ -224,8 +244,11 @@ class PocketBaseBackend:
         if status in (200, 204) or (duplicate and planned.collection != STOCK_DATA):
             self._commit(entry, planned)  # a duplicate id of an append-only record: an earlier attempt wrote it
             return None
-        if status == 400 and planned.collection == STOCK_DATA and \
-                field_error_code(body, "symbol") == "validation_not_unique":
+        if (
+            status == 400
+            and planned.collection == STOCK_DATA
+            and field_error_code(body, "symbol") == "validation_not_unique"
+        ):
             # Someone else created this symbol's record under another id: learn it, then let the runner retry.
             await self._load_latest()
             raise PocketBaseError(f"write {entry.kind} {entry.key}", status, body)

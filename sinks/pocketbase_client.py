@@ -49,8 +49,15 @@ def token_expiry(token: str) -> float | None:
 class PocketBaseClient:
     """One aiohttp session to one PocketBase server, signed in as a superuser."""
 
-    def __init__(self, url: str, email: str, password: str | None, *, timeout: float = 10,
-                 trace_configs: Sequence[aiohttp.TraceConfig] = ()) -> None:
+    def __init__(
+        self,
+        url: str,
+        email: str,
+        password: str | None,
+        *,
+        timeout: float = 10,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
+    ) -> None:
         self.url = url.rstrip("/")
         self.email = email
         self._password = password  # never logged, never put in an exception

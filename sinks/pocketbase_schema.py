@@ -57,11 +57,17 @@ FIELDS: dict[str, list[dict[str, Any]]] = {
     STOCK_DATA: [
         _text("symbol", required=True, max_len=32),
         _number("price", required=True, min_value=0),  # required: 0 (or a non-number) is refused
-        _number("open"), _number("high"), _number("low"),
+        _number("open"),
+        _number("high"),
+        _number("low"),
         _number("volume", only_int=True, min_value=0),
-        _number("change"), _number("change_percent"), _number("prev_close"),
-        _date("timestamp", required=True), _date("received_at"),
-        _text("market_status", max_len=32), _text("data_source", max_len=64),
+        _number("change"),
+        _number("change_percent"),
+        _number("prev_close"),
+        _date("timestamp", required=True),
+        _date("received_at"),
+        _text("market_status", max_len=32),
+        _text("data_source", max_len=64),
         *_AUTODATES,
     ],
     MARKET_UPDATES: [
@@ -73,16 +79,26 @@ FIELDS: dict[str, list[dict[str, Any]]] = {
         *_AUTODATES,
     ],
     WATCHLISTS: [
-        {"name": "owner", "type": "relation", "required": True, "collectionId": USERS_COLLECTION_ID,
-         "maxSelect": 1, "cascadeDelete": True},  # a deleted user takes their list along
+        {
+            "name": "owner",
+            "type": "relation",
+            "required": True,
+            "collectionId": USERS_COLLECTION_ID,
+            "maxSelect": 1,
+            "cascadeDelete": True,
+        },  # a deleted user takes their list along
         _text("name", max_len=100),
         {"name": "symbols", "type": "json", "maxSize": MAX_WATCHLIST_BYTES},
         *_AUTODATES,
     ],
     ALERTS: [
-        _text("symbol", max_len=32), _text("rule", max_len=200), _text("kind", max_len=64),  # "" = system alert
+        _text("symbol", max_len=32),
+        _text("rule", max_len=200),
+        _text("kind", max_len=64),  # "" = system alert
         _text("message", max_len=2000),
-        _number("price"), _number("value"), _number("threshold"),
+        _number("price"),
+        _number("value"),
+        _number("threshold"),
         _date("time", required=True),
         *_AUTODATES,
     ],
@@ -99,9 +115,11 @@ INDEXES: dict[str, list[str]] = {
 # refused (PocketBase: 400 on create, 404 on update/delete of a record the rule hides).
 _OWN = '@request.auth.id != "" && owner = @request.auth.id'
 WATCHLIST_RULES: dict[str, str | None] = {
-    "listRule": _OWN, "viewRule": _OWN, "deleteRule": _OWN,
+    "listRule": _OWN,
+    "viewRule": _OWN,
+    "deleteRule": _OWN,
     "createRule": '@request.auth.id != "" && @request.body.owner = @request.auth.id',
-    "updateRule": _OWN + ' && (@request.body.owner:isset = false || @request.body.owner = @request.auth.id)',
+    "updateRule": _OWN + " && (@request.body.owner:isset = false || @request.body.owner = @request.auth.id)",
 }
 
 
@@ -116,8 +134,7 @@ def rules(read_access: ReadAccess, name: str = STOCK_DATA) -> dict[str, str | No
 
 def collection_definition(name: str, read_access: ReadAccess) -> dict[str, Any]:
     """Body of `POST /api/collections` for one of our collections."""
-    return {"name": name, "type": "base", "fields": FIELDS[name], "indexes": INDEXES[name],
-            **rules(read_access, name)}
+    return {"name": name, "type": "base", "fields": FIELDS[name], "indexes": INDEXES[name], **rules(read_access, name)}
 
 
 def collection_patch(existing: Mapping[str, Any], read_access: ReadAccess) -> dict[str, Any]:
@@ -137,6 +154,7 @@ def collection_patch(existing: Mapping[str, Any], read_access: ReadAccess) -> di
 
 
 # --- record ids and mapping --------------------------------------------------------------------
+
 
 def record_id(*parts: str) -> str:
     """Deterministic PocketBase record id: 15 base36 chars of a SHA-256 of `parts`."""
@@ -220,11 +238,17 @@ def _mover(u: StockUpdate) -> dict[str, Any]:
 
 
 def market_update_payload(batch: QuoteBatch, n_movers: int) -> dict[str, Any]:
-    return {"status": batch.market_status.value, "count": len(batch.updates), "time": format_timestamp(batch.ready_at),
-            "cycle": batch.cycle, "movers": movers(batch.updates, n_movers)}
+    return {
+        "status": batch.market_status.value,
+        "count": len(batch.updates),
+        "time": format_timestamp(batch.ready_at),
+        "cycle": batch.cycle,
+        "movers": movers(batch.updates, n_movers),
+    }
 
 
 # --- PocketBase error bodies ------------------------------------------------------------------
+
 
 def describe_error(body: Any) -> str:
     """One line from a PocketBase error body: message plus `field: message (code)` for each field."""

@@ -7,7 +7,6 @@ retried write an upsert, so the runner may resend freely. Rows QuestDB refuses a
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from itertools import chain
@@ -83,7 +82,8 @@ class QuestDBBackend:
         for entry in entries:
             try:
                 table, lines = self._lines(entry)
-            except Exception as e:  # noqa: BLE001 - pure mapping: whatever fails is the payload, and a poison
+            except Exception as e:
+                # Pure mapping: whatever fails is the payload, and a poison
                 # entry must be set aside, never retried forever
                 bad.append((entry, None, f"invalid {entry.kind} entry: {type(e).__name__}: {e}"))
                 continue
@@ -107,7 +107,8 @@ class QuestDBBackend:
             # QuestDB OSS ignores the header unless http.user/http.password are configured.
             auth = aiohttp.encode_basic_auth(self.config.username, self.config.password.get_secret_value())
             self._session = aiohttp.ClientSession(
-                headers={"Authorization": auth}, timeout=aiohttp.ClientTimeout(total=self.config.request_timeout))
+                headers={"Authorization": auth}, timeout=aiohttp.ClientTimeout(total=self.config.request_timeout)
+            )
         return self._session
 
     async def execute(self, sql: str) -> dict[str, Any]:
@@ -116,18 +117,20 @@ class QuestDBBackend:
             async with self._http().get(f"{self.url}/exec", params={"query": sql}) as resp:
                 text = await resp.text()
                 if resp.status != 200:
-                    raise QuestDBUnavailable(f"{self.url}/exec answered {resp.status} to {sql[:60]!r}: "
-                                             f"{_error_text(text)}")
+                    raise QuestDBUnavailable(
+                        f"{self.url}/exec answered {resp.status} to {sql[:60]!r}: {_error_text(text)}"
+                    )
                 return json.loads(text)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as e:
             raise QuestDBUnavailable(f"cannot reach QuestDB at {self.url}: {type(e).__name__}: {e}") from e
 
     async def _post_lines(self, body: bytes) -> ilp.Refusal | None:
         """One ILP request; None when QuestDB committed it, the refusal when it refused the data."""
         for attempt in (1, 2):
             try:
-                async with self._http().post(f"{self.url}/write", data=body,
-                                             headers={"Content-Type": "text/plain; charset=utf-8"}) as resp:
+                async with self._http().post(
+                    f"{self.url}/write", data=body, headers={"Content-Type": "text/plain; charset=utf-8"}
+                ) as resp:
                     if resp.status in (200, 204):
                         return None
                     status, text = resp.status, await resp.text()
@@ -137,7 +140,7 @@ class QuestDBBackend:
                 # The write is idempotent (dedup keys), so a resend is safe even if the first one landed.
                 if attempt == 2:
                     raise QuestDBUnavailable(f"ILP write to {self.url}: {type(e).__name__}: {e}") from e
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError) as e:
                 raise QuestDBUnavailable(f"ILP write to {self.url}: {type(e).__name__}: {e}") from e
         refusal = ilp.parse_refusal(status, text)
         if refusal is None:
@@ -179,7 +182,7 @@ class QuestDBBackend:
             elif refusal.line is not None and not refusal.split_only and 1 <= refusal.line <= len(part):
                 i = refusal.line - 1  # one line per row (an escaped newline does not count), as the server counts
                 bad.append((*part[i], refusal.reason))
-                work.append(part[:i] + part[i + 1:])  # the whole request was rolled back
+                work.append(part[:i] + part[i + 1 :])  # the whole request was rolled back
             else:
                 mid = len(part) // 2
                 work += [part[mid:], part[:mid]]
@@ -200,8 +203,13 @@ def refused_parts(entries: list[Entry], bad: list[tuple[Entry, str | None, str]]
             continue
         part = parts.get(id(entry))
         lines = [*part.payload["lines"], text] if part is not None else [text]
-        parts[id(entry)] = Entry("ilp", {"table": entry.payload["table"], "lines": lines}, rows=len(lines),
-                                 id=entry.id, created=entry.created)
+        parts[id(entry)] = Entry(
+            "ilp",
+            {"table": entry.payload["table"], "lines": lines},
+            rows=len(lines),
+            id=entry.id,
+            created=entry.created,
+        )
     return [parts[id(e)] for e in entries if id(e) in parts]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -34,15 +34,22 @@ class Bar:
     quotes: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"symbol": self.symbol, "timestamp": format_timestamp(self.timestamp), "open": self.open,
-                "high": self.high, "low": self.low, "close": self.close, "volume": self.volume,
-                "quotes": self.quotes}
+        return {
+            "symbol": self.symbol,
+            "timestamp": format_timestamp(self.timestamp),
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "close": self.close,
+            "volume": self.volume,
+            "quotes": self.quotes,
+        }
 
 
 def _bound(ts: datetime) -> datetime:
     if ts.tzinfo is None:
         raise ValueError(f"timestamp without a time zone: {ts!r}")
-    return ts.astimezone(timezone.utc)
+    return ts.astimezone(UTC)
 
 
 def _limit(limit: int) -> int:
@@ -75,8 +82,9 @@ class QuestDBReader:
         rows = await self._fetch(schema.history_sql(self.prefix), [symbol, _bound(start), _bound(end), _limit(limit)])
         return [schema.quote_from_record(r) for r in rows]
 
-    async def bars(self, symbol: str, start: datetime, end: datetime, interval: Interval,
-                   limit: int = 1000) -> list[Bar]:
+    async def bars(
+        self, symbol: str, start: datetime, end: datetime, interval: Interval, limit: int = 1000
+    ) -> list[Bar]:
         """OHLC bars of `symbol` in [start, end), oldest first, UTC-calendar aligned (see `bars_sql` for volume)."""
         sql = schema.bars_sql(interval, self.prefix)
         rows = await self._fetch(sql, [symbol, _bound(start), _bound(end), _limit(limit)])
@@ -86,9 +94,19 @@ class QuestDBReader:
         """Recent alerts as `Alert.to_dict()`-shaped dicts, newest first."""
         params: list[Any] = ([symbol] if symbol is not None else []) + [_limit(limit)]
         rows = await self._fetch(schema.alerts_sql(symbol is not None, self.prefix), params)
-        return [{"timestamp": format_timestamp(schema.utc(ts)), "rule": rule, "kind": kind, "symbol": sym,
-                 "message": message, "price": price, "value": value, "threshold": threshold}
-                for ts, rule, kind, sym, message, price, value, threshold in rows]
+        return [
+            {
+                "timestamp": format_timestamp(schema.utc(ts)),
+                "rule": rule,
+                "kind": kind,
+                "symbol": sym,
+                "message": message,
+                "price": price,
+                "value": value,
+                "threshold": threshold,
+            }
+            for ts, rule, kind, sym, message, price, value, threshold in rows
+        ]
 
     async def close(self) -> None:
         async with self._lock:
@@ -98,9 +116,14 @@ class QuestDBReader:
         async with self._lock:
             if self._conn is None or self._conn.closed:
                 self._conn = await psycopg.AsyncConnection.connect(
-                    host=self.config.host, port=self.config.pg_port, user=self.config.username,
-                    password=self.config.password.get_secret_value(), dbname=self.config.database,
-                    autocommit=True, connect_timeout=max(1, round(self.config.request_timeout)))
+                    host=self.config.host,
+                    port=self.config.pg_port,
+                    user=self.config.username,
+                    password=self.config.password.get_secret_value(),
+                    dbname=self.config.database,
+                    autocommit=True,
+                    connect_timeout=max(1, round(self.config.request_timeout)),
+                )
             try:
                 async with self._conn.cursor() as cur:
                     await cur.execute(sql, params)

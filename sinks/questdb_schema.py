@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sinks import ilp
@@ -20,17 +20,36 @@ ALERTS = "alerts"
 
 # name -> QuestDB type, in table order; the designated timestamp is always `timestamp`.
 QUOTE_COLUMNS: dict[str, str] = {
-    "timestamp": "TIMESTAMP", "symbol": "SYMBOL", "price": "DOUBLE", "open": "DOUBLE", "high": "DOUBLE",
-    "low": "DOUBLE", "prev_close": "DOUBLE", "change": "DOUBLE", "change_percent": "DOUBLE", "volume": "LONG",
-    "market_status": "SYMBOL", "data_source": "SYMBOL", "received_at": "TIMESTAMP",
+    "timestamp": "TIMESTAMP",
+    "symbol": "SYMBOL",
+    "price": "DOUBLE",
+    "open": "DOUBLE",
+    "high": "DOUBLE",
+    "low": "DOUBLE",
+    "prev_close": "DOUBLE",
+    "change": "DOUBLE",
+    "change_percent": "DOUBLE",
+    "volume": "LONG",
+    "market_status": "SYMBOL",
+    "data_source": "SYMBOL",
+    "received_at": "TIMESTAMP",
 }
 MARKET_STATUS_COLUMNS: dict[str, str] = {
-    "timestamp": "TIMESTAMP", "status": "SYMBOL", "previous": "SYMBOL", "next_status": "SYMBOL",
+    "timestamp": "TIMESTAMP",
+    "status": "SYMBOL",
+    "previous": "SYMBOL",
+    "next_status": "SYMBOL",
     "next_change": "TIMESTAMP",
 }
 ALERT_COLUMNS: dict[str, str] = {
-    "timestamp": "TIMESTAMP", "symbol": "SYMBOL", "rule": "SYMBOL", "kind": "SYMBOL", "message": "STRING",
-    "price": "DOUBLE", "value": "DOUBLE", "threshold": "DOUBLE",
+    "timestamp": "TIMESTAMP",
+    "symbol": "SYMBOL",
+    "rule": "SYMBOL",
+    "kind": "SYMBOL",
+    "message": "STRING",
+    "price": "DOUBLE",
+    "value": "DOUBLE",
+    "threshold": "DOUBLE",
 }
 # Dedup keys make every write idempotent: a retried batch upserts instead of duplicating.
 TABLES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
@@ -44,8 +63,10 @@ def create_table_sql(table: str, prefix: str = "") -> str:
     """`CREATE TABLE IF NOT EXISTS` for one of `TABLES`: WAL, daily partitions, dedup upsert keys."""
     columns, keys = TABLES[table]
     cols = ", ".join(f"{name} {kind}" for name, kind in columns.items())
-    return (f"CREATE TABLE IF NOT EXISTS {prefix}{table} ({cols}) TIMESTAMP(timestamp) PARTITION BY DAY WAL "
-            f"DEDUP UPSERT KEYS({', '.join(keys)})")
+    return (
+        f"CREATE TABLE IF NOT EXISTS {prefix}{table} ({cols}) TIMESTAMP(timestamp) PARTITION BY DAY WAL "
+        f"DEDUP UPSERT KEYS({', '.join(keys)})"
+    )
 
 
 # --- write side: entry -> row ---------------------------------------------------------------------
@@ -76,9 +97,17 @@ def quote_row(u: StockUpdate, prefix: str = "") -> Row:
     return Row(
         f"{prefix}{QUOTES}",
         {"symbol": u.symbol, "market_status": u.market_status.value, "data_source": u.data_source},
-        {"price": float(u.price), "open": _float(u.open), "high": _float(u.high), "low": _float(u.low),
-         "prev_close": _float(u.prev_close), "change": _float(u.change), "change_percent": _float(u.change_percent),
-         "volume": u.volume, "received_at": u.received_at},
+        {
+            "price": float(u.price),
+            "open": _float(u.open),
+            "high": _float(u.high),
+            "low": _float(u.low),
+            "prev_close": _float(u.prev_close),
+            "change": _float(u.change),
+            "change_percent": _float(u.change_percent),
+            "volume": u.volume,
+            "received_at": u.received_at,
+        },
         u.timestamp,
     )
 
@@ -89,12 +118,16 @@ def quote_line(u: StockUpdate, prefix: str = "") -> str:
     differently in ILP) takes the general path."""
     p, o, h, lo, pc, c, cp = u.price, u.open, u.high, u.low, u.prev_close, u.change, u.change_percent
     if type(p) is type(o) is type(h) is type(lo) is type(pc) is type(c) is type(cp) is float:
-        fields = (f"price={p!r},open={o!r},high={h!r},low={lo!r},prev_close={pc!r},change={c!r},"
-                  f"change_percent={cp!r}")  # finite: StockUpdate refuses nan and inf
+        fields = (
+            f"price={p!r},open={o!r},high={h!r},low={lo!r},prev_close={pc!r},change={c!r},"
+            f"change_percent={cp!r}"
+        )  # finite: StockUpdate refuses nan and inf
         if "e-" not in fields and "e+" not in fields:
-            return (f"{prefix}{QUOTES},symbol={ilp.symbol_text(u.symbol)},market_status={u.market_status.value},"
-                    f"data_source={ilp.symbol_text(u.data_source)} {fields},volume={u.volume}i,"
-                    f"received_at={ilp.cached_micros(u.received_at)}t {ilp.cached_micros(u.timestamp) * 1000}\n")
+            return (
+                f"{prefix}{QUOTES},symbol={ilp.symbol_text(u.symbol)},market_status={u.market_status.value},"
+                f"data_source={ilp.symbol_text(u.data_source)} {fields},volume={u.volume}i,"
+                f"received_at={ilp.cached_micros(u.received_at)}t {ilp.cached_micros(u.timestamp) * 1000}\n"
+            )
     r = quote_row(u, prefix)
     return ilp.line(r.table, r.symbols, r.columns, r.at)
 
@@ -104,12 +137,22 @@ def quote_payload_row(p: dict[str, Any], prefix: str = "") -> Row:
     payload raises (KeyError, TypeError, ValueError) and is rejected."""
     return Row(
         f"{prefix}{QUOTES}",
-        {"symbol": str(p["symbol"]), "market_status": MarketStatus(p["market_status"]).value,
-         "data_source": str(p["data_source"])},
-        {"price": float(p["price"]), "open": _float(p.get("open")), "high": _float(p.get("high")),
-         "low": _float(p.get("low")), "prev_close": _float(p.get("prev_close")), "change": _float(p.get("change")),
-         "change_percent": _float(p.get("change_percent")), "volume": int(p["volume"]),
-         "received_at": _ts(p.get("received_at"))},
+        {
+            "symbol": str(p["symbol"]),
+            "market_status": MarketStatus(p["market_status"]).value,
+            "data_source": str(p["data_source"]),
+        },
+        {
+            "price": float(p["price"]),
+            "open": _float(p.get("open")),
+            "high": _float(p.get("high")),
+            "low": _float(p.get("low")),
+            "prev_close": _float(p.get("prev_close")),
+            "change": _float(p.get("change")),
+            "change_percent": _float(p.get("change_percent")),
+            "volume": int(p["volume"]),
+            "received_at": _ts(p.get("received_at")),
+        },
         parse_timestamp(p["timestamp"]),
     )
 
@@ -118,17 +161,28 @@ def market_status_row(p: dict[str, Any], prefix: str = "") -> Row:
     """From `MarketStatusChanged.to_dict()`."""
     status = MarketStatus(p["status"]).value
     optional = {k: MarketStatus(p[k]).value if p.get(k) else None for k in ("previous", "next_status")}
-    return Row(f"{prefix}{MARKET_STATUS}", {"status": status, **optional},
-               {"next_change": _ts(p.get("next_change"))}, parse_timestamp(p["at"]))
+    return Row(
+        f"{prefix}{MARKET_STATUS}",
+        {"status": status, **optional},
+        {"next_change": _ts(p.get("next_change"))},
+        parse_timestamp(p["at"]),
+    )
 
 
 def alert_row(p: dict[str, Any], prefix: str = "") -> Row:
     """From `Alert.to_dict()`; a system alert has no symbol (NULL)."""
     symbol = p.get("symbol")
-    return Row(f"{prefix}{ALERTS}", {"symbol": str(symbol) if symbol else None, "rule": str(p["rule"]),
-                                     "kind": p.get("kind")},
-               {"message": p.get("message"), "price": _float(p.get("price")), "value": _float(p.get("value")),
-                "threshold": _float(p.get("threshold"))}, parse_timestamp(p["timestamp"]))
+    return Row(
+        f"{prefix}{ALERTS}",
+        {"symbol": str(symbol) if symbol else None, "rule": str(p["rule"]), "kind": p.get("kind")},
+        {
+            "message": p.get("message"),
+            "price": _float(p.get("price")),
+            "value": _float(p.get("value")),
+            "threshold": _float(p.get("threshold")),
+        },
+        parse_timestamp(p["timestamp"]),
+    )
 
 
 def row_for(entry: Entry, prefix: str = "") -> Row:
@@ -157,15 +211,19 @@ def latest_sql(n_symbols: int | None, prefix: str = "") -> str:
 
 def history_sql(prefix: str = "") -> str:
     """Raw rows of one symbol in [start, end), oldest first; parameters: symbol, start, end, limit."""
-    return (f"SELECT {_QUOTE_SELECT} FROM {prefix}{QUOTES} WHERE symbol = %s AND timestamp >= %s "
-            f"AND timestamp < %s ORDER BY timestamp LIMIT %s")
+    return (
+        f"SELECT {_QUOTE_SELECT} FROM {prefix}{QUOTES} WHERE symbol = %s AND timestamp >= %s "
+        f"AND timestamp < %s ORDER BY timestamp LIMIT %s"
+    )
 
 
 def alerts_sql(with_symbol: bool, prefix: str = "") -> str:
     """Recent alerts, newest first; parameters: [symbol,] limit."""
     where = "WHERE symbol = %s " if with_symbol else ""
-    return (f"SELECT timestamp, rule, kind, symbol, message, price, value, threshold FROM {prefix}{ALERTS} "
-            f"{where}ORDER BY timestamp DESC LIMIT %s")
+    return (
+        f"SELECT timestamp, rule, kind, symbol, message, price, value, threshold FROM {prefix}{ALERTS} "
+        f"{where}ORDER BY timestamp DESC LIMIT %s"
+    )
 
 
 def bars_sql(interval: str, prefix: str = "") -> str:
@@ -177,24 +235,34 @@ def bars_sql(interval: str, prefix: str = "") -> str:
     if interval not in INTERVALS:  # SAMPLE BY cannot be a bound parameter: only whitelisted text goes in
         raise ValueError(f"interval must be one of {', '.join(INTERVALS)}, got {interval!r}")
     volume = "max(volume)" if interval == "1d" else "max(volume) - min(volume)"
-    return (f"SELECT timestamp, first(price), max(price), min(price), last(price), {volume}, count() "
-            f"FROM {prefix}{QUOTES} WHERE symbol = %s AND timestamp >= %s AND timestamp < %s "
-            f"SAMPLE BY {interval} ALIGN TO CALENDAR LIMIT %s")
+    return (
+        f"SELECT timestamp, first(price), max(price), min(price), last(price), {volume}, count() "
+        f"FROM {prefix}{QUOTES} WHERE symbol = %s AND timestamp >= %s AND timestamp < %s "
+        f"SAMPLE BY {interval} ALIGN TO CALENDAR LIMIT %s"
+    )
 
 
 def utc(ts: datetime) -> datetime:
     """QuestDB returns TIMESTAMP as a naive UTC value over PG wire."""
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def quote_from_record(rec: Sequence[Any]) -> StockUpdate:
     """A `SELECT {QUOTE_COLUMNS}` record back into the model."""
-    r = dict(zip(QUOTE_COLUMNS, rec))
+    r = dict(zip(QUOTE_COLUMNS, rec, strict=False))
     ts = utc(r["timestamp"])
     return StockUpdate(
-        symbol=r["symbol"], price=r["price"], timestamp=ts, data_source=r["data_source"] or "unknown",
-        volume=r["volume"] or 0, open=r["open"], high=r["high"], low=r["low"], prev_close=r["prev_close"],
-        change=r["change"], change_percent=r["change_percent"],
+        symbol=r["symbol"],
+        price=r["price"],
+        timestamp=ts,
+        data_source=r["data_source"] or "unknown",
+        volume=r["volume"] or 0,
+        open=r["open"],
+        high=r["high"],
+        low=r["low"],
+        prev_close=r["prev_close"],
+        change=r["change"],
+        change_percent=r["change_percent"],
         market_status=MarketStatus(r["market_status"] or MarketStatus.OPEN.value),
         received_at=utc(r["received_at"]) if r["received_at"] else ts,
     )

@@ -19,8 +19,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from streamer.bus import EventBus, Overflow
 from streamer.config import OutboxConfig, ReconnectConfig
 from streamer.events import Alert, ConnectionStatusChanged
-from streamer.model import utc_now
 from streamer.metrics import COMPONENTS, SINK_DELIVERED, SINK_RECONNECTS, SINK_REJECTED
+from streamer.model import utc_now
 
 from .base import Backend, Entry, Rejected
 from .outbox import Outbox, OutboxFull, fitting
@@ -73,19 +73,26 @@ class OutboxSink:
         self._idle = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._ever_connected = False
-        self._expo = wait_exponential_jitter(multiplier=reconnect.initial_delay, max=reconnect.max_delay,
-                                             jitter=reconnect.initial_delay)
+        self._expo = wait_exponential_jitter(
+            multiplier=reconnect.initial_delay, max=reconnect.max_delay, jitter=reconnect.initial_delay
+        )
 
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def start(self, bus: EventBus) -> None:
         self._bus = bus
         # Appending to the outbox is fast and local, so waiting (rather than dropping) on overflow is safe.
-        bus.subscribe(self.name, self._on_events, self.backend.event_types, maxsize=10_000,
-                      overflow=Overflow.WAIT, wait_timeout=30, batch=EVENTS_PER_APPEND)
+        bus.subscribe(
+            self.name,
+            self._on_events,
+            self.backend.event_types,
+            maxsize=10_000,
+            overflow=Overflow.WAIT,
+            wait_timeout=30,
+            batch=EVENTS_PER_APPEND,
+        )
         if self.outbox.depth:
-            log.info("sink.outbox_recovered sink=%s pending=%d delivering after connect", self.name,
-                     self.outbox.depth)
+            log.info("sink.outbox_recovered sink=%s pending=%d delivering after connect", self.name, self.outbox.depth)
             self._pending.set()
         COMPONENTS.register(f"sink:{self.name}", self._gauges)
         await self._set_state(SinkState.CONNECTING)
@@ -97,7 +104,7 @@ class OutboxSink:
         if self.state in (SinkState.CONNECTING, SinkState.CONNECTED) and self.outbox.depth:
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if self._task:
             self._task.cancel()
@@ -106,31 +113,67 @@ class OutboxSink:
             await self.backend.close()
         finally:
             if self._spill and not self._store_spill():
-                log.error("sink.spill_lost sink=%s lost=%d the outbox could not store them before exit (%s: %s)",
-                          self.name, rows(self._spill), self.outbox.path, self._unwritable)
+                log.error(
+                    "sink.spill_lost sink=%s lost=%d the outbox could not store them before exit (%s: %s)",
+                    self.name,
+                    rows(self._spill),
+                    self.outbox.path,
+                    self._unwritable,
+                )
             if self.outbox.depth:
-                log.warning("sink.stopped_with_backlog sink=%s pending=%d kept in %s for the next start",
-                            self.name, self.outbox.depth, self.outbox.path)
+                log.warning(
+                    "sink.stopped_with_backlog sink=%s pending=%d kept in %s for the next start",
+                    self.name,
+                    self.outbox.depth,
+                    self.outbox.path,
+                )
             self.outbox.close()
             COMPONENTS.unregister(f"sink:{self.name}")
             await self._set_state(SinkState.STOPPED)
 
     def status(self) -> dict[str, Any]:
         age = self.outbox.oldest_age() if self.outbox.depth else None
-        return {"state": self.state.value, "attempt": self.attempt, "last_error": self.last_error,
-                "outbox_depth": self.outbox.depth, "outbox_oldest_age_seconds": age,
-                "outbox_unwritable": self._unwritable, "held_in_memory": rows(self._spill),
-                "delivered": self.delivered, "rejected": self.rejected, "refused": self.refused,
-                "reconnects": self.reconnects, "delivery_lag_seconds": self.delivery_lag}
+        return {
+            "state": self.state.value,
+            "attempt": self.attempt,
+            "last_error": self.last_error,
+            "outbox_depth": self.outbox.depth,
+            "outbox_oldest_age_seconds": age,
+            "outbox_unwritable": self._unwritable,
+            "held_in_memory": rows(self._spill),
+            "delivered": self.delivered,
+            "rejected": self.rejected,
+            "refused": self.refused,
+            "reconnects": self.reconnects,
+            "delivery_lag_seconds": self.delivery_lag,
+        }
 
     def _gauges(self):
         labels = {"sink": self.name}
-        yield "streamer_sink_outbox_depth", "Rows (quotes, records) waiting in the sink's outbox", labels, self.outbox.depth
-        yield ("streamer_sink_outbox_oldest_age_seconds", "Age of the oldest entry in the outbox", labels,
-               self.outbox.oldest_age() or 0.0 if self.outbox.depth else 0.0)
-        yield ("streamer_sink_delivery_lag_seconds", "Outbox-to-backend time of the last write", labels,
-               self.delivery_lag or 0.0)
-        yield "streamer_sink_connected", "1 when the sink is connected", labels, float(self.state is SinkState.CONNECTED)
+        yield (
+            "streamer_sink_outbox_depth",
+            "Rows (quotes, records) waiting in the sink's outbox",
+            labels,
+            self.outbox.depth,
+        )
+        yield (
+            "streamer_sink_outbox_oldest_age_seconds",
+            "Age of the oldest entry in the outbox",
+            labels,
+            self.outbox.oldest_age() or 0.0 if self.outbox.depth else 0.0,
+        )
+        yield (
+            "streamer_sink_delivery_lag_seconds",
+            "Outbox-to-backend time of the last write",
+            labels,
+            self.delivery_lag or 0.0,
+        )
+        yield (
+            "streamer_sink_connected",
+            "1 when the sink is connected",
+            labels,
+            float(self.state is SinkState.CONNECTED),
+        )
 
     # --- bus side --------------------------------------------------------------------------------
 
@@ -144,8 +187,12 @@ class OutboxSink:
         except OutboxFull as e:
             self._spill = []
             self.refused += e.refused
-            log.error("sink.outbox_full sink=%s refused=%d limit=%d: new entries are refused until the "
-                      "backend catches up", self.name, e.refused, self.outbox.max_entries)
+            log.error(
+                "sink.outbox_full sink=%s refused=%d limit=%d: new entries are refused until the backend catches up",
+                self.name,
+                e.refused,
+                self.outbox.max_entries,
+            )
             await self._alert_full(e)
         except sqlite3.Error as e:
             await self._hold(batch, e)
@@ -164,27 +211,47 @@ class OutboxSink:
         lost = rows(batch) - rows(self._spill)
         if lost:
             self.refused += lost
-            log.error("sink.spill_full sink=%s refused=%d: the outbox cannot write and %d rows already wait "
-                      "in memory", self.name, lost, rows(self._spill))
+            log.error(
+                "sink.spill_full sink=%s refused=%d: the outbox cannot write and %d rows already wait in memory",
+                self.name,
+                lost,
+                rows(self._spill),
+            )
         if self._unwritable is not None:
             return
         self._unwritable = describe(error)
-        log.error("sink.outbox_unwritable sink=%s path=%s reason=%s: new entries are held in memory (%d rows "
-                  "now) until the outbox can write again; free space on that disk", self.name, self.outbox.path,
-                  self._unwritable, rows(self._spill))
+        log.error(
+            "sink.outbox_unwritable sink=%s path=%s reason=%s: new entries are held in memory (%d rows "
+            "now) until the outbox can write again; free space on that disk",
+            self.name,
+            self.outbox.path,
+            self._unwritable,
+            rows(self._spill),
+        )
         if self._bus is not None and not self._bus.closed:
-            await self._bus.publish(Alert(
-                rule="outbox_unwritable", kind="system", symbol=None, at=utc_now(),
-                # No path in the text: alerts are served over HTTP and WebSocket (the log line names it).
-                message=f"{self.name} outbox cannot write ({self._unwritable}); new entries are held in memory "
-                        "until the disk of data_dir has room again",
-                value=float(rows(self._spill)), threshold=float(self.outbox.max_entries)))
+            await self._bus.publish(
+                Alert(
+                    rule="outbox_unwritable",
+                    kind="system",
+                    symbol=None,
+                    at=utc_now(),
+                    # No path in the text: alerts are served over HTTP and WebSocket (the log line names it).
+                    message=f"{self.name} outbox cannot write ({self._unwritable}); new entries are held in memory "
+                    "until the disk of data_dir has room again",
+                    value=float(rows(self._spill)),
+                    threshold=float(self.outbox.max_entries),
+                )
+            )
 
     async def _writable_again(self) -> None:
         if self._unwritable is None:
             return
-        log.info("sink.outbox_writable sink=%s path=%s pending=%d: entries held in memory are stored",
-                 self.name, self.outbox.path, self.outbox.depth)
+        log.info(
+            "sink.outbox_writable sink=%s path=%s pending=%d: entries held in memory are stored",
+            self.name,
+            self.outbox.path,
+            self.outbox.depth,
+        )
         self._unwritable = None
 
     def _store_spill(self) -> bool:
@@ -204,11 +271,18 @@ class OutboxSink:
         if self._full_alerted or self._bus is None or self._bus.closed:
             return
         self._full_alerted = True
-        await self._bus.publish(Alert(
-            rule="outbox_full", kind="system", symbol=None, at=utc_now(),
-            message=f"{self.name} outbox is full ({self.outbox.max_entries} entries): new entries are refused "
-                    f"until {self.name} is reachable again ({self.last_error or 'backend unreachable'})",
-            value=float(self.outbox.depth), threshold=float(self.outbox.max_entries)))
+        await self._bus.publish(
+            Alert(
+                rule="outbox_full",
+                kind="system",
+                symbol=None,
+                at=utc_now(),
+                message=f"{self.name} outbox is full ({self.outbox.max_entries} entries): new entries are refused "
+                f"until {self.name} is reachable again ({self.last_error or 'backend unreachable'})",
+                value=float(self.outbox.depth),
+                threshold=float(self.outbox.max_entries),
+            )
+        )
 
     # --- delivery side ---------------------------------------------------------------------------
 
@@ -229,8 +303,9 @@ class OutboxSink:
                 self.last_error = describe(e)
                 self.reconnects += 1
                 SINK_RECONNECTS.labels(self.name).inc()
-                log.warning("sink.connection_lost sink=%s pending=%d reason=%s", self.name, self.outbox.depth,
-                            self.last_error)
+                log.warning(
+                    "sink.connection_lost sink=%s pending=%d reason=%s", self.name, self.outbox.depth, self.last_error
+                )
                 await self._set_state(SinkState.RECONNECTING, self.last_error)
 
     async def _connect(self) -> None:
@@ -260,8 +335,14 @@ class OutboxSink:
             new = SinkState.FAILED
         else:
             new = SinkState.RECONNECTING if self._ever_connected else SinkState.CONNECTING
-        log.warning("sink.connect_failed sink=%s attempt=%d retry_in=%.1fs pending=%d reason=%s", self.name,
-                    state.attempt_number, delay, self.outbox.depth, self.last_error)
+        log.warning(
+            "sink.connect_failed sink=%s attempt=%d retry_in=%.1fs pending=%d reason=%s",
+            self.name,
+            state.attempt_number,
+            delay,
+            self.outbox.depth,
+            self.last_error,
+        )
         await self._set_state(new, self.last_error)
 
     async def _deliver(self) -> None:
@@ -274,7 +355,7 @@ class OutboxSink:
                 if self._spill:  # held entries: try the disk again soon even if no new event comes
                     try:
                         await asyncio.wait_for(self._pending.wait(), self.reconnect.initial_delay)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                     continue
                 self._idle.set()
@@ -305,18 +386,28 @@ class OutboxSink:
         SINK_DELIVERED.labels(self.name).inc(rows(batch) - refused)
         SINK_REJECTED.labels(self.name).inc(refused)
         for e in rejection.entries[:20]:
-            log.error("sink.rejected sink=%s kind=%s entry=%s reason=%s", self.name, e.kind, e.payload,
-                      rejection.reason)
+            log.error(
+                "sink.rejected sink=%s kind=%s entry=%s reason=%s", self.name, e.kind, e.payload, rejection.reason
+            )
         if len(rejection.entries) > 20:
-            log.error("sink.rejected sink=%s %d more entries rejected for the same reason", self.name,
-                      len(rejection.entries) - 20)
+            log.error(
+                "sink.rejected sink=%s %d more entries rejected for the same reason",
+                self.name,
+                len(rejection.entries) - 20,
+            )
 
     async def _set_state(self, state: SinkState, reason: str | None = None) -> None:
         if state is self.state:
             return
         previous, self.state = self.state, state
-        log.info("sink.state sink=%s state=%s previous=%s%s", self.name, state.value, previous.value,
-                 f" reason={reason}" if reason else "")
+        log.info(
+            "sink.state sink=%s state=%s previous=%s%s",
+            self.name,
+            state.value,
+            previous.value,
+            f" reason={reason}" if reason else "",
+        )
         if self._bus is not None and not self._bus.closed:
-            await self._bus.publish(ConnectionStatusChanged(self.name, state.value, previous.value, reason,
-                                                            self.attempt))
+            await self._bus.publish(
+                ConnectionStatusChanged(self.name, state.value, previous.value, reason, self.attempt)
+            )

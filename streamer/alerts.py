@@ -36,10 +36,17 @@ def check_change_percent(rule: AlertRule, update: StockUpdate) -> Alert | None:
     if pct is None or abs(pct) < rule.threshold:
         return None
     direction = "up" if pct > 0 else "down"
-    return Alert(rule.name, rule.kind, update.symbol,
-                 f"{update.symbol} {direction} {abs(pct):.2f}% vs the previous close "
-                 f"(threshold {rule.threshold:g}%), price {update.price:g}",
-                 update.timestamp, update.price, pct, rule.threshold)
+    return Alert(
+        rule.name,
+        rule.kind,
+        update.symbol,
+        f"{update.symbol} {direction} {abs(pct):.2f}% vs the previous close "
+        f"(threshold {rule.threshold:g}%), price {update.price:g}",
+        update.timestamp,
+        update.price,
+        pct,
+        rule.threshold,
+    )
 
 
 def check_price_cross(rule: AlertRule, update: StockUpdate, previous: float | None) -> Alert | None:
@@ -53,9 +60,16 @@ def check_price_cross(rule: AlertRule, update: StockUpdate, previous: float | No
         direction = "fell below"
     else:
         return None
-    return Alert(rule.name, rule.kind, update.symbol,
-                 f"{update.symbol} {direction} {level:g} (from {previous:g} to {update.price:g})",
-                 update.timestamp, update.price, update.price, level)
+    return Alert(
+        rule.name,
+        rule.kind,
+        update.symbol,
+        f"{update.symbol} {direction} {level:g} (from {previous:g} to {update.price:g})",
+        update.timestamp,
+        update.price,
+        update.price,
+        level,
+    )
 
 
 def volume_delta(previous: StockUpdate | None, update: StockUpdate, tz: ZoneInfo) -> int | None:
@@ -69,7 +83,7 @@ def volume_delta(previous: StockUpdate | None, update: StockUpdate, tz: ZoneInfo
 
 def check_volume_spike(rule: AlertRule, update: StockUpdate, delta: int, recent: Sequence[int]) -> Alert | None:
     """`delta` >= threshold × the average of the last `window` deltas (needs MIN_VOLUME_SAMPLES of them)."""
-    baseline = list(recent)[-rule.window:]
+    baseline = list(recent)[-rule.window :]
     if len(baseline) < min(MIN_VOLUME_SAMPLES, rule.window) or delta <= 0:
         return None
     average = sum(baseline) / len(baseline)
@@ -78,10 +92,17 @@ def check_volume_spike(rule: AlertRule, update: StockUpdate, delta: int, recent:
     ratio = delta / average
     if ratio < rule.threshold:
         return None
-    return Alert(rule.name, rule.kind, update.symbol,
-                 f"{update.symbol} traded {delta:,} in one cycle, {ratio:.1f}x the average {average:,.0f} of the "
-                 f"last {len(baseline)} (threshold {rule.threshold:g}x)",
-                 update.timestamp, update.price, round(ratio, 4), rule.threshold)
+    return Alert(
+        rule.name,
+        rule.kind,
+        update.symbol,
+        f"{update.symbol} traded {delta:,} in one cycle, {ratio:.1f}x the average {average:,.0f} of the "
+        f"last {len(baseline)} (threshold {rule.threshold:g}x)",
+        update.timestamp,
+        update.price,
+        round(ratio, 4),
+        rule.threshold,
+    )
 
 
 def cooling_down(last_fired: datetime | None, at: datetime, cooldown: float) -> bool:
@@ -152,8 +173,7 @@ class AlertEngine:
             if watch and update.symbol not in watch:
                 continue
             alert = self._check(rule, update, previous, delta, state.deltas)
-            if alert is None or cooling_down(self._last_fired.get((rule.name, update.symbol)), alert.at,
-                                             rule.cooldown):
+            if alert is None or cooling_down(self._last_fired.get((rule.name, update.symbol)), alert.at, rule.cooldown):
                 continue
             self._last_fired[(rule.name, update.symbol)] = alert.at
             alerts.append(alert)
@@ -164,8 +184,9 @@ class AlertEngine:
         return alerts
 
     @staticmethod
-    def _check(rule: AlertRule, update: StockUpdate, previous: StockUpdate | None, delta: int | None,
-               deltas: deque[int]) -> Alert | None:
+    def _check(
+        rule: AlertRule, update: StockUpdate, previous: StockUpdate | None, delta: int | None, deltas: deque[int]
+    ) -> Alert | None:
         if rule.kind == "change_percent":
             return check_change_percent(rule, update)
         if rule.kind == "price_cross":
@@ -189,8 +210,9 @@ class AlertEngine:
 
     def _subscribe(self, bus: EventBus) -> None:
         # Evaluating is fast and local: waiting briefly beats losing a cycle's quotes under a burst.
-        self._sub = bus.subscribe(self.name, self._on_event, [EventType.STOCK_UPDATE], maxsize=1000,
-                                  overflow=Overflow.WAIT, wait_timeout=5)
+        self._sub = bus.subscribe(
+            self.name, self._on_event, [EventType.STOCK_UPDATE], maxsize=1000, overflow=Overflow.WAIT, wait_timeout=5
+        )
 
     async def stop(self, timeout: float = 5.0) -> None:
         if self._bus is not None and self._sub in self._bus.subscriptions:
@@ -200,8 +222,13 @@ class AlertEngine:
 
     def status(self) -> dict[str, Any]:
         state = "disabled" if not self.rules else "running" if self._sub is not None else "stopped"
-        return {"state": state, "rules": len(self.rules), "evaluated": self.evaluated, "fired": self.fired,
-                "recent": len(self._recent)}
+        return {
+            "state": state,
+            "rules": len(self.rules),
+            "evaluated": self.evaluated,
+            "fired": self.fired,
+            "recent": len(self._recent),
+        }
 
     async def _on_event(self, event: Any) -> None:
         if not isinstance(event, QuoteBatch):

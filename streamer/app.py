@@ -60,10 +60,14 @@ def build_providers(config: Config, clock: Clock | None, schedule: MarketSchedul
 
         replay = config.providers.replay
         session = load_session(replay.file)
-        clock = clock or DemoClock(session, replay.speed, loop=replay.loop,
-                                   next_trading_day=schedule.next_trading_day)
-        log.info("provider.replay file=%s rows=%d symbols=%d speed=%gx", replay.file or "built-in demo session",
-                 len(session.rows), len(session.symbols), replay.speed)
+        clock = clock or DemoClock(session, replay.speed, loop=replay.loop, next_trading_day=schedule.next_trading_day)
+        log.info(
+            "provider.replay file=%s rows=%d symbols=%d speed=%gx",
+            replay.file or "built-in demo session",
+            len(session.rows),
+            len(session.symbols),
+            replay.speed,
+        )
         return [ReplayProvider(session, clock)], clock
 
     clock = clock or SystemClock()
@@ -72,13 +76,16 @@ def build_providers(config: Config, clock: Clock | None, schedule: MarketSchedul
         if name == "stooq" and config.providers.stooq.enabled:
             from providers.stooq import StooqProvider
 
-            members.append(Throttled(StooqProvider(config.providers.stooq, clock=clock),
-                                     config.providers.stooq.interval, clock))
+            members.append(
+                Throttled(StooqProvider(config.providers.stooq, clock=clock), config.providers.stooq.interval, clock)
+            )
         elif name == "alpha_vantage" and config.providers.alpha_vantage.enabled:
             av = config.providers.alpha_vantage
             if av.apikey is None:
-                log.warning("provider.skipped provider=alpha_vantage reason=no API key "
-                            "(set providers.alpha_vantage.apikey, e.g. from ${ALPHAVANTAGE_API_KEY})")
+                log.warning(
+                    "provider.skipped provider=alpha_vantage reason=no API key "
+                    "(set providers.alpha_vantage.apikey, e.g. from ${ALPHAVANTAGE_API_KEY})"
+                )
                 continue
             from providers.alpha_vantage import AlphaVantageProvider
 
@@ -97,18 +104,22 @@ def build_sinks(config: Config) -> list[Sink]:
     if qdb.enabled:
         from sinks.questdb import QuestDBBackend
 
-        sinks.append(OutboxSink(QuestDBBackend(qdb), data_dir=config.data_dir, reconnect=qdb.reconnect,
-                                outbox=qdb.outbox))
+        sinks.append(
+            OutboxSink(QuestDBBackend(qdb), data_dir=config.data_dir, reconnect=qdb.reconnect, outbox=qdb.outbox)
+        )
     pb = config.sinks.pocketbase
     if pb.enabled:
         if pb.admin_password is None:
-            log.warning("sink.skipped sink=pocketbase reason=no superuser password "
-                        "(set sinks.pocketbase.admin_password, e.g. from ${PB_ADMIN_PASSWORD})")
+            log.warning(
+                "sink.skipped sink=pocketbase reason=no superuser password "
+                "(set sinks.pocketbase.admin_password, e.g. from ${PB_ADMIN_PASSWORD})"
+            )
         else:
             from sinks.pocketbase import PocketBaseBackend
 
-            sinks.append(OutboxSink(PocketBaseBackend(pb), data_dir=config.data_dir, reconnect=pb.reconnect,
-                                    outbox=pb.outbox))
+            sinks.append(
+                OutboxSink(PocketBaseBackend(pb), data_dir=config.data_dir, reconnect=pb.reconnect, outbox=pb.outbox)
+            )
     return sinks
 
 
@@ -132,8 +143,9 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
         pocketbase_url = config.sinks.pocketbase.url if config.sinks.pocketbase.enabled else None
         ws = WebSocketServer(config.websocket, pocketbase_url=pocketbase_url, symbols=symbols)
         components.append(ws)
-    manager = RealTimeStreamManager(config, provider=FallbackChain(members), schedule=schedule, clock=clock,
-                                    symbols=symbols, sinks=components)
+    manager = RealTimeStreamManager(
+        config, provider=FallbackChain(members), schedule=schedule, clock=clock, symbols=symbols, sinks=components
+    )
     reader = http = None
     if config.http.enabled:
         from .http import HttpApi
@@ -143,8 +155,15 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
 
             reader = QuestDBReader(config.sinks.questdb)
         # Started last and stopped first: health and metrics describe every other component.
-        http = HttpApi(config.http, manager=manager, securities=securities, reader=reader,
-                       history=ws.history if ws else None, components=list(components), alerts=alerts)
+        http = HttpApi(
+            config.http,
+            manager=manager,
+            securities=securities,
+            reader=reader,
+            history=ws.history if ws else None,
+            components=list(components),
+            alerts=alerts,
+        )
         manager.sinks.append(http)
     return Daemon(manager, clock, schedule, reader, alerts=alerts, ws=ws, http=http)
 
@@ -159,8 +178,10 @@ def status_line(manager: RealTimeStreamManager, report: CycleReport) -> str:
             continue
         clients += int(status.get("clients") or 0) + int(status.get("sse_clients") or 0)
         outbox += int(status.get("outbox_depth") or 0)
-    return (f"{report.status.value}: cycle {report.cycle}, {report.published} of {len(manager.symbols)} symbols "
-            f"updated, {clients} clients, outbox {outbox}")
+    return (
+        f"{report.status.value}: cycle {report.cycle}, {report.published} of {len(manager.symbols)} symbols "
+        f"updated, {clients} clients, outbox {outbox}"
+    )
 
 
 def freeze_startup_heap() -> None:
@@ -171,9 +192,13 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-async def run_daemon(config: Config, *, config_path: Path | None = None,
-                     prepare: Callable[[Config], Config] = lambda c: c,
-                     on_secrets: Callable[[Config], None] = lambda c: None) -> int:
+async def run_daemon(
+    config: Config,
+    *,
+    config_path: Path | None = None,
+    prepare: Callable[[Config], Config] = lambda c: c,
+    on_secrets: Callable[[Config], None] = lambda c: None,
+) -> int:
     """Run until SIGINT/SIGTERM, re-reading `config_path` on SIGHUP; exit code 0 after a clean drain.
 
     Under systemd ($NOTIFY_SOCKET) it reports READY=1 once every component has started, WATCHDOG=1 from the
@@ -201,9 +226,13 @@ async def run_daemon(config: Config, *, config_path: Path | None = None,
     loop.add_signal_handler(signal.SIGHUP, reload)
     interval = watchdog_interval()
     watchdog = asyncio.create_task(keep_alive(notifier, interval)) if notifier.enabled and interval else None
-    log.info("daemon.starting symbols=%d providers=%s notify=%s watchdog=%s", len(manager.symbols),
-             ",".join(config.providers.chain), "on" if notifier.enabled else "off",
-             f"{interval:g}s" if watchdog else "off")
+    log.info(
+        "daemon.starting symbols=%d providers=%s notify=%s watchdog=%s",
+        len(manager.symbols),
+        ",".join(config.providers.chain),
+        "on" if notifier.enabled else "off",
+        f"{interval:g}s" if watchdog else "off",
+    )
     try:
         drained = await daemon.serve()
     finally:

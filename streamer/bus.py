@@ -73,8 +73,9 @@ class EventBus:
             raise ValueError("maxsize must be at least 1")
         if batch is not None and batch < 1:
             raise ValueError("batch must be at least 1")
-        sub = Subscription(name, frozenset(types), handler, asyncio.Queue(maxsize), Overflow(overflow), wait_timeout,
-                           priority, batch)
+        sub = Subscription(
+            name, frozenset(types), handler, asyncio.Queue(maxsize), Overflow(overflow), wait_timeout, priority, batch
+        )
         sub.task = asyncio.get_running_loop().create_task(self._run(sub), name=f"bus:{name}")
         self._subs.append(sub)
         for t in sub.types:
@@ -121,15 +122,20 @@ class EventBus:
     async def _put_waiting(self, sub: Subscription, event: Any) -> None:
         try:
             await asyncio.wait_for(sub.queue.put(event), sub.wait_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._count_drop(sub, f"dropped a new event after waiting {sub.wait_timeout}s")
 
     def _count_drop(self, sub: Subscription, what: str) -> None:
         sub.dropped += 1
         # Log the first drop and then every 100th, so a stalled subscriber cannot flood the log.
         if sub.dropped == 1 or sub.dropped % 100 == 0:
-            log.warning("bus.overflow subscriber=%s %s (queue full at %d; %d dropped so far)",
-                        sub.name, what, sub.queue.maxsize, sub.dropped)
+            log.warning(
+                "bus.overflow subscriber=%s %s (queue full at %d; %d dropped so far)",
+                sub.name,
+                what,
+                sub.queue.maxsize,
+                sub.dropped,
+            )
 
     async def _run(self, sub: Subscription) -> None:
         while True:
@@ -143,8 +149,9 @@ class EventBus:
                 raise
             except Exception:
                 sub.errors += 1
-                log.exception("bus.handler_error subscriber=%s event=%s events=%d", sub.name,
-                              events[0].type.value, len(events))
+                log.exception(
+                    "bus.handler_error subscriber=%s event=%s events=%d", sub.name, events[0].type.value, len(events)
+                )
             finally:
                 for _ in events:
                     sub.queue.task_done()
@@ -154,7 +161,7 @@ class EventBus:
         try:
             await asyncio.wait_for(asyncio.gather(*(s.queue.join() for s in self._subs)), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             left = {s.name: s.depth for s in self._subs if s.depth}
             log.warning("bus.drain_timeout after %.1fs; still queued: %s", timeout, left)
             return False

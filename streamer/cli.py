@@ -68,14 +68,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     masker = setup_logging(config.logging.level, config.logging.format, secrets=_secrets(config))
     try:
         # A reload may bring new secrets: the masker learns them before anything is logged about the new file.
-        return asyncio.run(run_daemon(config, config_path=path, prepare=prepare,
-                                      on_secrets=lambda new: masker.add(_secrets(new))))
+        return asyncio.run(
+            run_daemon(config, config_path=path, prepare=prepare, on_secrets=lambda new: masker.add(_secrets(new)))
+        )
     except (KeyboardInterrupt, SystemExit, ConfigError, ValueError, FileNotFoundError):
         raise  # main() reports bad input in one line
     except BaseException:
         # Through the log, not Python's default hook, so the traceback is masked like every other line.
-        logging.getLogger("streamer.cli").critical("daemon.crashed the daemon stopped on an unexpected error",
-                                                   exc_info=True)
+        logging.getLogger("streamer.cli").critical(
+            "daemon.crashed the daemon stopped on an unexpected error", exc_info=True
+        )
         return EXIT_CRASHED
 
 
@@ -94,9 +96,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     setup_logging(config.logging.level, config.logging.format, secrets=_secrets(config))
     speed = None if args.speed == "max" else float(args.speed)
     summary = asyncio.run(replay_file(config, Path(args.file), speed, progress=sys.stderr.isatty()))
-    print(json.dumps(summary) if args.json else
-          f"replayed {summary['rows']} rows, {summary['symbols']} symbols, {summary['batches']} batches "
-          f"in {summary['seconds']:.2f} s ({summary['rows_per_second']:.0f} rows/s)")
+    print(
+        json.dumps(summary)
+        if args.json
+        else f"replayed {summary['rows']} rows, {summary['symbols']} symbols, {summary['batches']} batches "
+        f"in {summary['seconds']:.2f} s ({summary['rows_per_second']:.0f} rows/s)"
+    )
     return 0
 
 
@@ -118,39 +123,61 @@ def _speed(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamer", description="Real-time WSE quotes into QuestDB, "
-                                     "PocketBase and WebSocket clients.")
+    parser = argparse.ArgumentParser(
+        prog="streamer", description="Real-time WSE quotes into QuestDB, PocketBase and WebSocket clients."
+    )
     parser.add_argument("--version", action="version", version=f"stock-streamer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     config_help = "configuration file (default: $STREAMER_CONFIG, else ./config.yaml if present, else defaults)"
 
-    run = sub.add_parser("run", help="run the daemon", description="Poll the providers and stream quotes "
-                         "to every configured sink until SIGINT/SIGTERM; SIGHUP re-reads the configuration.")
+    run = sub.add_parser(
+        "run",
+        help="run the daemon",
+        description="Poll the providers and stream quotes "
+        "to every configured sink until SIGINT/SIGTERM; SIGHUP re-reads the configuration.",
+    )
     run.add_argument("-c", "--config", help=config_help)
-    run.add_argument("--demo", action="store_true", help="run offline on the built-in recorded session "
-                     "(replay feed; the clock follows the session, so the market is open on any day)")
+    run.add_argument(
+        "--demo",
+        action="store_true",
+        help="run offline on the built-in recorded session "
+        "(replay feed; the clock follows the session, so the market is open on any day)",
+    )
     run.set_defaults(func=cmd_run)
 
-    check = sub.add_parser("check-config", help="validate a configuration and print it, secrets masked",
-                           description="Validate the configuration; exit 2 with one line per problem if invalid.")
+    check = sub.add_parser(
+        "check-config",
+        help="validate a configuration and print it, secrets masked",
+        description="Validate the configuration; exit 2 with one line per problem if invalid.",
+    )
     check.add_argument("-c", "--config", help=config_help)
     check.set_defaults(func=cmd_check_config)
 
-    replay = sub.add_parser("replay", help="publish a recorded session file to the sinks",
-                            description="Replay a recorded session CSV (.csv or .csv.gz) through the bus "
-                            "into the configured sinks, paced by its timestamps or as fast as possible.")
+    replay = sub.add_parser(
+        "replay",
+        help="publish a recorded session file to the sinks",
+        description="Replay a recorded session CSV (.csv or .csv.gz) through the bus "
+        "into the configured sinks, paced by its timestamps or as fast as possible.",
+    )
     replay.add_argument("file", help="recorded session file")
-    replay.add_argument("--speed", type=_speed, default="1",
-                        help="N = N times real time; max = as fast as possible (default: 1)")
+    replay.add_argument(
+        "--speed", type=_speed, default="1", help="N = N times real time; max = as fast as possible (default: 1)"
+    )
     replay.add_argument("-c", "--config", help=config_help)
     replay.add_argument("--json", action="store_true", help="print the summary as JSON")
     replay.set_defaults(func=cmd_replay)
 
-    status = sub.add_parser("status", help="summarise a running daemon's health",
-                            description="Print a short summary from the daemon's /api/v1/health. "
-                            "Exit 0 ok or degraded, 1 failed, 3 unreachable.")
-    status.add_argument("--url", default=os.environ.get("STREAMER_URL", "http://127.0.0.1:8080"),
-                        help="the daemon's HTTP API (default: $STREAMER_URL or http://127.0.0.1:8080)")
+    status = sub.add_parser(
+        "status",
+        help="summarise a running daemon's health",
+        description="Print a short summary from the daemon's /api/v1/health. "
+        "Exit 0 ok or degraded, 1 failed, 3 unreachable.",
+    )
+    status.add_argument(
+        "--url",
+        default=os.environ.get("STREAMER_URL", "http://127.0.0.1:8080"),
+        help="the daemon's HTTP API (default: $STREAMER_URL or http://127.0.0.1:8080)",
+    )
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
     status.set_defaults(func=cmd_status)
     return parser

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -22,11 +22,11 @@ class SystemClock:
     """Wall-clock time."""
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     async def sleep_until(self, when: datetime) -> None:
         # Re-check after waking: long sleeps can end early or late across suspend/NTP steps.
-        while (delay := (when - self.now()).total_seconds()) > 0:
+        while (delay := (when - self.now()).total_seconds()) > 0:  # noqa: ASYNC110 - a deadline, not a flag
             await asyncio.sleep(min(delay, 60.0))
 
 
@@ -36,7 +36,7 @@ class FakeClock:
     def __init__(self, start: datetime) -> None:
         if start.tzinfo is None:
             raise ValueError("FakeClock needs a time-zone-aware start")
-        self._now = start.astimezone(timezone.utc)
+        self._now = start.astimezone(UTC)
         self._sleepers: list[tuple[datetime, int, asyncio.Future[None]]] = []
         self._ids = itertools.count()
 
@@ -61,7 +61,7 @@ class FakeClock:
         return min(live) if live else None
 
     def set(self, when: datetime) -> None:
-        self._now = max(self._now, when.astimezone(timezone.utc))
+        self._now = max(self._now, when.astimezone(UTC))
         while self._sleepers and self._sleepers[0][0] <= self._now:
             _, _, fut = heapq.heappop(self._sleepers)
             if not fut.done():

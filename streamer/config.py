@@ -68,8 +68,10 @@ class MarketConfig(_Section):
     def _time_as_text(cls, v: Any) -> Any:
         # YAML reads an unquoted 9:00 as the number 540, which pydantic would take as seconds since midnight UTC.
         if isinstance(v, (int, float)) and not isinstance(v, bool):
-            raise ValueError(f'must be a time of day written as text, e.g. "09:00" (got the number {v!r}; '
-                             "YAML reads an unquoted 9:00 as 540)")
+            raise ValueError(
+                f'must be a time of day written as text, e.g. "09:00" (got the number {v!r}; '
+                "YAML reads an unquoted 9:00 as 540)"
+            )
         return v
 
     @field_validator("pre_market_start", "open", "close", "after_hours_end")
@@ -371,8 +373,7 @@ def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node)
 
@@ -417,10 +418,11 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> C
     except OSError as e:
         raise ConfigError([f"cannot read the file: {e.strerror}"], str(path)) from None
     except UnicodeDecodeError as e:
-        raise ConfigError([f"cannot read the file: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
-                           f"{e.start})"], str(path)) from None
+        raise ConfigError(
+            [f"cannot read the file: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})"], str(path)
+        ) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # safe: a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -9,6 +9,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
+from datetime import UTC
 from typing import TextIO
 
 from .model import format_timestamp
@@ -105,13 +106,14 @@ class ConsoleFormatter(logging.Formatter):
 
 
 def format_timestamp_from_epoch(created: float) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return format_timestamp(datetime.fromtimestamp(created, timezone.utc))
+    return format_timestamp(datetime.fromtimestamp(created, UTC))
 
 
-def setup_logging(level: str = "INFO", fmt: str = "auto", *, stream: TextIO | None = None,
-                  secrets: Iterable[str] = ()) -> SecretMasker:
+def setup_logging(
+    level: str = "INFO", fmt: str = "auto", *, stream: TextIO | None = None, secrets: Iterable[str] = ()
+) -> SecretMasker:
     """Configure the root logger once for the process; returns the masker so more secrets can be added."""
     stream = stream or sys.stderr
     if fmt == "auto":

@@ -64,8 +64,17 @@ class CycleReport:
 
 
 class RealTimeStreamManager:
-    def __init__(self, config: Config, *, provider, schedule: Schedule, clock: Clock, symbols: Sequence[str],
-                 bus: EventBus | None = None, sinks: Sequence[Sink] = ()) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        provider,
+        schedule: Schedule,
+        clock: Clock,
+        symbols: Sequence[str],
+        bus: EventBus | None = None,
+        sinks: Sequence[Sink] = (),
+    ) -> None:
         self.config = config
         self.provider = provider
         self.schedule = schedule
@@ -153,8 +162,7 @@ class RealTimeStreamManager:
             self.skipped_ticks += max(0, k_next - k - 1)
             SKIPPED_TICKS.inc(max(0, k_next - k - 1))
             if k_next - k > 1 and k >= 0:
-                log.warning("cycle.overrun skipped=%d the last cycle took longer than the interval",
-                            k_next - k - 1)
+                log.warning("cycle.overrun skipped=%d the last cycle took longer than the interval", k_next - k - 1)
             k = k_next
             change_at, _ = self.schedule.next_transition(now)
             if due >= change_at:
@@ -187,8 +195,13 @@ class RealTimeStreamManager:
         status = self.schedule.status_at(now)
         if status != self.status:
             next_at, next_status = self.schedule.next_transition(now)
-            log.info("market.status status=%s previous=%s next=%s at %s", status.value,
-                     self.status.value if self.status else None, next_status.value, next_at.isoformat())
+            log.info(
+                "market.status status=%s previous=%s next=%s at %s",
+                status.value,
+                self.status.value if self.status else None,
+                next_status.value,
+                next_at.isoformat(),
+            )
             await self.bus.publish(MarketStatusChanged(status, self.status, now, next_status, next_at))
             self.status = status
             self.version += 1
@@ -214,14 +227,22 @@ class RealTimeStreamManager:
             await self.bus.publish(QuoteBatch(self.cycles, tuple(updates), status, self.clock.now()))
             self.latest.update((u.symbol, u) for u in updates)
             self.version += 1
-        report = CycleReport(self.cycles, status, len(result.updates), len(updates), len(result.missing),
-                             time.perf_counter() - started)
+        report = CycleReport(
+            self.cycles, status, len(result.updates), len(updates), len(result.missing), time.perf_counter() - started
+        )
         self.last_cycle = report
         CYCLES.labels(status.value).inc()
         CYCLE_SECONDS.observe(report.seconds)
         UPDATES_PUBLISHED.inc(len(updates))
-        log.info("cycle.done cycle=%d status=%s fetched=%d published=%d missing=%d took=%.3fs",
-                 report.cycle, status.value, report.fetched, report.published, report.missing, report.seconds)
+        log.info(
+            "cycle.done cycle=%d status=%s fetched=%d published=%d missing=%d took=%.3fs",
+            report.cycle,
+            status.value,
+            report.fetched,
+            report.published,
+            report.missing,
+            report.seconds,
+        )
         for hook in self.on_cycle:
             hook(report)
         return report
@@ -242,6 +263,7 @@ class RealTimeStreamManager:
             if before is not None or health.state.value != "ok":
                 level = logging.INFO if health.state.value == "ok" else logging.WARNING
                 event = "provider.recovered" if health.state.value == "ok" else "provider.degraded"
-                log.log(level, "%s provider=%s state=%s reason=%s", event, member.name, health.state.value,
-                        health.reason)
+                log.log(
+                    level, "%s provider=%s state=%s reason=%s", event, member.name, health.state.value, health.reason
+                )
             await self.bus.publish(ProviderStatusChanged(member.name, health.state, health.reason))

@@ -4,7 +4,7 @@ Pure computation: every method takes the time as an argument; the only state is 
 
 from __future__ import annotations
 
-from datetime import MAXYEAR, MINYEAR, date, datetime, time, timedelta, timezone
+from datetime import MAXYEAR, MINYEAR, UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from itertools import accumulate
 from typing import Literal
@@ -82,14 +82,18 @@ class MarketSchedule:
     def _local_bounds(self, d: date) -> tuple[datetime, datetime, datetime, datetime]:
         """UTC instants of pre_market_start, open, close, after_hours_end on local date `d`."""
         c = self.config
-        raw = (self._utc(d, c.pre_market_start), self._utc(d, c.open),
-               self._utc(d, c.close), self._utc(d, c.after_hours_end))
+        raw = (
+            self._utc(d, c.pre_market_start),
+            self._utc(d, c.open),
+            self._utc(d, c.close),
+            self._utc(d, c.after_hours_end),
+        )
         # A boundary inside a DST gap maps forward; keep the four ordered even then.
         a, b, cl, e = accumulate(raw, max)
         return a, b, cl, e
 
     def _utc(self, d: date, t: time) -> datetime:
-        return datetime.combine(d, t, self.tz).astimezone(timezone.utc)
+        return datetime.combine(d, t, self.tz).astimezone(UTC)
 
     def session_bounds(self, d: date) -> tuple[datetime, datetime] | None:
         """UTC (pre_market_start, after_hours_end) of trading day `d`, or None when `d` has no session."""

@@ -12,8 +12,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 CYCLES = Counter("streamer_cycles", "Polling cycles run", ["status"])
-CYCLE_SECONDS = Histogram("streamer_cycle_duration_seconds", "Time to fetch and publish one cycle",
-                          buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
+CYCLE_SECONDS = Histogram(
+    "streamer_cycle_duration_seconds",
+    "Time to fetch and publish one cycle",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
 SKIPPED_TICKS = Counter("streamer_skipped_ticks", "Cycles skipped because the previous one overran")
 UPDATES_PUBLISHED = Counter("streamer_updates_published", "Quotes published on the bus")
 PROVIDER_ERRORS = Counter("streamer_provider_errors", "Provider problems by reason", ["provider", "reason"])

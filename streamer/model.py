@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -38,12 +38,12 @@ class InvalidQuote(ValueError):
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def format_timestamp(ts: datetime) -> str:
     """ISO-8601 UTC with milliseconds and `Z`, e.g. `2025-11-06T15:23:56.000Z`."""
-    ts = ts.astimezone(timezone.utc)
+    ts = ts.astimezone(UTC)
     return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
 
 
@@ -52,7 +52,7 @@ def parse_timestamp(text: str) -> datetime:
     ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if ts.tzinfo is None:
         raise ValueError(f"timestamp without a time zone: {text!r}")
-    return ts.astimezone(timezone.utc)
+    return ts.astimezone(UTC)
 
 
 def _finite(name: str, value: float | None, *, positive: bool = False) -> None:
@@ -105,8 +105,8 @@ class StockUpdate:
         if not isinstance(self.market_status, MarketStatus):
             object.__setattr__(self, "market_status", _status(self.market_status))
         # Normalise once so every sink sees the same UTC value.
-        object.__setattr__(self, "timestamp", self.timestamp.astimezone(timezone.utc))
-        object.__setattr__(self, "received_at", self.received_at.astimezone(timezone.utc))
+        object.__setattr__(self, "timestamp", self.timestamp.astimezone(UTC))
+        object.__setattr__(self, "received_at", self.received_at.astimezone(UTC))
 
     @classmethod
     def with_change(cls, *, price: float, prev_close: float | None, **fields: Any) -> StockUpdate:
@@ -141,8 +141,21 @@ class StockUpdate:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StockUpdate:
         """Parse the JSON form; unknown keys are refused so typos do not pass silently."""
-        known = {"timestamp", "symbol", "price", "change", "change_percent", "volume", "high", "low",
-                 "open", "prev_close", "market_status", "data_source", "received_at"}
+        known = {
+            "timestamp",
+            "symbol",
+            "price",
+            "change",
+            "change_percent",
+            "volume",
+            "high",
+            "low",
+            "open",
+            "prev_close",
+            "market_status",
+            "data_source",
+            "received_at",
+        }
         unknown = set(data) - known
         if unknown:
             raise InvalidQuote(sorted(unknown)[0], "is not a StockUpdate field", data[sorted(unknown)[0]])
@@ -165,7 +178,9 @@ def _status(value: Any) -> MarketStatus:
     try:
         return MarketStatus(value)
     except ValueError:
-        raise InvalidQuote("market_status", "must be one of " + ", ".join(s.value for s in MarketStatus), value) from None
+        raise InvalidQuote(
+            "market_status", "must be one of " + ", ".join(s.value for s in MarketStatus), value
+        ) from None
 
 
 def _quote_key(u: StockUpdate) -> tuple:

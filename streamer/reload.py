@@ -46,6 +46,7 @@ def _plain(config: Config) -> dict[str, Any]:
         if isinstance(node, list):
             return [reveal(v) for v in node]
         return node.get_secret_value() if hasattr(node, "get_secret_value") else node
+
     return reveal(config.model_dump())
 
 
@@ -56,9 +57,15 @@ def _live(key: str) -> bool:
 class Reloader:
     """Holds the running configuration and applies a re-read file to the daemon's components."""
 
-    def __init__(self, config: Config, path: Path | None, *, daemon: Any,
-                 prepare: Callable[[Config], Config] = lambda c: c,
-                 on_secrets: Callable[[Config], None] = lambda c: None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        path: Path | None,
+        *,
+        daemon: Any,
+        prepare: Callable[[Config], Config] = lambda c: c,
+        on_secrets: Callable[[Config], None] = lambda c: None,
+    ) -> None:
         self.config = config
         self.path = path
         self.daemon = daemon
@@ -76,15 +83,22 @@ class Reloader:
             log.error("reload.invalid file=%s kept the running configuration: %s", source, problem)
             return ReloadResult(error=problem)
         changed = changed_keys(_plain(self.config), _plain(new))
-        result = ReloadResult(applied=[k for k in changed if _live(k)],
-                              needs_restart=[k for k in changed if not _live(k)])
+        result = ReloadResult(
+            applied=[k for k in changed if _live(k)], needs_restart=[k for k in changed if not _live(k)]
+        )
         self._apply(new, securities)
         if result.needs_restart:
-            log.warning("reload.needs_restart keys=%s changed but only apply after a restart",
-                        ",".join(result.needs_restart))
-        log.info("reload.done file=%s applied=%s symbols=%d alert_rules=%d level=%s", source,
-                 ",".join(result.applied) or "-", len(self.daemon.manager.symbols),
-                 len(self.config.alerts.rules), self.config.logging.level)
+            log.warning(
+                "reload.needs_restart keys=%s changed but only apply after a restart", ",".join(result.needs_restart)
+            )
+        log.info(
+            "reload.done file=%s applied=%s symbols=%d alert_rules=%d level=%s",
+            source,
+            ",".join(result.applied) or "-",
+            len(self.daemon.manager.symbols),
+            len(self.config.alerts.rules),
+            self.config.logging.level,
+        )
         return result
 
     def _apply(self, new: Config, securities: list[Security] | None) -> None:
@@ -98,8 +112,12 @@ class Reloader:
                 daemon.ws.replace_universe(symbols)
             if daemon.http is not None:
                 daemon.http.replace_securities(securities)
-            log.info("reload.symbols count=%d added=%s removed=%s", len(symbols), ",".join(added) or "-",
-                     ",".join(removed) or "-")
+            log.info(
+                "reload.symbols count=%d added=%s removed=%s",
+                len(symbols),
+                ",".join(added) or "-",
+                ",".join(removed) or "-",
+            )
         if new.alerts.rules != old.alerts.rules and daemon.alerts is not None:
             daemon.alerts.replace_rules(new.alerts.rules)
         if new.logging.level != old.logging.level:
@@ -107,11 +125,13 @@ class Reloader:
             log.info("reload.log_level level=%s previous=%s", new.logging.level, old.logging.level)
         # The running configuration: the old one with the live sections replaced, so keys that need a restart
         # are reported again on the next reload until the daemon is restarted.
-        self.config = old.model_copy(update={
-            "symbols": new.symbols,
-            "alerts": old.alerts.model_copy(update={"rules": new.alerts.rules}),
-            "logging": old.logging.model_copy(update={"level": new.logging.level}),
-        })
+        self.config = old.model_copy(
+            update={
+                "symbols": new.symbols,
+                "alerts": old.alerts.model_copy(update={"rules": new.alerts.rules}),
+                "logging": old.logging.model_copy(update={"level": new.logging.level}),
+            }
+        )
 
 
 def _securities(config: Config) -> list[Security]:

@@ -50,9 +50,15 @@ async def replay_file(config: Config, path: Path, speed: float | None, *, progre
     if bar:
         bar.close()
     seconds = time.perf_counter() - started
-    summary = {"file": str(path), "rows": rows, "symbols": len(session.symbols), "batches": batches,
-               "seconds": round(seconds, 3), "rows_per_second": round(rows / seconds, 1) if seconds else 0.0,
-               "drained": drained}
+    summary = {
+        "file": str(path),
+        "rows": rows,
+        "symbols": len(session.symbols),
+        "batches": batches,
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(rows / seconds, 1) if seconds else 0.0,
+        "drained": drained,
+    }
     log.info("replay.done rows=%d symbols=%d batches=%d seconds=%.2f", rows, summary["symbols"], batches, seconds)
     return summary
 

@@ -66,7 +66,7 @@ def parse_securities(text: str, source: str) -> list[Security]:
             continue
         cells = [c.strip() for c in next(csv.reader([line], skipinitialspace=True))]
 
-        def fail(problem: str) -> ValueError:
+        def fail(problem: str, lineno: int = lineno) -> ValueError:
             return ValueError(f"{source}, line {lineno}: {problem}")
 
         if not header_seen:

@@ -19,7 +19,7 @@ def fetch_health(url: str, timeout: float) -> dict[str, Any]:
     """The health document; 503 carries one too. Raises OSError/ValueError when there is none."""
     request = urllib.request.Request(url.rstrip("/") + "/api/v1/health", headers={"Accept": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - operator-given URL
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # an operator-given URL
             body = resp.read()
     except urllib.error.HTTPError as e:
         if e.code != 503:
@@ -35,8 +35,10 @@ def _detail(name: str, c: dict[str, Any]) -> str:
     parts = []
     if name == "manager" and c.get("last_cycle"):
         cyc = c["last_cycle"]
-        parts.append(f"last cycle #{cyc['cycle']} ({cyc['status']}): {cyc['fetched']} fetched, "
-                     f"{cyc['published']} published, {cyc['missing']} missing, {cyc['seconds']:.2f} s")
+        parts.append(
+            f"last cycle #{cyc['cycle']} ({cyc['status']}): {cyc['fetched']} fetched, "
+            f"{cyc['published']} published, {cyc['missing']} missing, {cyc['seconds']:.2f} s"
+        )
     if c.get("outbox_depth") is not None:
         parts.append(f"outbox {c['outbox_depth']}")
     if c.get("clients") is not None:
@@ -50,8 +52,10 @@ def _detail(name: str, c: dict[str, Any]) -> str:
 
 def render(url: str, health: dict[str, Any]) -> str:
     """The summary lines printed by `streamer status`."""
-    lines = [f"stock-streamer at {url}: {str(health.get('status', '?')).upper()}",
-             f"market: {health.get('market_status') or 'unknown'}   time: {health.get('time', '?')}"]
+    lines = [
+        f"stock-streamer at {url}: {str(health.get('status', '?')).upper()}",
+        f"market: {health.get('market_status') or 'unknown'}   time: {health.get('time', '?')}",
+    ]
     components = health["components"]
     width = max((len(n) for n in components), default=0)
     for name, c in components.items():

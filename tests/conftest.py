@@ -33,8 +33,9 @@ class Server:
     pidfile: Path
 
     def run(self, command: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([str(self.script), command], env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            [str(self.script), command], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
 
     def start(self) -> None:
         result = self.run("start")
@@ -58,8 +59,13 @@ def _env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def questdb_server(tmp_path_factory) -> Server:
     data = tmp_path_factory.mktemp("questdb")
-    env = _env(QDB_DATA_DIR=str(data), QDB_HTTP_PORT=str(QDB_HTTP_PORT), QDB_PG_PORT=str(QDB_PG_PORT),
-               QDB_ILP_PORT=str(QDB_ILP_PORT), QDB_MIN_HTTP_PORT=str(QDB_MIN_PORT))
+    env = _env(
+        QDB_DATA_DIR=str(data),
+        QDB_HTTP_PORT=str(QDB_HTTP_PORT),
+        QDB_PG_PORT=str(QDB_PG_PORT),
+        QDB_ILP_PORT=str(QDB_ILP_PORT),
+        QDB_MIN_HTTP_PORT=str(QDB_MIN_PORT),
+    )
     server = Server(REPO / "scripts" / "run_questdb.sh", env, data / "questdb.pid")
     server.start()
     yield server
@@ -81,12 +87,17 @@ FAST_RECONNECT = ReconnectConfig(initial_delay=0.2, max_delay=2, failed_after=5)
 
 @pytest.fixture(scope="session")
 def questdb_config(questdb_server) -> QuestDBSinkConfig:
-    return QuestDBSinkConfig(host="127.0.0.1", http_port=QDB_HTTP_PORT, pg_port=QDB_PG_PORT, request_timeout=5,
-                             reconnect=FAST_RECONNECT)
+    return QuestDBSinkConfig(
+        host="127.0.0.1", http_port=QDB_HTTP_PORT, pg_port=QDB_PG_PORT, request_timeout=5, reconnect=FAST_RECONNECT
+    )
 
 
 @pytest.fixture(scope="session")
 def pocketbase_config(pocketbase_server) -> PocketBaseSinkConfig:
-    return PocketBaseSinkConfig(url=f"http://127.0.0.1:{PB_PORT}", admin_email=PB_EMAIL,
-                                admin_password=SecretStr(PB_PASSWORD), request_timeout=5,
-                                reconnect=FAST_RECONNECT)
+    return PocketBaseSinkConfig(
+        url=f"http://127.0.0.1:{PB_PORT}",
+        admin_email=PB_EMAIL,
+        admin_password=SecretStr(PB_PASSWORD),
+        request_timeout=5,
+        reconnect=FAST_RECONNECT,
+    )

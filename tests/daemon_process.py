@@ -69,8 +69,9 @@ async def wait_for(daemon: DaemonProcess, event: str, count: int = 1, timeout: f
     """The daemon's log lines of `event` once there are `count`; fails if it exits or the time runs out."""
     from tests.helpers import until
 
-    await until(lambda: len(daemon.events(event)) >= count or daemon.proc.poll() is not None, timeout,
-                f"{count} x {event}")
+    await until(
+        lambda: len(daemon.events(event)) >= count or daemon.proc.poll() is not None, timeout, f"{count} x {event}"
+    )
     found = daemon.events(event)
     assert len(found) >= count, f"the daemon exited ({daemon.proc.returncode}):\n" + daemon.log.read_text()[-3000:]
     return found

@@ -31,14 +31,20 @@ async def _holds(condition: Callable[[], Any]) -> bool:
 
 async def qdb_query(config: QuestDBSinkConfig, query: str, params: list | None = None) -> list[tuple]:
     async with await psycopg.AsyncConnection.connect(
-            host=config.host, port=config.pg_port, user=config.username,
-            password=config.password.get_secret_value(), dbname=config.database, autocommit=True) as conn:
+        host=config.host,
+        port=config.pg_port,
+        user=config.username,
+        password=config.password.get_secret_value(),
+        dbname=config.database,
+        autocommit=True,
+    ) as conn:
         cur = await conn.execute(query, params)
         return await cur.fetchall()
 
 
-async def qdb_rows_eventually(config: QuestDBSinkConfig, query: str, params: list | None, expected: int,
-                              timeout: float = 30.0) -> list[tuple]:
+async def qdb_rows_eventually(
+    config: QuestDBSinkConfig, query: str, params: list | None, expected: int, timeout: float = 30.0
+) -> list[tuple]:
     """QuestDB applies WAL writes asynchronously: poll until the query returns `expected` rows."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -52,15 +58,19 @@ async def qdb_rows_eventually(config: QuestDBSinkConfig, query: str, params: lis
 async def pb_records(config: PocketBaseSinkConfig, collection: str, filter_: str) -> list[dict]:
     """All records of `collection` matching `filter_`, read as the superuser."""
     async with aiohttp.ClientSession(config.url) as http:
-        async with http.post("/api/collections/_superusers/auth-with-password",
-                             json={"identity": config.admin_email,
-                                   "password": config.admin_password.get_secret_value()}) as r:
+        async with http.post(
+            "/api/collections/_superusers/auth-with-password",
+            json={"identity": config.admin_email, "password": config.admin_password.get_secret_value()},
+        ) as r:
             token = (await r.json())["token"]
         items: list[dict] = []
         page = 1
         while True:
-            async with http.get(f"/api/collections/{collection}/records", headers={"Authorization": token},
-                                params={"filter": filter_, "perPage": "500", "page": str(page)}) as r:
+            async with http.get(
+                f"/api/collections/{collection}/records",
+                headers={"Authorization": token},
+                params={"filter": filter_, "perPage": "500", "page": str(page)},
+            ) as r:
                 body = await r.json()
             items += body["items"]
             if page >= body["totalPages"]:

@@ -38,8 +38,9 @@ class RealtimeSubscriber:
         # No total timeout: the stream stays open; PocketBase drops idle clients after 5 minutes.
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
         try:
-            self._response = await self._session.get(f"{self.url}/api/realtime",
-                                                     headers={"Accept": "text/event-stream"})
+            self._response = await self._session.get(
+                f"{self.url}/api/realtime", headers={"Accept": "text/event-stream"}
+            )
             self._response.raise_for_status()
             async with asyncio.timeout(self.connect_timeout):
                 name, data = await self._next_message()

@@ -20,10 +20,18 @@ T0 = datetime(2026, 11, 20, 10, 0, tzinfo=WAW)  # a Friday session
 STEP = timedelta(seconds=30)
 
 
-def quote(symbol: str = "PKN", at: datetime = T0, price: float = 100.0, prev_close: float | None = 100.0,
-          volume: int = 0) -> StockUpdate:
-    return StockUpdate.with_change(symbol=symbol, price=price, prev_close=prev_close, timestamp=at,
-                                   data_source="test", volume=volume, received_at=at)
+def quote(
+    symbol: str = "PKN", at: datetime = T0, price: float = 100.0, prev_close: float | None = 100.0, volume: int = 0
+) -> StockUpdate:
+    return StockUpdate.with_change(
+        symbol=symbol,
+        price=price,
+        prev_close=prev_close,
+        timestamp=at,
+        data_source="test",
+        volume=volume,
+        received_at=at,
+    )
 
 
 def engine(*rules: dict) -> AlertEngine:
@@ -32,8 +40,10 @@ def engine(*rules: dict) -> AlertEngine:
 
 # --- change_percent ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("price, fires, direction", [
-    (105.0, True, "up"), (95.0, True, "down"), (104.99, False, None), (95.01, False, None)])
+
+@pytest.mark.parametrize(
+    "price, fires, direction", [(105.0, True, "up"), (95.0, True, "down"), (104.99, False, None), (95.01, False, None)]
+)
 def test_change_percent_fires_from_the_threshold_on(price, fires, direction):
     rule = AlertRule(name="move", kind="change_percent", threshold=5.0)
     alert = check_change_percent(rule, quote(price=price))
@@ -51,16 +61,20 @@ def test_change_percent_needs_a_previous_close():
 
 # --- price_cross ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("previous, new, expected", [
-    (99.0, 100.0, "rose above"),  # reaching the level from below is a cross
-    (99.0, 101.0, "rose above"),
-    (100.0, 99.5, "fell below"),  # leaving the level downwards is a cross
-    (101.0, 99.0, "fell below"),
-    (100.0, 101.0, None),  # already at the level: not a new cross upwards
-    (101.0, 102.0, None),
-    (98.0, 99.0, None),
-    (None, 120.0, None),  # no previous price: nothing to cross from
-])
+
+@pytest.mark.parametrize(
+    "previous, new, expected",
+    [
+        (99.0, 100.0, "rose above"),  # reaching the level from below is a cross
+        (99.0, 101.0, "rose above"),
+        (100.0, 99.5, "fell below"),  # leaving the level downwards is a cross
+        (101.0, 99.0, "fell below"),
+        (100.0, 101.0, None),  # already at the level: not a new cross upwards
+        (101.0, 102.0, None),
+        (98.0, 99.0, None),
+        (None, 120.0, None),  # no previous price: nothing to cross from
+    ],
+)
 def test_price_cross_needs_the_previous_price_on_the_other_side(previous, new, expected):
     rule = AlertRule(name="level", kind="price_cross", threshold=100.0)
     alert = check_price_cross(rule, quote(price=new), previous)
@@ -80,6 +94,7 @@ def test_price_cross_keeps_the_previous_price_per_symbol():
 
 
 # --- volume_spike --------------------------------------------------------------------------------
+
 
 def feed(e: AlertEngine, symbol: str, start: datetime, deltas: list[int], volume: int = 0) -> list[list[Alert]]:
     """Quotes one cycle apart whose cumulative volume grows by `deltas` (the first quote sets the base)."""
@@ -142,6 +157,7 @@ def test_a_falling_cumulative_volume_is_not_a_sample():
 
 # --- cooldown and symbols -------------------------------------------------------------------------
 
+
 def test_cooldown_runs_on_quote_time_per_rule_and_symbol():
     cooldown = 900
     e = engine({"name": "move", "kind": "change_percent", "threshold": 2.0, "cooldown": cooldown})
@@ -152,8 +168,10 @@ def test_cooldown_runs_on_quote_time_per_rule_and_symbol():
 
 
 def test_rules_watch_only_their_symbols():
-    e = engine({"name": "pkn-only", "kind": "change_percent", "threshold": 1.0, "symbols": ["pkn"]},
-               {"name": "all", "kind": "change_percent", "threshold": 1.0})
+    e = engine(
+        {"name": "pkn-only", "kind": "change_percent", "threshold": 1.0, "symbols": ["pkn"]},
+        {"name": "all", "kind": "change_percent", "threshold": 1.0},
+    )
     assert sorted(a.rule for a in e.evaluate(quote("PKN", price=110.0))) == ["all", "pkn-only"]
     assert [a.rule for a in e.evaluate(quote("CDR", price=110.0))] == ["all"]
 
@@ -165,6 +183,7 @@ def test_disabled_alerts_evaluate_nothing():
 
 
 # --- end to end ----------------------------------------------------------------------------------
+
 
 def fired_total(rule: str) -> float:
     return REGISTRY.get_sample_value("streamer_alerts_fired_total", {"rule": rule}) or 0.0

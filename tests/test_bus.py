@@ -108,8 +108,7 @@ async def test_wait_policy_drops_after_timeout_and_logs(caplog):
     async def stuck(e):
         await never.wait()
 
-    sub = bus.subscribe("stuck", stuck, [EventType.STOCK_UPDATE], maxsize=1, overflow=Overflow.WAIT,
-                        wait_timeout=0.05)
+    sub = bus.subscribe("stuck", stuck, [EventType.STOCK_UPDATE], maxsize=1, overflow=Overflow.WAIT, wait_timeout=0.05)
     with caplog.at_level(logging.WARNING, "streamer.bus"):
         for i in range(3):
             await bus.publish(Tick(i))
@@ -162,6 +161,7 @@ async def test_lower_priority_subscriber_handles_each_event_first():
     def recorder(name):
         async def handle(e):
             order.append((e.n, name))
+
         return handle
 
     bus.subscribe("storage", recorder("storage"), [EventType.STOCK_UPDATE])
@@ -173,8 +173,14 @@ async def test_lower_priority_subscriber_handles_each_event_first():
     await bus.publish(Tick(2))
     assert await bus.close(drain_timeout=5)
     assert [name for n, name in order if n == 1] == ["websocket", "storage", "alerts"]
-    assert sorted(order)[3:] == [(1, "alerts"), (1, "storage"), (1, "websocket"),
-                                 (2, "alerts"), (2, "storage"), (2, "websocket")]
+    assert sorted(order)[3:] == [
+        (1, "alerts"),
+        (1, "storage"),
+        (1, "websocket"),
+        (2, "alerts"),
+        (2, "storage"),
+        (2, "websocket"),
+    ]
 
 
 async def test_a_batch_subscriber_gets_what_queued_meanwhile_in_one_call_and_drain_counts_each():

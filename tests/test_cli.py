@@ -16,7 +16,7 @@ STREAMER = [sys.executable, "-m", "streamer.cli"]
 def write_config(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(f"""
-data_dir: {tmp_path / 'data'}
+data_dir: {tmp_path / "data"}
 shutdown_timeout: 5
 providers:
   replay:
@@ -43,8 +43,9 @@ def read_events(proc: subprocess.Popen, until, timeout: float = 60):
             return seen
         if time.monotonic() > deadline:
             break
-    raise AssertionError("the daemon never logged the expected event; it logged:\n" +
-                         "\n".join(json.dumps(e) for e in seen[-20:]))
+    raise AssertionError(
+        "the daemon never logged the expected event; it logged:\n" + "\n".join(json.dumps(e) for e in seen[-20:])
+    )
 
 
 def published(event) -> int:
@@ -55,8 +56,13 @@ def published(event) -> int:
 
 def test_demo_publishes_updates_and_exits_0_on_sigterm(tmp_path):
     config = write_config(tmp_path)
-    proc = subprocess.Popen([*STREAMER, "run", "--demo", "-c", str(config)], cwd=tmp_path,
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [*STREAMER, "run", "--demo", "-c", str(config)],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         events = read_events(proc, lambda e: published(e) > 0)
         statuses = [e["msg"] for e in events if e["event"] == "market.status"]
@@ -79,13 +85,19 @@ def test_run_with_a_bad_config_exits_2_before_starting_anything(tmp_path):
 
 def test_replay_at_full_speed_prints_a_summary(tmp_path):
     session = tmp_path / "session.csv"
-    session.write_text("# my recording\n"
-                       "timestamp,symbol,price,open,high,low,volume,prev_close\n"
-                       "2026-11-20T08:00:00Z,PKN,65.5,65.0,65.6,64.9,1000,64.8\n"
-                       "2026-11-20T08:00:00Z,PKO,51.0,50.8,51.2,50.7,2000,50.5\n"
-                       "2026-11-20T08:00:30Z,PKN,65.6,65.0,65.7,64.9,1500,64.8\n")
-    result = subprocess.run([*STREAMER, "replay", str(session), "--speed", "max", "--json", "-c",
-                             str(write_config(tmp_path))], capture_output=True, text=True, timeout=60)
+    session.write_text(
+        "# my recording\n"
+        "timestamp,symbol,price,open,high,low,volume,prev_close\n"
+        "2026-11-20T08:00:00Z,PKN,65.5,65.0,65.6,64.9,1000,64.8\n"
+        "2026-11-20T08:00:00Z,PKO,51.0,50.8,51.2,50.7,2000,50.5\n"
+        "2026-11-20T08:00:30Z,PKN,65.6,65.0,65.7,64.9,1500,64.8\n"
+    )
+    result = subprocess.run(
+        [*STREAMER, "replay", str(session), "--speed", "max", "--json", "-c", str(write_config(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert (summary["rows"], summary["symbols"], summary["batches"]) == (3, 2, 2)
@@ -94,10 +106,15 @@ def test_replay_at_full_speed_prints_a_summary(tmp_path):
 
 def test_replay_of_a_bad_file_names_line_and_field(tmp_path):
     session = tmp_path / "bad.csv"
-    session.write_text("timestamp,symbol,price,open,high,low,volume,prev_close\n"
-                       "2026-11-20T08:00:00Z,PKN,-3,65.0,65.6,64.9,1000,64.8\n")
-    result = subprocess.run([*STREAMER, "replay", str(session), "--speed", "max", "-c",
-                             str(write_config(tmp_path))], capture_output=True, text=True, timeout=60)
+    session.write_text(
+        "timestamp,symbol,price,open,high,low,volume,prev_close\n2026-11-20T08:00:00Z,PKN,-3,65.0,65.6,64.9,1000,64.8\n"
+    )
+    result = subprocess.run(
+        [*STREAMER, "replay", str(session), "--speed", "max", "-c", str(write_config(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "line 2" in result.stderr and "price" in result.stderr and "Traceback" not in result.stderr
 

@@ -24,7 +24,7 @@ def test_shipped_config_is_valid_and_documents_every_key():
     assert isinstance(config, Config)
 
     def keys(model, prefix=""):
-        for name, field in type(model).model_fields.items():
+        for name in type(model).model_fields:
             value = getattr(model, name)
             yield prefix + name
             if hasattr(type(value), "model_fields"):
@@ -47,12 +47,14 @@ def test_shipped_config_is_valid_and_documents_every_key():
 
 def test_bad_value_names_key_path_and_value():
     assert problems({"providers": {"stooq": {"interval": -5}}}) == [
-        "providers.stooq.interval: must be greater than 0 (got -5)"]
+        "providers.stooq.interval: must be greater than 0 (got -5)"
+    ]
 
 
 def test_unknown_keys_are_errors():
     assert problems({"polling": {"intervall": 30}}) == [
-        "polling.intervall: unknown key (not one of the documented settings)"]
+        "polling.intervall: unknown key (not one of the documented settings)"
+    ]
 
 
 def test_every_problem_is_reported_at_once():
@@ -71,9 +73,16 @@ def test_replay_cannot_be_mixed_with_live_providers():
 
 def test_environment_interpolation():
     env = {"AV_KEY": "k-123456", "PORT_S": "45"}
-    config = parse_config({"providers": {"alpha_vantage": {"apikey": "${AV_KEY}"},
-                                         "stooq": {"timeout": "${PORT_S}", "apikey": "${STOOQ_KEY:-}"}},
-                           "data_dir": "/srv/$${literal}"}, env)
+    config = parse_config(
+        {
+            "providers": {
+                "alpha_vantage": {"apikey": "${AV_KEY}"},
+                "stooq": {"timeout": "${PORT_S}", "apikey": "${STOOQ_KEY:-}"},
+            },
+            "data_dir": "/srv/$${literal}",
+        },
+        env,
+    )
     assert config.providers.alpha_vantage.apikey.get_secret_value() == "k-123456"
     assert config.providers.stooq.timeout == 45 and config.providers.stooq.apikey is None
     assert str(config.data_dir) == "/srv/${literal}"
@@ -81,7 +90,8 @@ def test_environment_interpolation():
 
 def test_missing_variable_without_default_names_key_and_variable():
     assert problems({"providers": {"alpha_vantage": {"apikey": "${NOPE}"}}}) == [
-        "providers.alpha_vantage.apikey: environment variable NOPE is not set (use ${NOPE:-default} for a default)"]
+        "providers.alpha_vantage.apikey: environment variable NOPE is not set (use ${NOPE:-default} for a default)"
+    ]
 
 
 def test_file_errors_name_the_file_and_line(tmp_path):
@@ -100,8 +110,9 @@ def test_file_errors_name_the_file_and_line(tmp_path):
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "streamer.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "streamer.cli", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=60
+    )
 
 
 def test_check_config_exits_2_naming_the_problem(tmp_path):
@@ -127,12 +138,20 @@ def test_check_config_prints_effective_config_with_secrets_masked(tmp_path):
 yaml_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=12), children, max_size=3),
-    max_leaves=10)
+    max_leaves=10,
+)
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(st.dictionaries(st.sampled_from(["polling", "providers", "market", "symbols", "logging", "data_dir",
-                                        "shutdown_timeout", "zzz"]), yaml_values, max_size=4))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["polling", "providers", "market", "symbols", "logging", "data_dir", "shutdown_timeout", "zzz"]
+        ),
+        yaml_values,
+        max_size=4,
+    )
+)
 def test_any_tree_either_validates_or_fails_with_named_problems(data):
     try:
         parse_config(data, {})

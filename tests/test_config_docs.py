@@ -33,6 +33,12 @@ top:
     # about the item, not a key
     - {name: a}
 """)
-    assert comments == {"top": "Top section.", "top.first": "The first key.", "top.second": "",
-                        "top.nested": "", "top.nested.deep": "Deep.", "top.rules": ""}
+    assert comments == {
+        "top": "Top section.",
+        "top.first": "The first key.",
+        "top.second": "",
+        "top.nested": "",
+        "top.nested.deep": "Deep.",
+        "top.rules": "",
+    }
     assert values == {"top.first": "${A:-1}", "top.second": "2", "top.nested.deep": "x"}

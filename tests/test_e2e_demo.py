@@ -35,7 +35,7 @@ def daemon(tmp_path, questdb_config, pocketbase_config):
     ws_port, http_port = free_port(), free_port()
     config = tmp_path / "config.yaml"
     config.write_text(f"""
-data_dir: {tmp_path / 'data'}
+data_dir: {tmp_path / "data"}
 providers:
   replay:
     speed: 100
@@ -56,8 +56,14 @@ logging:
 """)
     env = {"PATH": "/usr/bin:/bin", "TEST_PB_PASSWORD": pocketbase_config.admin_password.get_secret_value()}
     log = tmp_path / "daemon.log"  # a file, not a pipe: an unread pipe would block the daemon when full
-    proc = subprocess.Popen([sys.executable, "-m", "streamer.cli", "run", "--demo", "-c", str(config)],
-                            cwd=REPO, env=env, stderr=log.open("w"), stdout=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamer.cli", "run", "--demo", "-c", str(config)],
+        cwd=REPO,
+        env=env,
+        stderr=log.open("w"),
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     api = f"http://127.0.0.1:{http_port}"
     deadline = time.monotonic() + 60
     while True:  # wait until the API answers and the market has opened in the replayed session
@@ -84,8 +90,14 @@ def test_demo_fills_every_sink_and_every_door_answers(daemon, questdb_config, po
 
     # QuestDB holds the quotes the API shows.
     first = stocks["data"][0]
-    rows = _run(qdb_rows_eventually(questdb_config, "SELECT price FROM stock_prices WHERE symbol = %s "
-                                    "AND timestamp = %s", [first["symbol"], first["timestamp"]], 1))
+    rows = _run(
+        qdb_rows_eventually(
+            questdb_config,
+            "SELECT price FROM stock_prices WHERE symbol = %s AND timestamp = %s",
+            [first["symbol"], first["timestamp"]],
+            1,
+        )
+    )
     assert rows == [(first["price"],)]
 
     # PocketBase holds one stock_data record per symbol, converging to the API's latest quotes.
@@ -99,15 +111,35 @@ def test_demo_fills_every_sink_and_every_door_answers(daemon, questdb_config, po
     assert set(symbols) <= set(by_symbol)
 
     # The WebSocket example client prints live quotes as a table and exits 0.
-    demo = subprocess.run([sys.executable, str(REPO / "examples" / "ws_client.py"), "--url", daemon["ws"],
-                           "demo", "--symbols", *symbols[:3], "--count", "3", "--timeout", "60"],
-                          capture_output=True, text=True, timeout=90)
+    demo = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "ws_client.py"),
+            "--url",
+            daemon["ws"],
+            "demo",
+            "--symbols",
+            *symbols[:3],
+            "--count",
+            "3",
+            "--timeout",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert any(s in demo.stdout for s in symbols[:3])
 
     # `streamer status` reads the health endpoint and exits 0 while healthy.
-    status = subprocess.run([sys.executable, "-m", "streamer.cli", "status", "--url", api],
-                            capture_output=True, text=True, timeout=30, cwd=REPO)
+    status = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", "status", "--url", api],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
     assert status.returncode == 0, status.stdout + status.stderr
     health = get_json(f"{api}/api/v1/health")
     assert health["components"]["questdb"]["state"] == "connected"

@@ -88,8 +88,11 @@ def test_every_log_call_starts_with_an_event_name():
     offenders = []
     for path in [*REPO.glob("streamer/**/*.py"), *REPO.glob("providers/*.py"), *REPO.glob("sinks/*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in ("debug", "info", "warning", "error", "exception", "critical", "log")):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("debug", "info", "warning", "error", "exception", "critical", "log")
+            ):
                 continue
             receiver = ast.unparse(node.func.value)
             if not (receiver == "log" or receiver.endswith("logger") or receiver.startswith("logging.getLogger")):
@@ -98,8 +101,9 @@ def test_every_log_call_starts_with_an_event_name():
             message = args[0] if args else None
             if isinstance(message, ast.Call):  # e.g. log.warning(self._redact("x.y %s" % ...))
                 message = message.args[0].left if isinstance(message.args[0], ast.BinOp) else message.args[0]
-            if not (isinstance(message, ast.Constant) and isinstance(message.value, str)
-                    and event.match(message.value)):
+            if not (
+                isinstance(message, ast.Constant) and isinstance(message.value, str) and event.match(message.value)
+            ):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(message)[:60]}")
     assert offenders == []
 

@@ -38,8 +38,10 @@ class ScriptedProvider:
             await self.clock.sleep_until(self.clock.now() + timedelta(seconds=self.takes))
         price = 10.0 + (len(self.calls) if self.changing else 0) / 100
         traded_at = self.calls[-1] if self.changing else self.calls[0]
-        updates = tuple(StockUpdate(symbol=s, price=price, timestamp=traded_at, data_source=self.name,
-                                    received_at=self.clock.now()) for s in symbols)
+        updates = tuple(
+            StockUpdate(symbol=s, price=price, timestamp=traded_at, data_source=self.name, received_at=self.clock.now())
+            for s in symbols
+        )
         return FetchResult(self.name, updates)
 
     async def close(self):
@@ -68,8 +70,7 @@ async def run_until(clock: FakeClock, end: datetime) -> None:
 
 def make(clock, provider, **polling):
     config = Config.model_validate({"polling": polling} if polling else {})
-    manager = RealTimeStreamManager(config, provider=provider, schedule=SCHEDULE, clock=clock,
-                                    symbols=["PKN", "PKO"])
+    manager = RealTimeStreamManager(config, provider=provider, schedule=SCHEDULE, clock=clock, symbols=["PKN", "PKO"])
     events = []
 
     async def record(e):
@@ -120,14 +121,25 @@ async def test_polling_follows_the_phase_and_sleeps_over_the_weekend():
     await run_until(clock, local(2026, 11, 23, 8, 30, 30))  # Monday, pre-market has begun
     calls = [c.astimezone(WAW).strftime("%a %H:%M:%S") for c in provider.calls]
     assert calls == [
-        "Fri 16:58:00", "Fri 16:58:30", "Fri 16:59:00", "Fri 16:59:30",  # OPEN, every 30 s
-        "Fri 17:00:00", "Fri 17:02:00", "Fri 17:04:00",  # AFTER_HOURS, re-aligned, every 120 s
+        "Fri 16:58:00",
+        "Fri 16:58:30",
+        "Fri 16:59:00",
+        "Fri 16:59:30",  # OPEN, every 30 s
+        "Fri 17:00:00",
+        "Fri 17:02:00",
+        "Fri 17:04:00",  # AFTER_HOURS, re-aligned, every 120 s
         "Fri 17:05:00",  # one final fetch after the close (closing-auction prices)
         "Mon 08:30:00",  # nothing over the weekend; pre-market starts polling again
     ]
     transitions = [e.status for e in events if e.type is EventType.MARKET_STATUS]
-    assert transitions == [MarketStatus.OPEN, MarketStatus.AFTER_HOURS, MarketStatus.CLOSED,
-                           MarketStatus.WEEKEND, MarketStatus.CLOSED, MarketStatus.PRE_MARKET]
+    assert transitions == [
+        MarketStatus.OPEN,
+        MarketStatus.AFTER_HOURS,
+        MarketStatus.CLOSED,
+        MarketStatus.WEEKEND,
+        MarketStatus.CLOSED,
+        MarketStatus.PRE_MARKET,
+    ]
     batches = [e for e in events if e.type is EventType.STOCK_UPDATE]
     assert {u.market_status for u in batches[-1].updates} == {MarketStatus.PRE_MARKET}
     manager.request_stop()

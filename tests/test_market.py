@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+import itertools
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,11 +15,21 @@ from streamer.market import MarketSchedule
 from streamer.model import MarketStatus as S
 
 WAW = ZoneInfo("Europe/Warsaw")
-UTC = timezone.utc
+UTC = UTC
 US = timedelta(microseconds=1)
 
-HOLIDAYS_2026 = [date(2026, 1, 1), date(2026, 1, 6), date(2026, 4, 3), date(2026, 4, 6), date(2026, 5, 1),
-                 date(2026, 6, 4), date(2026, 11, 11), date(2026, 12, 24), date(2026, 12, 25), date(2026, 12, 31)]
+HOLIDAYS_2026 = [
+    date(2026, 1, 1),
+    date(2026, 1, 6),
+    date(2026, 4, 3),
+    date(2026, 4, 6),
+    date(2026, 5, 1),
+    date(2026, 6, 4),
+    date(2026, 11, 11),
+    date(2026, 12, 24),
+    date(2026, 12, 25),
+    date(2026, 12, 31),
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,20 +63,22 @@ def test_non_session_weekdays_of_2026_are_exactly_the_gpw_holidays(sched: Market
     assert [d for d in days if d.weekday() < 5 and not sched.is_trading_day(d)] == HOLIDAYS_2026
 
 
-@pytest.mark.parametrize("d", [date(2026, 11, 14), date(2026, 11, 15), date(2026, 3, 29), date(2026, 10, 25)],
-                         ids=str)
+@pytest.mark.parametrize("d", [date(2026, 11, 14), date(2026, 11, 15), date(2026, 3, 29), date(2026, 10, 25)], ids=str)
 def test_weekend(sched: MarketSchedule, d: date) -> None:
     assert not sched.is_trading_day(d)
     for hh in (0, 2, 3, 9, 12, 23):
         assert sched.status_at(local(d, hh, 30)) is S.WEEKEND
 
 
-@pytest.mark.parametrize(("d", "expected"), [
-    (date(2026, 4, 2), date(2026, 4, 7)),  # Good Friday, weekend, Easter Monday
-    (date(2026, 12, 23), date(2026, 12, 28)),  # Christmas Eve and Christmas
-    (date(2026, 12, 30), date(2027, 1, 4)),  # New Year's Eve, New Year's Day, weekend
-    (date(2026, 11, 13), date(2026, 11, 16)),
-])
+@pytest.mark.parametrize(
+    ("d", "expected"),
+    [
+        (date(2026, 4, 2), date(2026, 4, 7)),  # Good Friday, weekend, Easter Monday
+        (date(2026, 12, 23), date(2026, 12, 28)),  # Christmas Eve and Christmas
+        (date(2026, 12, 30), date(2027, 1, 4)),  # New Year's Eve, New Year's Day, weekend
+        (date(2026, 11, 13), date(2026, 11, 16)),
+    ],
+)
 def test_next_trading_day(sched: MarketSchedule, d: date, expected: date) -> None:
     assert sched.next_trading_day(d) == expected
 
@@ -74,22 +87,24 @@ def test_next_trading_day(sched: MarketSchedule, d: date, expected: date) -> Non
 
 
 @pytest.mark.parametrize("d", [date(2026, 11, 12), date(2026, 7, 15)], ids=["winter", "summer"])
-@pytest.mark.parametrize(("hms", "expected", "phase"), [
-    ((0, 0, 0), S.CLOSED, "closed"),
-    ((8, 29, 59), S.CLOSED, "closed"),
-    ((8, 30, 0), S.PRE_MARKET, "pre_opening"),
-    ((8, 59, 59), S.PRE_MARKET, "pre_opening"),
-    ((9, 0, 0), S.OPEN, "continuous_trading"),
-    ((16, 49, 59), S.OPEN, "continuous_trading"),
-    ((16, 50, 0), S.OPEN, "pre_closing"),
-    ((16, 59, 59), S.OPEN, "pre_closing"),
-    ((17, 0, 0), S.AFTER_HOURS, "trading_at_last"),
-    ((17, 4, 59), S.AFTER_HOURS, "trading_at_last"),
-    ((17, 5, 0), S.CLOSED, "closed"),
-    ((23, 59, 59), S.CLOSED, "closed"),
-])
-def test_phase_boundaries(sched: MarketSchedule, d: date, hms: tuple[int, int, int], expected: S,
-                          phase: str) -> None:
+@pytest.mark.parametrize(
+    ("hms", "expected", "phase"),
+    [
+        ((0, 0, 0), S.CLOSED, "closed"),
+        ((8, 29, 59), S.CLOSED, "closed"),
+        ((8, 30, 0), S.PRE_MARKET, "pre_opening"),
+        ((8, 59, 59), S.PRE_MARKET, "pre_opening"),
+        ((9, 0, 0), S.OPEN, "continuous_trading"),
+        ((16, 49, 59), S.OPEN, "continuous_trading"),
+        ((16, 50, 0), S.OPEN, "pre_closing"),
+        ((16, 59, 59), S.OPEN, "pre_closing"),
+        ((17, 0, 0), S.AFTER_HOURS, "trading_at_last"),
+        ((17, 4, 59), S.AFTER_HOURS, "trading_at_last"),
+        ((17, 5, 0), S.CLOSED, "closed"),
+        ((23, 59, 59), S.CLOSED, "closed"),
+    ],
+)
+def test_phase_boundaries(sched: MarketSchedule, d: date, hms: tuple[int, int, int], expected: S, phase: str) -> None:
     t = local(d, *hms)
     assert sched.status_at(t) is expected
     assert sched.status_at(t.astimezone(UTC)) is expected
@@ -108,13 +123,12 @@ def test_naive_datetime_is_refused(sched: MarketSchedule) -> None:
 
 
 def test_custom_boundaries() -> None:
-    cfg = MarketConfig(pre_market_start=time(8, 0), open=time(8, 45), close=time(16, 30),
-                       after_hours_end=time(16, 40))
+    cfg = MarketConfig(pre_market_start=time(8, 0), open=time(8, 45), close=time(16, 30), after_hours_end=time(16, 40))
     s = MarketSchedule(cfg, today=date(2026, 11, 20))
     d = date(2026, 11, 12)
-    assert [s.status_at(local(d, *hm)) for hm in [(7, 59), (8, 0), (8, 44), (8, 45), (16, 29), (16, 30),
-                                                  (16, 39), (16, 40)]] == [
-        S.CLOSED, S.PRE_MARKET, S.PRE_MARKET, S.OPEN, S.OPEN, S.AFTER_HOURS, S.AFTER_HOURS, S.CLOSED]
+    assert [
+        s.status_at(local(d, *hm)) for hm in [(7, 59), (8, 0), (8, 44), (8, 45), (16, 29), (16, 30), (16, 39), (16, 40)]
+    ] == [S.CLOSED, S.PRE_MARKET, S.PRE_MARKET, S.OPEN, S.OPEN, S.AFTER_HOURS, S.AFTER_HOURS, S.CLOSED]
     assert s.phase_at(local(d, 16, 20)) == "pre_closing"
     assert s.session_bounds(d) == (utc(d, 8), utc(d, 16, 40))
     assert s.next_transition(local(d, 16, 30)) == (utc(d, 16, 40), S.CLOSED)
@@ -135,10 +149,14 @@ def test_empty_phases_are_skipped() -> None:
 def test_spring_forward_weekend(sched: MarketSchedule) -> None:
     fri, sat, mon = date(2026, 3, 27), date(2026, 3, 28), date(2026, 3, 30)
     # CET (UTC+1) before, CEST (UTC+2) after the Sunday 2026-03-29 change.
-    assert sched.session_bounds(fri) == (datetime(2026, 3, 27, 7, 30, tzinfo=UTC),
-                                         datetime(2026, 3, 27, 16, 5, tzinfo=UTC))
-    assert sched.session_bounds(mon) == (datetime(2026, 3, 30, 6, 30, tzinfo=UTC),
-                                         datetime(2026, 3, 30, 15, 5, tzinfo=UTC))
+    assert sched.session_bounds(fri) == (
+        datetime(2026, 3, 27, 7, 30, tzinfo=UTC),
+        datetime(2026, 3, 27, 16, 5, tzinfo=UTC),
+    )
+    assert sched.session_bounds(mon) == (
+        datetime(2026, 3, 30, 6, 30, tzinfo=UTC),
+        datetime(2026, 3, 30, 15, 5, tzinfo=UTC),
+    )
     assert sched.next_transition(local(fri, 17, 5)) == (utc(sat, 0), S.WEEKEND)
     assert sched.next_transition(local(sat, 12)) == (datetime(2026, 3, 29, 22, 0, tzinfo=UTC), S.CLOSED)
     assert sched.next_transition(local(mon, 0)) == (datetime(2026, 3, 30, 6, 30, tzinfo=UTC), S.PRE_MARKET)
@@ -148,10 +166,14 @@ def test_spring_forward_weekend(sched: MarketSchedule) -> None:
 
 def test_fall_back_weekend(sched: MarketSchedule) -> None:
     fri, sat, mon = date(2026, 10, 23), date(2026, 10, 24), date(2026, 10, 26)
-    assert sched.session_bounds(fri) == (datetime(2026, 10, 23, 6, 30, tzinfo=UTC),
-                                         datetime(2026, 10, 23, 15, 5, tzinfo=UTC))
-    assert sched.session_bounds(mon) == (datetime(2026, 10, 26, 7, 30, tzinfo=UTC),
-                                         datetime(2026, 10, 26, 16, 5, tzinfo=UTC))
+    assert sched.session_bounds(fri) == (
+        datetime(2026, 10, 23, 6, 30, tzinfo=UTC),
+        datetime(2026, 10, 23, 15, 5, tzinfo=UTC),
+    )
+    assert sched.session_bounds(mon) == (
+        datetime(2026, 10, 26, 7, 30, tzinfo=UTC),
+        datetime(2026, 10, 26, 16, 5, tzinfo=UTC),
+    )
     assert sched.next_transition(local(fri, 17, 5)) == (datetime(2026, 10, 23, 22, 0, tzinfo=UTC), S.WEEKEND)
     # The Sunday has 25 hours; Monday starts at 23:00 UTC.
     assert sched.next_transition(local(sat, 12)) == (datetime(2026, 10, 25, 23, 0, tzinfo=UTC), S.CLOSED)
@@ -174,22 +196,35 @@ def test_week_chain_over_easter(sched: MarketSchedule) -> None:
     session = [S.PRE_MARKET, S.OPEN, S.AFTER_HOURS, S.CLOSED]
     assert [st for _, st in got] == [*session, S.HOLIDAY, S.WEEKEND, S.HOLIDAY, S.CLOSED, *session, *session]
     instants = [t for t, _ in got]
-    assert all(a < b for a, b in zip(instants, instants[1:]))
+    assert all(a < b for a, b in itertools.pairwise(instants))
     assert all(t.tzinfo is UTC for t in instants)
     assert instants[4:8] == [utc(date(2026, 4, n), 0) for n in (3, 4, 6, 7)]
     statuses = [sched.status_at(local(thu, 0))] + [st for _, st in got]
-    assert all(a is not b for a, b in zip(statuses, statuses[1:]))
+    assert all(a is not b for a, b in itertools.pairwise(statuses))
 
 
 def test_chain_over_christmas_and_new_year(sched: MarketSchedule) -> None:
     """Dec 24 + 25 are one HOLIDAY stretch (no transition between them); Dec 31 + Jan 1 likewise."""
     got = chain(sched, local(date(2026, 12, 23), 17, 5), local(date(2027, 1, 4), 0))
     assert [st for _, st in got] == [
-        S.HOLIDAY, S.WEEKEND,  # Dec 24, Dec 26
-        S.CLOSED, S.PRE_MARKET, S.OPEN, S.AFTER_HOURS, S.CLOSED,  # Dec 28
-        S.PRE_MARKET, S.OPEN, S.AFTER_HOURS, S.CLOSED,  # Dec 29
-        S.PRE_MARKET, S.OPEN, S.AFTER_HOURS, S.CLOSED,  # Dec 30
-        S.HOLIDAY, S.WEEKEND]  # Dec 31 through Jan 1, Jan 2
+        S.HOLIDAY,
+        S.WEEKEND,  # Dec 24, Dec 26
+        S.CLOSED,
+        S.PRE_MARKET,
+        S.OPEN,
+        S.AFTER_HOURS,
+        S.CLOSED,  # Dec 28
+        S.PRE_MARKET,
+        S.OPEN,
+        S.AFTER_HOURS,
+        S.CLOSED,  # Dec 29
+        S.PRE_MARKET,
+        S.OPEN,
+        S.AFTER_HOURS,
+        S.CLOSED,  # Dec 30
+        S.HOLIDAY,
+        S.WEEKEND,
+    ]  # Dec 31 through Jan 1, Jan 2
     assert got[0][0] == utc(date(2026, 12, 24), 0)
     assert got[-1][0] == utc(date(2027, 1, 2), 0)
 

@@ -1,6 +1,6 @@
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -8,21 +8,34 @@ from hypothesis import strategies as st
 
 from streamer.model import InvalidQuote, MarketStatus, StockUpdate
 
-T = datetime(2025, 11, 6, 15, 23, 56, tzinfo=timezone.utc)
+T = datetime(2025, 11, 6, 15, 23, 56, tzinfo=UTC)
 
 
 def quote(**overrides):
-    fields = dict(symbol="PKN", price=65.50, timestamp=T, data_source="stooq", volume=1250000,
-                  open=64.80, high=66.80, low=64.20, change=1.25, change_percent=1.94,
-                  market_status=MarketStatus.OPEN, received_at=T + timedelta(seconds=2))
+    fields = dict(
+        symbol="PKN",
+        price=65.50,
+        timestamp=T,
+        data_source="stooq",
+        volume=1250000,
+        open=64.80,
+        high=66.80,
+        low=64.20,
+        change=1.25,
+        change_percent=1.94,
+        market_status=MarketStatus.OPEN,
+        received_at=T + timedelta(seconds=2),
+    )
     fields.update(overrides)
     return StockUpdate(**fields)
 
 
 def test_json_form_matches_the_documented_example():
-    example = json.loads('{"timestamp":"2025-11-06T15:23:56.000Z","symbol":"PKN","price":65.50,"change":1.25,'
-                         '"change_percent":1.94,"volume":1250000,"high":66.80,"low":64.20,"open":64.80,'
-                         '"market_status":"open","data_source":"stooq"}')
+    example = json.loads(
+        '{"timestamp":"2025-11-06T15:23:56.000Z","symbol":"PKN","price":65.50,"change":1.25,'
+        '"change_percent":1.94,"volume":1250000,"high":66.80,"low":64.20,"open":64.80,'
+        '"market_status":"open","data_source":"stooq"}'
+    )
     data = quote().to_dict()
     assert {k: data[k] for k in example} == example
     assert data["received_at"] == "2025-11-06T15:23:58.000Z"
@@ -39,20 +52,23 @@ def test_timestamps_are_normalised_to_utc():
     assert q.timestamp.utcoffset() == timedelta(0) and q.timestamp == T
 
 
-@pytest.mark.parametrize("field,value,problem", [
-    ("price", math.nan, "finite"),
-    ("price", math.inf, "finite"),
-    ("price", 0.0, "greater than 0"),
-    ("price", -1.0, "greater than 0"),
-    ("high", -3.0, "greater than 0"),
-    ("change", math.nan, "finite"),
-    ("volume", -5, "negative"),
-    ("volume", 1.5, "integer"),
-    ("symbol", "", "non-empty"),
-    ("timestamp", datetime(2025, 11, 6, 15, 0), "time-zone-aware"),
-    ("timestamp", T + timedelta(days=1), "future"),
-    ("market_status", "lunch", "must be one of"),
-])
+@pytest.mark.parametrize(
+    "field,value,problem",
+    [
+        ("price", math.nan, "finite"),
+        ("price", math.inf, "finite"),
+        ("price", 0.0, "greater than 0"),
+        ("price", -1.0, "greater than 0"),
+        ("high", -3.0, "greater than 0"),
+        ("change", math.nan, "finite"),
+        ("volume", -5, "negative"),
+        ("volume", 1.5, "integer"),
+        ("symbol", "", "non-empty"),
+        ("timestamp", datetime(2025, 11, 6, 15, 0), "time-zone-aware"),
+        ("timestamp", T + timedelta(days=1), "future"),
+        ("market_status", "lunch", "must be one of"),
+    ],
+)
 def test_invalid_values_are_refused_naming_the_field(field, value, problem):
     with pytest.raises(InvalidQuote) as err:
         quote(**{field: value})
@@ -67,18 +83,19 @@ def test_a_little_clock_skew_is_accepted():
 def test_change_is_derived_from_previous_close():
     q = StockUpdate.with_change(symbol="PKO", price=51.0, prev_close=50.0, timestamp=T, data_source="x")
     assert q.change == pytest.approx(1.0) and q.change_percent == pytest.approx(2.0)
-    assert StockUpdate.with_change(symbol="PKO", price=51.0, prev_close=None, timestamp=T,
-                                   data_source="x").change is None
+    assert (
+        StockUpdate.with_change(symbol="PKO", price=51.0, prev_close=None, timestamp=T, data_source="x").change is None
+    )
 
 
 def test_from_dict_names_unknown_and_missing_fields():
-    with pytest.raises(InvalidQuote, match="^colour:"):
+    with pytest.raises(InvalidQuote, match=r"^colour:"):
         StockUpdate.from_dict({**quote().to_dict(), "colour": "red"})
     data = quote().to_dict()
     del data["price"]
-    with pytest.raises(InvalidQuote, match="^price: is required"):
+    with pytest.raises(InvalidQuote, match=r"^price: is required"):
         StockUpdate.from_dict(data)
-    with pytest.raises(InvalidQuote, match="^timestamp:"):
+    with pytest.raises(InvalidQuote, match=r"^timestamp:"):
         StockUpdate.from_dict({**quote().to_dict(), "timestamp": "yesterday"})
 
 

@@ -44,11 +44,14 @@ def manager_socket():
 
 def test_daemon_reports_ready_watchdog_status_and_stopping(tmp_path, manager_socket):
     name, sock = manager_socket
-    daemon = start_daemon(tmp_path, write_config(tmp_path),
-                          env={"NOTIFY_SOCKET": name, "WATCHDOG_USEC": "400000"})  # keep-alive every 0.2 s
+    daemon = start_daemon(
+        tmp_path, write_config(tmp_path), env={"NOTIFY_SOCKET": name, "WATCHDOG_USEC": "400000"}
+    )  # keep-alive every 0.2 s
     try:
-        got = receive(sock, lambda got: sum(d.startswith("STATUS=open") for d in got) >= 3
-                      and sum(d == "WATCHDOG=1" for d in got) >= 3)
+        got = receive(
+            sock,
+            lambda got: sum(d.startswith("STATUS=open") for d in got) >= 3 and sum(d == "WATCHDOG=1" for d in got) >= 3,
+        )
         sent = lines(got)
         assert "READY=1" in sent
         ready = sent.index("READY=1")
@@ -106,13 +109,16 @@ def test_notifier_without_socket_sends_nothing():
     assert notifier.ready() is False and notifier.watchdog() is False and notifier.sent == 0
 
 
-@pytest.mark.parametrize("environ, expected", [
-    ({"WATCHDOG_USEC": "30000000"}, 15.0),
-    ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}, 15.0),
-    ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, None),  # meant for another process
-    ({"WATCHDOG_USEC": "0"}, None),
-    ({"WATCHDOG_USEC": "soon"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    "environ, expected",
+    [
+        ({"WATCHDOG_USEC": "30000000"}, 15.0),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}, 15.0),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, None),  # meant for another process
+        ({"WATCHDOG_USEC": "0"}, None),
+        ({"WATCHDOG_USEC": "soon"}, None),
+        ({}, None),
+    ],
+)
 def test_watchdog_interval_is_half_of_watchdog_usec_for_this_process(environ, expected):
     assert watchdog_interval(environ) == expected

@@ -56,8 +56,9 @@ async def test_sighup_applies_symbols_rules_and_level_without_dropping_clients(t
             await receive(ws, has_symbol("BMC"))
             assert not daemon.events("ws.connect")  # DEBUG lines are off at INFO
 
-            config.write_text(config.read_text().replace(BEFORE, AFTER).replace("format: json}",
-                                                                                 "format: json, level: DEBUG}"))
+            config.write_text(
+                config.read_text().replace(BEFORE, AFTER).replace("format: json}", "format: json, level: DEBUG}")
+            )
             daemon.proc.send_signal(signal.SIGHUP)
             done = (await wait_for(daemon, "reload.done"))[0]["msg"]
             assert "applied=alerts.rules,logging.level,symbols.exclude" in done, done
@@ -103,7 +104,13 @@ async def test_sighup_applies_symbols_rules_and_level_without_dropping_clients(t
 
 def test_changed_keys_names_leaf_paths():
     old = parse_config({}, env={})
-    new = parse_config({"symbols": {"include": ["PKN"]}, "polling": {"interval": 10},
-                        "alerts": {"rules": [{"name": "a", "kind": "price_cross", "threshold": 1}]}}, env={})
+    new = parse_config(
+        {
+            "symbols": {"include": ["PKN"]},
+            "polling": {"interval": 10},
+            "alerts": {"rules": [{"name": "a", "kind": "price_cross", "threshold": 1}]},
+        },
+        env={},
+    )
     assert changed_keys(old.model_dump(), new.model_dump()) == ["alerts.rules", "polling.interval", "symbols.include"]
     assert changed_keys(old.model_dump(), old.model_dump()) == []

@@ -1,12 +1,13 @@
 import asyncio
 import gzip
 import importlib.util
+import itertools
 import logging
 import re
 import sys
 import time as walltime
 from collections import defaultdict
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -14,15 +15,23 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from providers.base import ProviderHealth
-from providers.replay import (LEAD_IN, TAIL, DemoClock, ReplayProvider, SessionFileError, iter_batches,
-                              load_session, next_weekday)
+from providers.replay import (
+    LEAD_IN,
+    TAIL,
+    DemoClock,
+    ReplayProvider,
+    SessionFileError,
+    iter_batches,
+    load_session,
+    next_weekday,
+)
 from streamer.clock import FakeClock
 from streamer.events import ProviderState
 from streamer.securities import load_securities
 
 ROOT = Path(__file__).resolve().parent.parent
 WARSAW = ZoneInfo("Europe/Warsaw")
-UTC = timezone.utc
+UTC = UTC
 
 SMALL = """# session: test recording
 # recorded by: a test
@@ -95,7 +104,7 @@ def test_demo_quotes_follow_a_consistent_path_per_symbol(demo):
         first = rows[0]
         assert first.open == first.price, symbol
         high = low = first.price
-        for prev, u in zip(rows, rows[1:]):
+        for prev, u in itertools.pairwise(rows):
             high, low = max(high, u.price), min(low, u.price)
             assert (u.open, u.high, u.low) == (first.open, high, low), (symbol, u)
             assert u.volume >= prev.volume and u.prev_close == first.prev_close, (symbol, u)
@@ -136,7 +145,8 @@ def test_generator_reproduces_the_packaged_file_for_its_seed(demo, tmp_path, cap
     packaged = resources.files("streamer").joinpath("data", "demo_session.csv.gz").read_bytes()
     assert out_a.read_bytes() == out_b.read_bytes()
     assert gzip.decompress(out_a.read_bytes()) == gzip.decompress(packaged), (
-        "streamer/data/demo_session.csv.gz is stale: run python scripts/make_demo_session.py")
+        "streamer/data/demo_session.csv.gz is stale: run python scripts/make_demo_session.py"
+    )
     other = tmp_path / "c.csv.gz"
     gen.main(["--seed", str(int(seed) + 1), "-o", str(other)])
     assert gzip.decompress(other.read_bytes()) != gzip.decompress(packaged)
@@ -147,8 +157,12 @@ def test_generator_reproduces_the_packaged_file_for_its_seed(demo, tmp_path, cap
 
 def test_small_recording_loads_sorted_with_its_extent_and_comments(small):
     assert [(u.timestamp, u.symbol) for u in small.rows] == [
-        (START, "AAA"), (START, "BBB"), (at(2026, 11, 20, 8, 1), "AAA"), (at(2026, 11, 20, 8, 2, 30), "BBB"),
-        (END, "AAA")]
+        (START, "AAA"),
+        (START, "BBB"),
+        (at(2026, 11, 20, 8, 1), "AAA"),
+        (at(2026, 11, 20, 8, 2, 30), "BBB"),
+        (END, "AAA"),
+    ]
     assert small.symbols == ("AAA", "BBB")
     assert (small.start, small.end, small.session_date) == (START, END, date(2026, 11, 20))
     assert small.comments == {"session": "test recording", "recorded by": "a test"}
@@ -165,25 +179,34 @@ def test_optional_columns_may_be_left_out(tmp_path):
     path = tmp_path / "min.csv"
     path.write_text("symbol,timestamp,price\nPKN,2026-11-20T09:00:00+01:00,65.5\n")
     (row,) = load_session(path).rows
-    assert (row.symbol, row.timestamp, row.price, row.volume, row.open, row.change) == ("PKN", START, 65.5, 0, None,
-                                                                                        None)
+    assert (row.symbol, row.timestamp, row.price, row.volume, row.open, row.change) == (
+        "PKN",
+        START,
+        65.5,
+        0,
+        None,
+        None,
+    )
 
 
 GOOD = "2026-11-20T08:00:00Z,PKN,65.5,65,66,64,1000,64.9"
 
 
-@pytest.mark.parametrize("line, field, problem", [
-    ("2026-11-20T08:00:00Z,PKN,abc,65,66,64,1000,64.9", "price", "must be a number (got 'abc')"),
-    ("2026-11-20T08:00:00Z,PKN,-1,65,66,64,1000,64.9", "price", "must be greater than 0"),
-    ("2026-11-20T08:00:00Z,PKN,,65,66,64,1000,64.9", "price", "is required"),
-    ("2026-11-20T08:00:00Z,,65.5,65,66,64,1000,64.9", "symbol", "is required"),
-    ("2026-11-20 08:00,PKN,65.5,65,66,64,1000,64.9", "timestamp", "must be an ISO-8601 timestamp"),
-    ("2026-11-20T08:00:00Z,PKN,65.5,65,nan,64,1000,64.9", "high", "must be a finite number"),
-    ("2026-11-20T08:00:00Z,PKN,65.5,65,66,0,1000,64.9", "low", "must be greater than 0"),
-    ("2026-11-20T08:00:00Z,PKN,65.5,65,66,64,12.5,64.9", "volume", "must be an integer"),
-    ("2026-11-20T08:00:00Z,PKN,65.5,65,66,64,-3,64.9", "volume", "must not be negative"),
-    ("2026-11-20T08:00:00Z,PKN,65.5,65,66,64,1000,x", "prev_close", "must be a number"),
-])
+@pytest.mark.parametrize(
+    "line, field, problem",
+    [
+        ("2026-11-20T08:00:00Z,PKN,abc,65,66,64,1000,64.9", "price", "must be a number (got 'abc')"),
+        ("2026-11-20T08:00:00Z,PKN,-1,65,66,64,1000,64.9", "price", "must be greater than 0"),
+        ("2026-11-20T08:00:00Z,PKN,,65,66,64,1000,64.9", "price", "is required"),
+        ("2026-11-20T08:00:00Z,,65.5,65,66,64,1000,64.9", "symbol", "is required"),
+        ("2026-11-20 08:00,PKN,65.5,65,66,64,1000,64.9", "timestamp", "must be an ISO-8601 timestamp"),
+        ("2026-11-20T08:00:00Z,PKN,65.5,65,nan,64,1000,64.9", "high", "must be a finite number"),
+        ("2026-11-20T08:00:00Z,PKN,65.5,65,66,0,1000,64.9", "low", "must be greater than 0"),
+        ("2026-11-20T08:00:00Z,PKN,65.5,65,66,64,12.5,64.9", "volume", "must be an integer"),
+        ("2026-11-20T08:00:00Z,PKN,65.5,65,66,64,-3,64.9", "volume", "must not be negative"),
+        ("2026-11-20T08:00:00Z,PKN,65.5,65,66,64,1000,x", "prev_close", "must be a number"),
+    ],
+)
 def test_a_bad_row_names_file_line_and_field(tmp_path, line, field, problem):
     path = tmp_path / "bad.csv"
     path.write_text(f"# comment\ntimestamp,symbol,price,open,high,low,volume,prev_close\n{GOOD}\n\n{line}\n")
@@ -195,13 +218,19 @@ def test_a_bad_row_names_file_line_and_field(tmp_path, line, field, problem):
     assert isinstance(err.value, ValueError)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("timestamp,symbol,price\n2026-11-20T08:00:00Z,PKN\n", "line 2: expected 3 values (timestamp,symbol,price), got 2"),
-    ("timestamp,symbol,price,bid\n", "line 1: unknown column 'bid'"),
-    ("timestamp,symbol,volume\n", "line 1: the header lacks the 'price' column"),
-    ("# nothing here\n", "no quote rows"),
-    ("timestamp,symbol,price\n", "no quote rows"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "timestamp,symbol,price\n2026-11-20T08:00:00Z,PKN\n",
+            "line 2: expected 3 values (timestamp,symbol,price), got 2",
+        ),
+        ("timestamp,symbol,price,bid\n", "line 1: unknown column 'bid'"),
+        ("timestamp,symbol,volume\n", "line 1: the header lacks the 'price' column"),
+        ("# nothing here\n", "no quote rows"),
+        ("timestamp,symbol,price\n", "no quote rows"),
+    ],
+)
 def test_structural_problems_are_reported(tmp_path, text, message):
     path = tmp_path / "bad.csv"
     path.write_text(text)
@@ -221,8 +250,11 @@ def test_a_corrupt_gzip_file_is_reported(tmp_path):
 
 def test_iter_batches_groups_rows_by_timestamp_in_order(small, demo):
     assert [(ts, [u.symbol for u in batch]) for ts, batch in iter_batches(small)] == [
-        (START, ["AAA", "BBB"]), (at(2026, 11, 20, 8, 1), ["AAA"]), (at(2026, 11, 20, 8, 2, 30), ["BBB"]),
-        (END, ["AAA"])]
+        (START, ["AAA", "BBB"]),
+        (at(2026, 11, 20, 8, 1), ["AAA"]),
+        (at(2026, 11, 20, 8, 2, 30), ["BBB"]),
+        (END, ["AAA"]),
+    ]
     batches = list(iter_batches(demo))
     stamps = [ts for ts, _ in batches]
     assert stamps == sorted(set(stamps))
@@ -320,7 +352,7 @@ def test_looped_time_only_increases(small):
     for _ in range(400):
         seen.append(clock.now())
         wall.advance(0.77)
-    assert all(a < b for a, b in zip(seen, seen[1:]))
+    assert all(a < b for a, b in itertools.pairwise(seen))
     assert seen[-1] - seen[0] > timedelta(days=6)
 
 

@@ -37,16 +37,23 @@ def spellings(secret: str) -> set[str]:
 
 async def echo_stooq(request: web.Request) -> web.Response:
     # An error page quoting the request, key included, raw and percent-encoded.
-    return web.Response(status=200, content_type="text/html", text=f"<html><body>Bad request {request.raw_path} "
-                        f"(key {request.query.get('apikey')})</body></html>")
+    return web.Response(
+        status=200,
+        content_type="text/html",
+        text=f"<html><body>Bad request {request.raw_path} (key {request.query.get('apikey')})</body></html>",
+    )
 
 
 async def echo_alpha_vantage(request: web.Request) -> web.Response:
     key = request.query.get("apikey")
     if request.query.get("symbol", "").startswith("B"):
         return web.Response(status=500, content_type="text/html", text=f"<html>500 for apikey={key}</html>")
-    return web.json_response({"Error Message": f"Invalid API call. We have detected your API key as {key} "
-                              f"and the request {request.raw_path}"})
+    return web.json_response(
+        {
+            "Error Message": f"Invalid API call. We have detected your API key as {key} "
+            f"and the request {request.raw_path}"
+        }
+    )
 
 
 def get(url: str, headers: dict | None = None) -> str:
@@ -62,7 +69,7 @@ async def test_no_secret_in_any_output(tmp_path, pocketbase_config):
     async with WireServer(echo_stooq) as stooq, WireServer(echo_alpha_vantage) as av:
         config = tmp_path / "config.yaml"
         config.write_text(f"""
-data_dir: {tmp_path / 'data'}
+data_dir: {tmp_path / "data"}
 shutdown_timeout: 5
 providers:
   chain: [stooq, alpha_vantage]
@@ -98,24 +105,42 @@ logging: {{format: json, level: DEBUG}}
             components = json.loads(health)["components"]
             assert components["provider:stooq"]["state"] != "ok"
             assert components["provider:alpha_vantage"]["state"] != "ok"
-            seen += [health, get(f"{api}/metrics"), get(f"{api}/api/v1/stocks"), get(f"{api}/api/v1/market"),
-                     get(f"{api}/api/v1/stocks/NOPE")]
+            seen += [
+                health,
+                get(f"{api}/metrics"),
+                get(f"{api}/api/v1/stocks"),
+                get(f"{api}/api/v1/market"),
+                get(f"{api}/api/v1/stocks/NOPE"),
+            ]
 
             # WebSocket: the right token is admitted, a wrong one refused; neither answer repeats the token.
-            async with connect(ws_url, additional_headers={"Authorization": f"Bearer {SECRETS['STREAMER_WS_TOKEN']}"}) as ws:
+            async with connect(
+                ws_url, additional_headers={"Authorization": f"Bearer {SECRETS['STREAMER_WS_TOKEN']}"}
+            ) as ws:
                 seen.append(await ws.recv())
             async with connect(ws_url, additional_headers={"Authorization": "Bearer wrong-token"}) as ws:
                 with pytest.raises(ConnectionClosed) as closed:
                     await ws.recv()
                 seen.append(str(closed.value))
 
-            status = subprocess.run([sys.executable, "-m", "streamer.cli", "status", "--url", api], cwd=REPO,
-                                    capture_output=True, text=True, timeout=30)
+            status = subprocess.run(
+                [sys.executable, "-m", "streamer.cli", "status", "--url", api],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             seen += [status.stdout, status.stderr]
         finally:
             code = daemon.stop()
-    check = subprocess.run([sys.executable, "-m", "streamer.cli", "check-config", "-c", str(config)], cwd=REPO,
-                           env={"PATH": "/usr/bin:/bin", **SECRETS}, capture_output=True, text=True, timeout=30)
+    check = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", "check-config", "-c", str(config)],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", **SECRETS},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert check.returncode == 0, check.stderr
     seen += [check.stdout, check.stderr, daemon.output()]
     seen += [p.read_bytes().decode("utf-8", "replace") for p in (tmp_path / "data").rglob("*") if p.is_file()]
@@ -124,4 +149,5 @@ logging: {{format: json, level: DEBUG}}
     for name, secret in SECRETS.items():
         for text in seen:
             for spelling in spellings(secret):
-                assert spelling not in text, f"{name} ({spelling}) leaked in: ...{text[max(0, text.find(spelling) - 300):text.find(spelling) + 100]}"
+                at = text.find(spelling)
+                assert spelling not in text, f"{name} ({spelling}) leaked in: ...{text[max(0, at - 300) : at + 100]}"

@@ -48,14 +48,17 @@ def test_packaged_file_states_its_date_and_source():
 # --- errors name the file, the line and the problem -----------------------------------------------
 
 
-@pytest.mark.parametrize("body, line, problem", [
-    ("PKN,Orlen,stock\nPKO,PKO BP\n", 5, "expected 3 columns"),
-    ("PKN,Orlen,stock,extra\n", 4, "expected 3 columns"),
-    (",Orlen,stock\n", 4, "empty symbol"),
-    ("PKN,Orlen,stock\nKGH,KGHM,stock\npkn,Orlen again,stock\n", 6, "duplicate symbol PKN (first on line 4)"),
-    ("PKN,Orlen,etf\n", 4, "kind must be one of stock, index, got 'etf'"),
-    ("PK N,Orlen,stock\n", 4, "is not a ticker"),
-])
+@pytest.mark.parametrize(
+    "body, line, problem",
+    [
+        ("PKN,Orlen,stock\nPKO,PKO BP\n", 5, "expected 3 columns"),
+        ("PKN,Orlen,stock,extra\n", 4, "expected 3 columns"),
+        (",Orlen,stock\n", 4, "empty symbol"),
+        ("PKN,Orlen,stock\nKGH,KGHM,stock\npkn,Orlen again,stock\n", 6, "duplicate symbol PKN (first on line 4)"),
+        ("PKN,Orlen,etf\n", 4, "kind must be one of stock, index, got 'etf'"),
+        ("PK N,Orlen,stock\n", 4, "is not a ticker"),
+    ],
+)
 def test_bad_rows_name_line_and_problem(tmp_path, body, line, problem):
     path = write(tmp_path, body)
     with pytest.raises(ValueError) as err:
@@ -82,8 +85,13 @@ def test_comments_blank_lines_quotes_and_case_are_tolerated(tmp_path):
 # --- selection -----------------------------------------------------------------------------------
 
 
-SECURITIES = [Security("PKN", "Orlen", "stock"), Security("KGH", "KGHM", "stock"), Security("PKO", "PKO BP", "stock"),
-              Security("WIG20", "WIG20", "index"), Security("SWIG80", "sWIG80", "index")]
+SECURITIES = [
+    Security("PKN", "Orlen", "stock"),
+    Security("KGH", "KGHM", "stock"),
+    Security("PKO", "PKO BP", "stock"),
+    Security("WIG20", "WIG20", "index"),
+    Security("SWIG80", "sWIG80", "index"),
+]
 
 
 def symbols(config):

@@ -72,8 +72,12 @@ def overall_status(components: dict[str, dict[str, Any]]) -> str:
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.Response(status=status, body=dumps({"error": {"code": code, **extra, "message": message}}),
-                        content_type="application/json", headers={"Cache-Control": "no-store"})
+    return web.Response(
+        status=status,
+        body=dumps({"error": {"code": code, **extra, "message": message}}),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def json_response(body: bytes, *, cache: str = "no-store", status: int = 200, etag: str | None = None) -> web.Response:
@@ -112,8 +116,11 @@ async def _errors(request: web.Request, handler: Callable) -> web.StreamResponse
     except web.HTTPNotFound:
         return error(404, "not_found", f"no such endpoint: {request.path[:200]} (see docs/http-api.md)")
     except web.HTTPMethodNotAllowed as e:
-        response = error(405, "method_not_allowed", f"{request.method} is not allowed here; use "
-                         + ", ".join(sorted(e.allowed_methods)))
+        response = error(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed here; use " + ", ".join(sorted(e.allowed_methods)),
+        )
         response.headers["Allow"] = ",".join(sorted(e.allowed_methods))
         return response
     except web.HTTPException as e:
@@ -138,9 +145,18 @@ class HttpApi:
 
     name = "http"
 
-    def __init__(self, config: HttpConfig, *, manager: Any, securities: Sequence[Security], reader: Any = None,
-                 history: Any = None, components: Iterable[Any] = (), alerts: Any = None,
-                 keepalive: float = 15.0) -> None:
+    def __init__(
+        self,
+        config: HttpConfig,
+        *,
+        manager: Any,
+        securities: Sequence[Security],
+        reader: Any = None,
+        history: Any = None,
+        components: Iterable[Any] = (),
+        alerts: Any = None,
+        keepalive: float = 15.0,
+    ) -> None:
         self.config = config
         self.manager = manager
         self.securities = {s.symbol: s for s in securities}
@@ -205,14 +221,17 @@ class HttpApi:
         if self._runner is not None:
             try:
                 await asyncio.wait_for(self._runner.cleanup(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("http.stop_timeout requests still running after %.1fs were cut off", timeout)
             self._runner = None
         log.info("http.stopped")
 
     def status(self) -> dict[str, Any]:
-        return {"state": "listening" if self._runner else "stopped", "url": self.url if self.port else None,
-                "sse_clients": len(self.hub.clients)}
+        return {
+            "state": "listening" if self._runner else "stopped",
+            "url": self.url if self.port else None,
+            "sse_clients": len(self.hub.clients),
+        }
 
     def _gauges(self):
         yield "streamer_http_sse_clients", "Connected Server-Sent Events clients", {}, float(len(self.hub.clients))
@@ -224,20 +243,32 @@ class HttpApi:
         components = self._components()
         overall = overall_status(components)
         status = self.manager.status
-        body = {"status": overall, "time": format_timestamp(self.manager.clock.now()),
-                "market_status": status.value if status else None, "components": components}
+        body = {
+            "status": overall,
+            "time": format_timestamp(self.manager.clock.now()),
+            "market_status": status.value if status else None,
+            "components": components,
+        }
         return json_response(dumps(body), status=503 if overall == "failed" else 200)
 
     def _components(self) -> dict[str, dict[str, Any]]:
         m = self.manager
         last = m.last_cycle
-        out: dict[str, dict[str, Any]] = {"manager": {
-            "state": "running" if last else "starting", "cycles": m.cycles, "symbols": len(m.symbols),
-            "last_cycle": dataclasses.asdict(last) if last else None}}
+        out: dict[str, dict[str, Any]] = {
+            "manager": {
+                "state": "running" if last else "starting",
+                "cycles": m.cycles,
+                "symbols": len(m.symbols),
+                "last_cycle": dataclasses.asdict(last) if last else None,
+            }
+        }
         for member in getattr(m.provider, "members", [m.provider]):
             h = member.health
-            out[f"provider:{member.name}"] = {"state": h.state.value, "reason": _masked(h.reason),
-                                              "last_success": h.last_success}
+            out[f"provider:{member.name}"] = {
+                "state": h.state.value,
+                "reason": _masked(h.reason),
+                "last_success": h.last_success,
+            }
         for component in self.components:
             try:
                 out[component.name] = {k: _masked(v) for k, v in component.status().items()}
@@ -247,8 +278,9 @@ class HttpApi:
 
     async def metrics(self, request: web.Request) -> web.Response:
         check_names(request.query, ())
-        return web.Response(body=generate_latest(REGISTRY),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
+        return web.Response(
+            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"}
+        )
 
     # --- latest quotes ---------------------------------------------------------------------------
 
@@ -316,9 +348,15 @@ class HttpApi:
         except (OSError, TimeoutError, psycopg.Error) as e:
             log.warning("http.history_failed symbol=%s reason=%s: %s", symbol, type(e).__name__, e)
             return error(503, "questdb_unavailable", "QuestDB did not answer; history is unavailable until it does")
-        body = {"symbol": symbol, "interval": q.interval, "from": format_timestamp(q.start),
-                "to": format_timestamp(q.end), "limit": q.limit, "count": len(rows),
-                "data": [r.to_dict() for r in rows]}
+        body = {
+            "symbol": symbol,
+            "interval": q.interval,
+            "from": format_timestamp(q.start),
+            "to": format_timestamp(q.end),
+            "limit": q.limit,
+            "count": len(rows),
+            "data": [r.to_dict() for r in rows],
+        }
         return json_response(dumps(body), cache="no-cache")
 
     async def alert_list(self, request: web.Request) -> web.Response:
@@ -347,10 +385,14 @@ class HttpApi:
         schedule, now = self.manager.schedule, self.manager.clock.now()
         next_at, next_status = schedule.next_transition(now)
         phase_at = getattr(schedule, "phase_at", None)
-        body = {"status": schedule.status_at(now).value, "phase": phase_at(now) if phase_at else None,
-                "next": {"status": next_status.value, "at": format_timestamp(next_at)},
-                "time": format_timestamp(now), "local_time": now.astimezone(self.tz).isoformat(timespec="seconds"),
-                "timezone": self.tz.key}
+        body = {
+            "status": schedule.status_at(now).value,
+            "phase": phase_at(now) if phase_at else None,
+            "next": {"status": next_status.value, "at": format_timestamp(next_at)},
+            "time": format_timestamp(now),
+            "local_time": now.astimezone(self.tz).isoformat(timespec="seconds"),
+            "timezone": self.tz.key,
+        }
         return json_response(dumps(body))
 
     async def stream(self, request: web.Request) -> web.StreamResponse:

@@ -54,8 +54,10 @@ def pocketbase_url(config: Any) -> str | None:
 
 def page_csp(*connect: str | None) -> str:
     sources = " ".join(["'self'", *sorted({origin(u) if u.startswith("http") else u for u in connect if u})])
-    return ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
-            f"connect-src {sources}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+        f"connect-src {sources}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
 
 
 class Dashboard:
@@ -77,9 +79,14 @@ class Dashboard:
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         ws, pb = self._urls(request)
-        return web.FileResponse(STATIC_DIR / "index.html", headers={
-            "Content-Security-Policy": page_csp(ws, pb), "Cache-Control": "no-cache",
-            "Content-Type": "text/html; charset=utf-8"})
+        return web.FileResponse(
+            STATIC_DIR / "index.html",
+            headers={
+                "Content-Security-Policy": page_csp(ws, pb),
+                "Cache-Control": "no-cache",
+                "Content-Type": "text/html; charset=utf-8",
+            },
+        )
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         path = (STATIC_DIR / request.match_info["path"]).resolve()
@@ -92,11 +99,17 @@ class Dashboard:
         check_names(request.query, ())
         config = self.api.manager.config
         ws, pb = self._urls(request)
-        body = {"version": __version__, "timezone": config.market.timezone,
-                "poll_interval": config.http.poll_interval, "history": self.api.reader is not None,
-                "websocket": {"url": ws, "auth_required": config.websocket.require_auth} if ws else None,
-                "pocketbase": {"url": pb} if pb else None,
-                "securities": [{"symbol": s.symbol, "name": s.name, "kind": s.kind}
-                               for s in self.api.securities.values()]}
-        return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), content_type="application/json",
-                            headers={"Cache-Control": "no-store"})
+        body = {
+            "version": __version__,
+            "timezone": config.market.timezone,
+            "poll_interval": config.http.poll_interval,
+            "history": self.api.reader is not None,
+            "websocket": {"url": ws, "auth_required": config.websocket.require_auth} if ws else None,
+            "pocketbase": {"url": pb} if pb else None,
+            "securities": [{"symbol": s.symbol, "name": s.name, "kind": s.kind} for s in self.api.securities.values()],
+        }
+        return web.Response(
+            body=json.dumps(body, separators=(",", ":")).encode(),
+            content_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )

@@ -13,8 +13,11 @@ from zoneinfo import ZoneInfo
 INTERVALS: Final = ("1m", "5m", "1h", "1d")
 # Default history window per interval (raw rows: None): enough bars to draw something useful.
 DEFAULT_SPAN: Final[dict[str | None, timedelta]] = {
-    None: timedelta(hours=24), "1m": timedelta(hours=24), "5m": timedelta(hours=24),
-    "1h": timedelta(days=7), "1d": timedelta(days=366),
+    None: timedelta(hours=24),
+    "1m": timedelta(hours=24),
+    "5m": timedelta(hours=24),
+    "1h": timedelta(days=7),
+    "1d": timedelta(days=366),
 }
 _SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,31}")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -79,8 +82,13 @@ def parse_symbols(raw: str | None, universe: Collection[str], *, name: str = "sy
         raise ParamError(name, f"{bad[0]!r} is not a ticker (letters, digits, '.', '_', '-')", raw)
     unknown = sorted({s for s in items if s not in universe})
     if unknown:
-        raise ParamError(name, "not followed by this server: " + ", ".join(unknown[:10])
-                         + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""), raw)
+        raise ParamError(
+            name,
+            "not followed by this server: "
+            + ", ".join(unknown[:10])
+            + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""),
+            raw,
+        )
     return frozenset(items)
 
 

@@ -70,5 +70,8 @@ def search_body(securities: Sequence[Security], query: Mapping[str, str]) -> dic
     """The JSON body of `GET /api/v1/securities`."""
     q, limit = parse_search(query)
     found = search(securities, q, limit)
-    return {"query": q, "count": len(found),
-            "data": [{"symbol": s.symbol, "name": s.name, "kind": s.kind} for s in found]}
+    return {
+        "query": q,
+        "count": len(found),
+        "data": [{"symbol": s.symbol, "name": s.name, "kind": s.kind} for s in found],
+    }

@@ -36,8 +36,16 @@ def frame(event: str, data: bytes, event_id: str | None = None) -> bytes:
 
 def snapshot(key: frozenset[str], epoch: str, seq: int, quotes: list[bytes]) -> bytes:
     """The `snapshot` payload sent on a fresh connection: the resync message without a reason."""
-    head = p.encode({"type": "snapshot", "timestamp": _now(), "all": key is p.ALL,
-                     "symbols": [] if key is p.ALL else sorted(key), "epoch": epoch, "seq": seq})
+    head = p.encode(
+        {
+            "type": "snapshot",
+            "timestamp": _now(),
+            "all": key is p.ALL,
+            "symbols": [] if key is p.ALL else sorted(key),
+            "epoch": epoch,
+            "seq": seq,
+        }
+    )
     return head[:-1] + b',"snapshot":[' + b",".join(quotes) + b"]}"
 
 
@@ -48,7 +56,7 @@ def watch(history: History, callback: Callable[[Entry], None]) -> Callable[[], N
 
 
 class _Client:
-    __slots__ = ("key", "pending", "wake", "prev", "closed")
+    __slots__ = ("closed", "key", "pending", "prev", "wake")
 
     def __init__(self, key: frozenset[str], prev: int) -> None:
         self.key = key
@@ -129,16 +137,18 @@ class SseHub:
         if not quotes:
             return None
         epoch = self.history.epoch
-        message = p.stock_updates(seq=entry.seq, prev_seq=client.prev, epoch=epoch, timestamp=entry.timestamp,
-                                  quotes=quotes)
+        message = p.stock_updates(
+            seq=entry.seq, prev_seq=client.prev, epoch=epoch, timestamp=entry.timestamp, quotes=quotes
+        )
         client.prev = entry.seq
         return frame("stock_updates", message, f"{epoch}:{entry.seq}")
 
     def _resync(self, client: _Client, reason: str) -> bytes:
         h = self.history
         client.prev = h.seq
-        message = p.resync(reason=reason, key=client.key, epoch=h.epoch, seq=h.seq, timestamp=_now(),
-                           snapshot=h.snapshot(client.key))
+        message = p.resync(
+            reason=reason, key=client.key, epoch=h.epoch, seq=h.seq, timestamp=_now(), snapshot=h.snapshot(client.key)
+        )
         return frame("resync", message, f"{h.epoch}:{h.seq}")
 
     # --- one client ------------------------------------------------------------------------------
@@ -173,8 +183,9 @@ class SseHub:
             outcome = "invalid_last_event_id"
         if outcome is None:
             client.prev = h.seq
-            client.pending.append(frame("snapshot", snapshot(client.key, h.epoch, h.seq, h.snapshot(client.key)),
-                                        f"{h.epoch}:{h.seq}"))
+            client.pending.append(
+                frame("snapshot", snapshot(client.key, h.epoch, h.seq, h.snapshot(client.key)), f"{h.epoch}:{h.seq}")
+            )
         elif isinstance(outcome, str):  # ResyncReason is a StrEnum
             client.pending.append(self._resync(client, str(outcome)))
         else:
@@ -187,8 +198,7 @@ class SseHub:
             if entries is None:  # the replay fell behind the end of the history
                 client.pending.append(self._resync(client, ResyncReason.HISTORY_EXCEEDED.value))
         if self.market is not None:
-            client.pending.append(frame("market_status",
-                                        p.market_status(timestamp=_now(), data=self.market.to_dict())))
+            client.pending.append(frame("market_status", p.market_status(timestamp=_now(), data=self.market.to_dict())))
         self.clients.add(client)  # no await since the last history check: nothing appended is missed
         if self.stopping:  # stop() came while this client was catching up: it was not there to be told
             client.closed = "shutdown"
@@ -202,12 +212,17 @@ class SseHub:
                 continue
             try:
                 await asyncio.wait_for(client.wake.wait(), self.keepalive)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await resp.write(b": keepalive\n\n")  # also finds out that a silent client has gone
 
     def status(self) -> dict[str, Any]:
-        return {"clients": len(self.clients), "served": self.served, "epoch": self.history.epoch,
-                "seq": self.history.seq, "shared_history": not self.owned}
+        return {
+            "clients": len(self.clients),
+            "served": self.served,
+            "epoch": self.history.epoch,
+            "seq": self.history.seq,
+            "shared_history": not self.owned,
+        }
 
 
 def _now() -> str:

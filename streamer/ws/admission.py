@@ -29,8 +29,9 @@ RESOURCE_PAUSE = 1.0
 
 async def listening_sockets(host: str, port: int) -> list[socket.socket]:
     """Bound, not yet listening TCP sockets for every address of `host`, as `loop.create_server` makes them."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                                         flags=socket.AI_PASSIVE)
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
@@ -129,6 +130,6 @@ class AcceptPacer:
         assert self._factory is not None
         try:
             await asyncio.get_running_loop().connect_accepted_socket(self._factory, conn, **self._open_options)
-        except (OSError, asyncio.TimeoutError) as e:  # the TLS handshake failed or timed out, the peer left
+        except (TimeoutError, OSError) as e:  # the TLS handshake failed or timed out, the peer left
             log.debug("ws.accept_dropped error=%r", e)
             conn.close()

@@ -87,8 +87,16 @@ def wire_logger() -> logging.Logger:
 class Authenticator:
     """Checks a token against the shared tokens, then (if configured) PocketBase's users auth-refresh."""
 
-    def __init__(self, tokens: Sequence[SecretStr], *, pocketbase_url: str | None = None, cache_ttl: float = 60.0,
-                 timeout: float = 5.0, max_cached: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        tokens: Sequence[SecretStr],
+        *,
+        pocketbase_url: str | None = None,
+        cache_ttl: float = 60.0,
+        timeout: float = 5.0,
+        max_cached: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._tokens = [t.get_secret_value().encode() for t in tokens]
         self.pocketbase_url = pocketbase_url.rstrip("/") if pocketbase_url else None
         self.cache_ttl = cache_ttl
@@ -123,13 +131,15 @@ class Authenticator:
         self.pocketbase_checks += 1
         try:
             # 200 means PocketBase accepted the token as a valid `users` record token (401/403/404 otherwise).
-            async with self._session.post(self.pocketbase_url + PB_REFRESH_PATH,
-                                          headers={"Authorization": token}) as response:
+            async with self._session.post(
+                self.pocketbase_url + PB_REFRESH_PATH, headers={"Authorization": token}
+            ) as response:
                 ok = response.status == 200
                 await response.read()
         except (aiohttp.ClientError, TimeoutError) as e:
-            log.warning("ws.auth_backend_error backend=pocketbase url=%s error=%s", self.pocketbase_url,
-                        type(e).__name__)
+            log.warning(
+                "ws.auth_backend_error backend=pocketbase url=%s error=%s", self.pocketbase_url, type(e).__name__
+            )
             return False
         if ok:
             if len(self._valid_until) >= self.max_cached:

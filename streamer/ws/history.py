@@ -116,7 +116,7 @@ class History:
 class Group:
     """Subscribers with the same key; `last_seq` is the last batch with something for the key (next prev_seq)."""
 
-    __slots__ = ("key", "members", "last_seq")
+    __slots__ = ("key", "last_seq", "members")
 
     def __init__(self, key: frozenset[str], last_seq: int) -> None:
         self.key = key

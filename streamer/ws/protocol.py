@@ -116,10 +116,14 @@ def parse(data: str | bytes) -> ClientMessage:
         return StatusRequest()
     if kind == "ping":
         ping_id = obj.get("id")
-        if ping_id is not None and (isinstance(ping_id, bool) or not isinstance(ping_id, (str, int, float))
-                                    or len(str(ping_id)) > MAX_PING_ID_LENGTH):
-            raise ProtocolViolation(ErrorCode.INVALID_MESSAGE,
-                                    f"`id` must be a string or number of at most {MAX_PING_ID_LENGTH} characters")
+        if ping_id is not None and (
+            isinstance(ping_id, bool)
+            or not isinstance(ping_id, (str, int, float))
+            or len(str(ping_id)) > MAX_PING_ID_LENGTH
+        ):
+            raise ProtocolViolation(
+                ErrorCode.INVALID_MESSAGE, f"`id` must be a string or number of at most {MAX_PING_ID_LENGTH} characters"
+            )
         return Ping(ping_id)
     if kind == "auth":
         token = obj.get("token")
@@ -157,8 +161,9 @@ class Change:
     unknown: tuple[str, ...] = ()
 
 
-def subscribe(key: frozenset[str], symbols: Sequence[str] | None, *, universe: frozenset[str] | None,
-              limit: int) -> Change:
+def subscribe(
+    key: frozenset[str], symbols: Sequence[str] | None, *, universe: frozenset[str] | None, limit: int
+) -> Change:
     """The key after subscribing `symbols` (None = all); known symbols are added even when some are unknown."""
     if symbols is None:
         return Change(ALL)
@@ -167,20 +172,24 @@ def subscribe(key: frozenset[str], symbols: Sequence[str] | None, *, universe: f
         return Change(ALL, unknown)
     wanted = key.union(s for s in symbols if universe is None or s in universe)
     if len(wanted) > limit:
-        raise ProtocolViolation(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-                                f"at most {limit} symbols per connection (this request would make {len(wanted)})")
+        raise ProtocolViolation(
+            ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+            f"at most {limit} symbols per connection (this request would make {len(wanted)})",
+        )
     return Change(frozenset(wanted), unknown)
 
 
-def unsubscribe(key: frozenset[str], symbols: Sequence[str] | None, *,
-                universe: frozenset[str] | None) -> Change:
+def unsubscribe(key: frozenset[str], symbols: Sequence[str] | None, *, universe: frozenset[str] | None) -> Change:
     """The key after unsubscribing `symbols` (None = everything)."""
     if symbols is None:
         return Change(NOTHING)
     if key is ALL:
         if universe is None:
-            raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, "cannot remove single symbols from an all-symbols "
-                                    "subscription on a server without a symbol list; unsubscribe all first")
+            raise ProtocolViolation(
+                ErrorCode.INVALID_MESSAGE,
+                "cannot remove single symbols from an all-symbols "
+                "subscription on a server without a symbol list; unsubscribe all first",
+            )
         key = universe
     return Change(key.difference(symbols))
 
@@ -202,7 +211,7 @@ class RateLimit:
     providers.rate_limit.TokenBucket keeps one datetime per spent token (a deque per client); for a
     per-message check on thousands of connections a refill-rate bucket on a float clock is much lighter."""
 
-    __slots__ = ("rate", "burst", "tokens", "stamp", "strikes", "max_strikes")
+    __slots__ = ("burst", "max_strikes", "rate", "stamp", "strikes", "tokens")
 
     def __init__(self, rate: float, now: float, burst: float | None = None) -> None:
         self.rate = rate
@@ -258,38 +267,95 @@ def _key_fields(key: frozenset[str]) -> dict[str, Any]:
     return {"all": key is ALL, "symbols": [] if key is ALL else sorted(key)}
 
 
-def connection(*, version: str, epoch: str, seq: int, timestamp: str, market_status: str | None,
-               authenticated: bool) -> bytes:
-    return encode({"type": "connection", "status": "connected", "server": "stock-streamer", "version": version,
-                   "protocol": PROTOCOL_VERSION, "timestamp": timestamp, "epoch": epoch, "seq": seq,
-                   "market_status": market_status, "authenticated": authenticated,
-                   "message": "Connected to the stock-streamer WebSocket API; send subscribe to receive quotes"})
+def connection(
+    *, version: str, epoch: str, seq: int, timestamp: str, market_status: str | None, authenticated: bool
+) -> bytes:
+    return encode(
+        {
+            "type": "connection",
+            "status": "connected",
+            "server": "stock-streamer",
+            "version": version,
+            "protocol": PROTOCOL_VERSION,
+            "timestamp": timestamp,
+            "epoch": epoch,
+            "seq": seq,
+            "market_status": market_status,
+            "authenticated": authenticated,
+            "message": "Connected to the stock-streamer WebSocket API; send subscribe to receive quotes",
+        }
+    )
 
 
 def stock_updates(*, seq: int, prev_seq: int, epoch: str, timestamp: str, quotes: Sequence[bytes]) -> bytes:
-    return _with_array({"type": "stock_updates", "timestamp": timestamp, "seq": seq, "prev_seq": prev_seq,
-                        "epoch": epoch, "count": len(quotes)}, "data", quotes)
+    return _with_array(
+        {
+            "type": "stock_updates",
+            "timestamp": timestamp,
+            "seq": seq,
+            "prev_seq": prev_seq,
+            "epoch": epoch,
+            "count": len(quotes),
+        },
+        "data",
+        quotes,
+    )
 
 
-def subscription_confirmed(*, key: frozenset[str], epoch: str, seq: int, timestamp: str, snapshot: Sequence[bytes],
-                           recovered: bool = False, replay: int = 0) -> bytes:
-    head = {"type": "subscription_confirmed", "timestamp": timestamp, **_key_fields(key), "epoch": epoch,
-            "seq": seq, "recovered": recovered, "replay": replay}
+def subscription_confirmed(
+    *,
+    key: frozenset[str],
+    epoch: str,
+    seq: int,
+    timestamp: str,
+    snapshot: Sequence[bytes],
+    recovered: bool = False,
+    replay: int = 0,
+) -> bytes:
+    head = {
+        "type": "subscription_confirmed",
+        "timestamp": timestamp,
+        **_key_fields(key),
+        "epoch": epoch,
+        "seq": seq,
+        "recovered": recovered,
+        "replay": replay,
+    }
     return _with_array(head, "snapshot", snapshot)
 
 
-def resync(*, reason: str, key: frozenset[str], epoch: str, seq: int, timestamp: str,
-           snapshot: Sequence[bytes]) -> bytes:
-    head = {"type": "resync", "timestamp": timestamp, "reason": reason, **_key_fields(key), "epoch": epoch,
-            "seq": seq}
+def resync(
+    *, reason: str, key: frozenset[str], epoch: str, seq: int, timestamp: str, snapshot: Sequence[bytes]
+) -> bytes:
+    head = {"type": "resync", "timestamp": timestamp, "reason": reason, **_key_fields(key), "epoch": epoch, "seq": seq}
     return _with_array(head, "snapshot", snapshot)
 
 
-def status(*, key: frozenset[str], timestamp: str, clients: int, epoch: str, seq: int, history: int,
-           market_status: str | None, version: str) -> bytes:
-    return encode({"type": "status", "timestamp": timestamp, "subscriptions": _key_fields(key), "clients": clients,
-                   "epoch": epoch, "seq": seq, "history": history, "market_status": market_status,
-                   "version": version, "protocol": PROTOCOL_VERSION})
+def status(
+    *,
+    key: frozenset[str],
+    timestamp: str,
+    clients: int,
+    epoch: str,
+    seq: int,
+    history: int,
+    market_status: str | None,
+    version: str,
+) -> bytes:
+    return encode(
+        {
+            "type": "status",
+            "timestamp": timestamp,
+            "subscriptions": _key_fields(key),
+            "clients": clients,
+            "epoch": epoch,
+            "seq": seq,
+            "history": history,
+            "market_status": market_status,
+            "version": version,
+            "protocol": PROTOCOL_VERSION,
+        }
+    )
 
 
 def market_status(*, timestamp: str, data: dict[str, Any]) -> bytes:

@@ -48,7 +48,7 @@ class _Connection(ServerConnection):
 
 
 class _Client:
-    __slots__ = ("conn", "key", "rate", "live")
+    __slots__ = ("conn", "key", "live", "rate")
 
     def __init__(self, conn: ServerConnection, rate: p.RateLimit) -> None:
         self.conn = conn
@@ -67,9 +67,16 @@ class WebSocketServer:
 
     name = "websocket"
 
-    def __init__(self, config: WebSocketConfig, *, pocketbase_url: str | None = None,
-                 symbols: Iterable[str] | None = None, auth_timeout: float = 5.0, close_timeout: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: WebSocketConfig,
+        *,
+        pocketbase_url: str | None = None,
+        symbols: Iterable[str] | None = None,
+        auth_timeout: float = 5.0,
+        close_timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.universe = frozenset(s.strip().upper() for s in symbols) if symbols is not None else None
         self.auth_timeout = auth_timeout
@@ -79,9 +86,22 @@ class WebSocketServer:
         self.market_status: MarketStatus | None = None
         self.auth = Authenticator(config.tokens, pocketbase_url=pocketbase_url if config.pocketbase_auth else None)
         self.port: int | None = None
-        self.counters = dict.fromkeys(("connections", "messages_sent", "dropped", "errors_sent", "rate_limited",
-                                       "auth_refused", "closed_slow", "closed_rate_limited", "recovered",
-                                       "resynced", "paced"), 0)
+        self.counters = dict.fromkeys(
+            (
+                "connections",
+                "messages_sent",
+                "dropped",
+                "errors_sent",
+                "rate_limited",
+                "auth_refused",
+                "closed_slow",
+                "closed_rate_limited",
+                "recovered",
+                "resynced",
+                "paced",
+            ),
+            0,
+        )
         self._clients: set[_Client] = set()
         self._groups = Groups(self.history)
         self._server: Server | None = None
@@ -109,27 +129,45 @@ class WebSocketServer:
         # websockets refuses handshakes (503) unless its asyncio server is serving; the pacer then takes the
         # accepting over (its reader replaces asyncio's) and hands each connection to the same protocol factory.
         self._server = await serve(
-            self._handle, sock=sockets[0], backlog=self.pacer.backlog, ssl=tls,
-            origins=origins(cfg.allowed_origins), create_connection=_Connection,
+            self._handle,
+            sock=sockets[0],
+            backlog=self.pacer.backlog,
+            ssl=tls,
+            origins=origins(cfg.allowed_origins),
+            create_connection=_Connection,
             compression=None,  # deflate costs ~50 KiB per connection and defeats framing a message once
-            max_size=cfg.max_frame_bytes, ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout,
-            close_timeout=self.close_timeout, write_limit=min(2**15, max(cfg.send_buffer // 2, 1024)),
-            server_header=f"stock-streamer/{__version__}", logger=wire_logger())
+            max_size=cfg.max_frame_bytes,
+            ping_interval=cfg.ping_interval,
+            ping_timeout=cfg.ping_timeout,
+            close_timeout=self.close_timeout,
+            write_limit=min(2**15, max(cfg.send_buffer // 2, 1024)),
+            server_header=f"stock-streamer/{__version__}",
+            logger=wire_logger(),
+        )
         tls_options = {"ssl": tls, "ssl_handshake_timeout": OPEN_TIMEOUT, "ssl_shutdown_timeout": self.close_timeout}
         # asyncio.Server has no public accessor for the factory websockets gave it.
         self.pacer.start(sockets, self._server.server._protocol_factory, **(tls_options if tls else {}))
         self._sockets = sockets
         self.port = sockets[0].getsockname()[1]
         self._bus = bus
-        self._sub = bus.subscribe(self.name, self._on_event,
-                                  [EventType.STOCK_UPDATE, EventType.MARKET_STATUS, EventType.ALERT],
-                                  maxsize=1000, overflow=Overflow.DROP_OLDEST,
-                                  # Fan out before the storage sinks append the batch to their outboxes (JSON
-                                  # and SQLite, a few ms per cycle): clients should not wait for that.
-                                  priority=-1)
+        self._sub = bus.subscribe(
+            self.name,
+            self._on_event,
+            [EventType.STOCK_UPDATE, EventType.MARKET_STATUS, EventType.ALERT],
+            maxsize=1000,
+            overflow=Overflow.DROP_OLDEST,
+            # Fan out before the storage sinks append the batch to their outboxes (JSON
+            # and SQLite, a few ms per cycle): clients should not wait for that.
+            priority=-1,
+        )
         COMPONENTS.register(self.name, self._gauges)
-        log.info("ws.listening url=%s epoch=%s auth=%s origins=%s", self.url, self.history.epoch,
-                 "required" if cfg.require_auth else "off", ",".join(cfg.allowed_origins) or "any")
+        log.info(
+            "ws.listening url=%s epoch=%s auth=%s origins=%s",
+            self.url,
+            self.history.epoch,
+            "required" if cfg.require_auth else "off",
+            ",".join(cfg.allowed_origins) or "any",
+        )
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Close every client with 1001 "server shutting down" within `timeout`, then stop listening."""
@@ -146,7 +184,7 @@ class WebSocketServer:
             self._server.close(code=p.CloseReason.SHUTDOWN[0], reason=p.CloseReason.SHUTDOWN[1])
             try:
                 await asyncio.wait_for(self._server.wait_closed(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 # Clients that do not answer the close (not reading) are cut off.
                 for conn in list(self._server.all_connections):
                     conn.transport.abort()
@@ -159,10 +197,17 @@ class WebSocketServer:
         self.universe = frozenset(s.strip().upper() for s in symbols)
 
     def status(self) -> dict[str, Any]:
-        return {"state": "listening" if self.pacer.accepting else "stopped",
-                "url": self.url if self.port else None, "clients": len(self._clients),
-                "groups": len(self._groups), "epoch": self.history.epoch, "seq": self.history.seq,
-                "history_depth": self.history.depth, "history_size": self.history.size, **self.counters}
+        return {
+            "state": "listening" if self.pacer.accepting else "stopped",
+            "url": self.url if self.port else None,
+            "clients": len(self._clients),
+            "groups": len(self._groups),
+            "epoch": self.history.epoch,
+            "seq": self.history.seq,
+            "history_depth": self.history.depth,
+            "history_size": self.history.size,
+            **self.counters,
+        }
 
     def _gauges(self):
         yield "streamer_ws_clients", "Connected WebSocket clients", {}, float(len(self._clients))
@@ -184,9 +229,17 @@ class WebSocketServer:
             return
         entry = self.history.append(format_timestamp(batch.ready_at), quotes)
         for group, selected, prev_seq in self._groups.plan(entry):
-            self._fan_out(group.members, p.stock_updates(seq=entry.seq, prev_seq=prev_seq, epoch=self.history.epoch,
-                                                         timestamp=entry.timestamp, quotes=selected),
-                          "stock_updates")
+            self._fan_out(
+                group.members,
+                p.stock_updates(
+                    seq=entry.seq,
+                    prev_seq=prev_seq,
+                    epoch=self.history.epoch,
+                    timestamp=entry.timestamp,
+                    quotes=selected,
+                ),
+                "stock_updates",
+            )
 
     def _publish_market_status(self, event: MarketStatusChanged) -> None:
         self.market_status = event.status
@@ -241,8 +294,14 @@ class WebSocketServer:
         asyncio.get_running_loop().call_later(self.close_timeout, conn.transport.abort)
         WS_CLIENTS_CLOSED.labels(reason).inc()
         self.counters[f"closed_{reason}"] += 1
-        log.warning("ws.client_closed id=%s peer=%s code=%d reason=%s%s", conn.id, _peer(conn), close[0], reason,
-                    "".join(f" {k}={v}" for k, v in details.items()))
+        log.warning(
+            "ws.client_closed id=%s peer=%s code=%d reason=%s%s",
+            conn.id,
+            _peer(conn),
+            close[0],
+            reason,
+            "".join(f" {k}={v}" for k, v in details.items()),
+        )
 
     def _join(self, client: _Client, key: frozenset[str]) -> None:
         self._leave(client)
@@ -264,9 +323,18 @@ class WebSocketServer:
                 return
             self._clients.add(client)
             log.debug("ws.connect id=%s peer=%s clients=%d", conn.id, _peer(conn), len(self._clients))
-            self._reply(client, p.connection(
-                version=__version__, epoch=self.history.epoch, seq=self.history.seq, timestamp=_now(),
-                market_status=self._market_status(), authenticated=self.config.require_auth), "connection")
+            self._reply(
+                client,
+                p.connection(
+                    version=__version__,
+                    epoch=self.history.epoch,
+                    seq=self.history.seq,
+                    timestamp=_now(),
+                    market_status=self._market_status(),
+                    authenticated=self.config.require_auth,
+                ),
+                "connection",
+            )
             async for raw in conn:
                 replay = self._dispatch(client, raw)
                 if replay is not None:
@@ -276,8 +344,13 @@ class WebSocketServer:
         finally:
             self._leave(client)
             self._clients.discard(client)
-            log.debug("ws.disconnect id=%s peer=%s code=%s clients=%d", conn.id, _peer(conn), conn.close_code,
-                      len(self._clients))
+            log.debug(
+                "ws.disconnect id=%s peer=%s code=%s clients=%d",
+                conn.id,
+                _peer(conn),
+                conn.close_code,
+                len(self._clients),
+            )
 
     async def _admit(self, client: _Client) -> bool:
         if not self.config.require_auth:
@@ -301,8 +374,11 @@ class WebSocketServer:
         if verdict is not p.Verdict.ALLOW:
             self.counters["rate_limited"] += 1
             if verdict is p.Verdict.WARN:
-                self._error(client, p.ErrorCode.RATE_LIMITED,
-                            f"more than {self.config.max_messages_per_second:g} messages per second; slow down")
+                self._error(
+                    client,
+                    p.ErrorCode.RATE_LIMITED,
+                    f"more than {self.config.max_messages_per_second:g} messages per second; slow down",
+                )
             elif verdict is p.Verdict.CLOSE:
                 self._evict(client, p.CloseReason.RATE_LIMIT, "rate_limited")
             return None
@@ -313,29 +389,47 @@ class WebSocketServer:
             if isinstance(message, p.Unsubscribe):
                 change = p.unsubscribe(client.key, message.symbols, universe=self.universe)
                 self._join(client, change.key)
-                self._reply(client, p.subscription_confirmed(key=client.key, epoch=self.history.epoch,
-                                                             seq=self.history.seq, timestamp=_now(), snapshot=[]),
-                            "subscription_confirmed")
+                self._reply(
+                    client,
+                    p.subscription_confirmed(
+                        key=client.key, epoch=self.history.epoch, seq=self.history.seq, timestamp=_now(), snapshot=[]
+                    ),
+                    "subscription_confirmed",
+                )
             elif isinstance(message, p.StatusRequest):
-                self._reply(client, p.status(key=client.key, timestamp=_now(), clients=len(self._clients),
-                                             epoch=self.history.epoch, seq=self.history.seq,
-                                             history=self.history.depth, market_status=self._market_status(),
-                                             version=__version__), "status")
+                self._reply(
+                    client,
+                    p.status(
+                        key=client.key,
+                        timestamp=_now(),
+                        clients=len(self._clients),
+                        epoch=self.history.epoch,
+                        seq=self.history.seq,
+                        history=self.history.depth,
+                        market_status=self._market_status(),
+                        version=__version__,
+                    ),
+                    "status",
+                )
             elif isinstance(message, p.Ping):
                 self._reply(client, p.pong(timestamp=_now(), ping_id=message.id), "pong")
             elif isinstance(message, p.Auth):
-                raise p.ProtocolViolation(p.ErrorCode.ALREADY_AUTHENTICATED,
-                                          "already admitted; auth is only accepted as the first message")
+                raise p.ProtocolViolation(
+                    p.ErrorCode.ALREADY_AUTHENTICATED, "already admitted; auth is only accepted as the first message"
+                )
         except p.ProtocolViolation as v:
             self._error(client, v.code, v.message)
         return None
 
     def _subscribe(self, client: _Client, message: p.Subscribe) -> int | None:
-        change = p.subscribe(client.key, message.symbols, universe=self.universe,
-                             limit=self.config.max_subscriptions)
+        change = p.subscribe(client.key, message.symbols, universe=self.universe, limit=self.config.max_subscriptions)
         if change.unknown:
-            self._error(client, p.ErrorCode.UNKNOWN_SYMBOLS, "not followed by this server: "
-                        + " ".join(change.unknown), symbols=list(change.unknown))
+            self._error(
+                client,
+                p.ErrorCode.UNKNOWN_SYMBOLS,
+                "not followed by this server: " + " ".join(change.unknown),
+                symbols=list(change.unknown),
+            )
         history, key = self.history, change.key
         outcome: list | ResyncReason | None = None
         if message.since_seq is not None:
@@ -348,24 +442,51 @@ class WebSocketServer:
             client.key = key
             missed = sum(1 for e in outcome if e.matches(key))
             self.counters["recovered"] += 1
-            self._reply(client, p.subscription_confirmed(key=key, epoch=history.epoch, seq=message.since_seq,
-                                                         timestamp=_now(), snapshot=[], recovered=True,
-                                                         replay=missed), "subscription_confirmed")
+            self._reply(
+                client,
+                p.subscription_confirmed(
+                    key=key,
+                    epoch=history.epoch,
+                    seq=message.since_seq,
+                    timestamp=_now(),
+                    snapshot=[],
+                    recovered=True,
+                    replay=missed,
+                ),
+                "subscription_confirmed",
+            )
             return message.since_seq
         self._join(client, key)
         if outcome is None:
-            self._reply(client, p.subscription_confirmed(key=client.key, epoch=history.epoch, seq=history.seq,
-                                                         timestamp=_now(), snapshot=history.snapshot(key)),
-                        "subscription_confirmed")
+            self._reply(
+                client,
+                p.subscription_confirmed(
+                    key=client.key,
+                    epoch=history.epoch,
+                    seq=history.seq,
+                    timestamp=_now(),
+                    snapshot=history.snapshot(key),
+                ),
+                "subscription_confirmed",
+            )
         else:
             self._resync(client, outcome)
         return None
 
     def _resync(self, client: _Client, reason: ResyncReason) -> None:
         self.counters["resynced"] += 1
-        self._reply(client, p.resync(reason=reason.value, key=client.key, epoch=self.history.epoch,
-                                     seq=self.history.seq, timestamp=_now(),
-                                     snapshot=self.history.snapshot(client.key)), "resync")
+        self._reply(
+            client,
+            p.resync(
+                reason=reason.value,
+                key=client.key,
+                epoch=self.history.epoch,
+                seq=self.history.seq,
+                timestamp=_now(),
+                snapshot=self.history.snapshot(client.key),
+            ),
+            "resync",
+        )
 
     async def _catch_up(self, client: _Client, last: int) -> None:
         """Send the batches after `last` with backpressure, then join live fan-out with no batch in between."""
@@ -383,8 +504,16 @@ class WebSocketServer:
             for entry in entries:
                 selected = entry.select(client.key)
                 if selected:
-                    await client.conn.send(p.stock_updates(seq=entry.seq, prev_seq=prev, epoch=self.history.epoch,
-                                                           timestamp=entry.timestamp, quotes=selected), text=True)
+                    await client.conn.send(
+                        p.stock_updates(
+                            seq=entry.seq,
+                            prev_seq=prev,
+                            epoch=self.history.epoch,
+                            timestamp=entry.timestamp,
+                            quotes=selected,
+                        ),
+                        text=True,
+                    )
                     WS_MESSAGES_SENT.labels("stock_updates").inc()
                     self.counters["messages_sent"] += 1
                     prev = entry.seq

@@ -73,22 +73,35 @@ async def start_daemon(config: Config) -> RunningDaemon:
 @pytest.fixture
 def daemon_config(tmp_path, questdb_config, pocketbase_config) -> Config:
     pb, qdb = pocketbase_config, questdb_config
-    return parse_config({
-        "data_dir": str(tmp_path / "data"),
-        "symbols": {"file": str(write_symbols(tmp_path / "symbols.csv")), "indices": ["WIG20"]},
-        "providers": {"chain": ["replay"],
-                      "replay": {"file": str(write_session(tmp_path / "session.csv")), "speed": SPEED}},
-        "sinks": {"questdb": {"host": qdb.host, "http_port": qdb.http_port, "pg_port": qdb.pg_port,
-                              "reconnect": qdb.reconnect.model_dump()},
-                  "pocketbase": {"url": pb.url, "admin_email": pb.admin_email,
-                                 "admin_password": pb.admin_password.get_secret_value(),
-                                 "reconnect": pb.reconnect.model_dump()}},
-        # Fixed free ports (not 0): a test stops and restarts the WebSocket server or the daemon on them.
-        "websocket": {"port": free_port()},
-        "http": {"port": free_port(), "poll_interval": 1},
-        "alerts": {"enabled": False},
-        "logging": {"format": "console"},
-    })
+    return parse_config(
+        {
+            "data_dir": str(tmp_path / "data"),
+            "symbols": {"file": str(write_symbols(tmp_path / "symbols.csv")), "indices": ["WIG20"]},
+            "providers": {
+                "chain": ["replay"],
+                "replay": {"file": str(write_session(tmp_path / "session.csv")), "speed": SPEED},
+            },
+            "sinks": {
+                "questdb": {
+                    "host": qdb.host,
+                    "http_port": qdb.http_port,
+                    "pg_port": qdb.pg_port,
+                    "reconnect": qdb.reconnect.model_dump(),
+                },
+                "pocketbase": {
+                    "url": pb.url,
+                    "admin_email": pb.admin_email,
+                    "admin_password": pb.admin_password.get_secret_value(),
+                    "reconnect": pb.reconnect.model_dump(),
+                },
+            },
+            # Fixed free ports (not 0): a test stops and restarts the WebSocket server or the daemon on them.
+            "websocket": {"port": free_port()},
+            "http": {"port": free_port(), "poll_interval": 1},
+            "alerts": {"enabled": False},
+            "logging": {"format": "console"},
+        }
+    )
 
 
 @pytest.fixture
@@ -171,16 +184,20 @@ async def make_user(pocketbase_config):
     async def make() -> User:
         email = f"user-{uuid.uuid4().hex[:10]}@example.com"
         async with aiohttp.ClientSession(pb.url) as http:
-            async with http.post("/api/collections/_superusers/auth-with-password",
-                                 json={"identity": pb.admin_email,
-                                       "password": pb.admin_password.get_secret_value()}) as r:
+            async with http.post(
+                "/api/collections/_superusers/auth-with-password",
+                json={"identity": pb.admin_email, "password": pb.admin_password.get_secret_value()},
+            ) as r:
                 admin = (await r.json())["token"]
-            async with http.post("/api/collections/users/records", headers={"Authorization": admin},
-                                 json={"email": email, "password": USER_PASSWORD,
-                                       "passwordConfirm": USER_PASSWORD}) as r:
+            async with http.post(
+                "/api/collections/users/records",
+                headers={"Authorization": admin},
+                json={"email": email, "password": USER_PASSWORD, "passwordConfirm": USER_PASSWORD},
+            ) as r:
                 assert r.status == 200, await r.text()
-            async with http.post("/api/collections/users/auth-with-password",
-                                 json={"identity": email, "password": USER_PASSWORD}) as r:
+            async with http.post(
+                "/api/collections/users/auth-with-password", json={"identity": email, "password": USER_PASSWORD}
+            ) as r:
                 auth = await r.json()
         return User(email, USER_PASSWORD, auth["record"]["id"], auth["token"])
 

@@ -56,7 +56,7 @@ def subscribed_symbols_after_last_confirm(frames: list[str]) -> tuple[list[str],
     """(symbols of the last subscription_confirmed, symbols of every stock_updates received after it)."""
     messages = [json.loads(f) for f in frames if isinstance(f, str)]
     last = max(i for i, m in enumerate(messages) if m["type"] == "subscription_confirmed")
-    received = {q["symbol"] for m in messages[last + 1:] if m["type"] == "stock_updates" for q in m["data"]}
+    received = {q["symbol"] for m in messages[last + 1 :] if m["type"] == "stock_updates" for q in m["data"]}
     return messages[last]["symbols"], received
 
 
@@ -78,9 +78,11 @@ async def test_quotes_tick_live_with_market_status_chart_and_phone_layout(daemon
 
     # The chart draws today's history from QuestDB (WAL makes rows visible after a short lag).
     async with aiohttp.ClientSession() as http:
+
         async def history_count() -> int:
             async with http.get(daemon.url + "api/v1/stocks/PKN/history?limit=10") as r:
                 return (await r.json())["count"]
+
         await until(history_count, 15, "PKN history visible in QuestDB")
     await pkn.click()
     await expect(page.locator("#chart-title")).to_have_text("PKN · Orlen · today")
@@ -94,8 +96,9 @@ async def test_quotes_tick_live_with_market_status_chart_and_phone_layout(daemon
     await price_changes(page, "PKN")
 
 
-async def test_watchlist_add_remove_survives_reload_and_daemon_restart(daemon: RunningDaemon, open_page, make_user,
-                                                                       pocketbase_config):
+async def test_watchlist_add_remove_survives_reload_and_daemon_restart(
+    daemon: RunningDaemon, open_page, make_user, pocketbase_config
+):
     user = await make_user()
     w = await open_page(daemon.url)
     page = w.page
@@ -110,8 +113,11 @@ async def test_watchlist_add_remove_survives_reload_and_daemon_restart(daemon: R
     await price_changes(page, "PKN")
 
     # The subscription follows the watchlist: the page receives those stocks and nothing else.
-    await until(lambda: subscribed_symbols_after_last_confirm(w.frames)[1] == {"CDR", "PKN"}, 10,
-                "quotes of both watched stocks over the WebSocket")
+    await until(
+        lambda: subscribed_symbols_after_last_confirm(w.frames)[1] == {"CDR", "PKN"},
+        10,
+        "quotes of both watched stocks over the WebSocket",
+    )
     confirmed, received = subscribed_symbols_after_last_confirm(w.frames)
     assert confirmed == ["CDR", "PKN"] and received == {"CDR", "PKN"}
 
@@ -126,8 +132,10 @@ async def test_watchlist_add_remove_survives_reload_and_daemon_restart(daemon: R
     await expect(row(page, "CDR")).to_be_visible()
 
     # While the daemon is down the page's WebSocket and polls are refused: Chromium logs those, as it should.
-    w.allowed += [re.compile(r"WebSocket connection to 'ws://127\.0\.0\.1:\d+/' failed"),
-                  re.compile(r"Failed to load resource: net::ERR_CONNECTION_REFUSED")]
+    w.allowed += [
+        re.compile(r"WebSocket connection to 'ws://127\.0\.0\.1:\d+/' failed"),
+        re.compile(r"Failed to load resource: net::ERR_CONNECTION_REFUSED"),
+    ]
     await daemon.stop()
     restarted = await start_daemon(daemon.config)
     try:
@@ -139,8 +147,9 @@ async def test_watchlist_add_remove_survives_reload_and_daemon_restart(daemon: R
         await restarted.stop()
 
 
-async def test_a_second_user_cannot_see_or_change_the_first_users_watchlist(daemon: RunningDaemon, open_page,
-                                                                          make_user, pocketbase_config):
+async def test_a_second_user_cannot_see_or_change_the_first_users_watchlist(
+    daemon: RunningDaemon, open_page, make_user, pocketbase_config
+):
     first, second = await make_user(), await make_user()
     w = await open_page(daemon.url)
     page = w.page
@@ -169,8 +178,9 @@ async def test_a_second_user_cannot_see_or_change_the_first_users_watchlist(daem
             assert r.status == 400
         async with http.get(base) as r:  # nobody signed in
             assert (await r.json())["items"] == []
-    assert [r["symbols"] for r in await pb_records(pocketbase_config, "watchlists", f'owner = "{first.id}"')] \
-        == [["PKN"]]
+    assert [r["symbols"] for r in await pb_records(pocketbase_config, "watchlists", f'owner = "{first.id}"')] == [
+        ["PKN"]
+    ]
 
 
 async def test_falls_back_to_polling_while_the_websocket_is_down_then_goes_live(daemon: RunningDaemon, open_page):

@@ -28,11 +28,16 @@ class _Manager:
 
 
 @asynccontextmanager
-async def serving(http: dict[str, Any] | None = None, websocket: dict[str, Any] | None = None,
-                  password: str | None = "secret-pw-123"):
-    config = parse_config({
-        "sinks": {"pocketbase": {"url": "http://127.0.0.1:18999/", "admin_password": password or ""}},
-        "websocket": {"port": 0, **(websocket or {})}, "http": {"port": 0, **(http or {})}})
+async def serving(
+    http: dict[str, Any] | None = None, websocket: dict[str, Any] | None = None, password: str | None = "secret-pw-123"
+):
+    config = parse_config(
+        {
+            "sinks": {"pocketbase": {"url": "http://127.0.0.1:18999/", "admin_password": password or ""}},
+            "websocket": {"port": 0, **(websocket or {})},
+            "http": {"port": 0, **(http or {})},
+        }
+    )
     components = []
     if config.websocket.enabled:
         ws = WebSocketServer(config.websocket, symbols=["PKN", "WIG20"])
@@ -58,8 +63,10 @@ async def test_settings_name_the_websocket_the_page_must_dial_and_pocketbase():
         assert body["pocketbase"] == {"url": "http://127.0.0.1:18999"}
         assert body["timezone"] == "Europe/Warsaw" and body["poll_interval"] == 5
         assert body["history"] is False  # no QuestDB reader: the chart shows live quotes only
-        assert body["securities"] == [{"symbol": "PKN", "name": "Orlen", "kind": "stock"},
-                                      {"symbol": "WIG20", "name": "WIG20", "kind": "index"}]
+        assert body["securities"] == [
+            {"symbol": "PKN", "name": "Orlen", "kind": "stock"},
+            {"symbol": "WIG20", "name": "WIG20", "kind": "index"},
+        ]
         assert "secret-pw-123" not in str(body)
         async with http.get("/api/v1/dashboard?x=1") as r:
             assert r.status == 400 and (await r.json())["error"]["parameter"] == "x"
@@ -94,8 +101,9 @@ async def test_public_urls_override_what_the_daemon_uses_and_pocketbase_needs_th
         assert body["websocket"] is None and body["pocketbase"] is None  # the page polls, without sign-in
 
 
-@pytest.mark.parametrize("path", ["/static/js/main.js", "/static/css/dashboard.css",
-                                  "/static/vendor/uplot/uPlot.iife.min.js"])
+@pytest.mark.parametrize(
+    "path", ["/static/js/main.js", "/static/css/dashboard.css", "/static/vendor/uplot/uPlot.iife.min.js"]
+)
 async def test_static_files_are_served_with_their_type_and_revalidated(path):
     async with serving() as (http, _):
         async with http.get(path) as r:
@@ -106,8 +114,9 @@ async def test_static_files_are_served_with_their_type_and_revalidated(path):
             assert r.status == 304
 
 
-@pytest.mark.parametrize("path", ["/static/../http/api.py", "/static/%2e%2e/http/api.py", "/static/js/nothing.js",
-                                  "/static/js/"])
+@pytest.mark.parametrize(
+    "path", ["/static/../http/api.py", "/static/%2e%2e/http/api.py", "/static/js/nothing.js", "/static/js/"]
+)
 async def test_nothing_outside_the_static_directory_is_served(path):
     async with serving() as (http, _):
         async with http.get(aiohttp.client.URL(path, encoded=True)) as r:

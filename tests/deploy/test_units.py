@@ -53,8 +53,12 @@ def test_units_verify_as_shipped(tmp_path):
             stand_in.parent.mkdir(parents=True, exist_ok=True)
             stand_in.write_text("#!/bin/sh\n")
             stand_in.chmod(0o755)
-    result = subprocess.run(["systemd-analyze", "verify", f"--root={root}", *(str(unit_dir / u) for u in UNITS)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", f"--root={root}", *(str(unit_dir / u) for u in UNITS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     # Unknown keys and unparsable values are only warnings (exit 0): the output must be empty too.
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
     assert all((unit_dir / u).read_bytes() == (DEPLOY / u).read_bytes() for u in UNITS)
@@ -67,9 +71,12 @@ def test_verify_in_that_tree_catches_a_missing_program(tmp_path):
     shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
     (root / "etc/systemd/system").mkdir(parents=True)
     shutil.copyfile(DEPLOY / "stock-streamer.service", root / "etc/systemd/system/stock-streamer.service")
-    result = subprocess.run(["systemd-analyze", "verify", f"--root={root}",
-                             str(root / "etc/systemd/system/stock-streamer.service")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", f"--root={root}", str(root / "etc/systemd/system/stock-streamer.service")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and "/opt/stock-streamer/bin/streamer" in result.stderr
 
 
@@ -126,4 +133,5 @@ def test_env_example_names_only_variables_the_config_reads():
     assert {"PB_ADMIN_PASSWORD", "ALPHAVANTAGE_API_KEY", "STOOQ_APIKEY"} <= set(names)
     assert [n for n in names if "${" + n not in config] == []
     assert re.findall(r"^[A-Z_]+=(\S+)", (DEPLOY / "stock-streamer.env.example").read_text(), re.M) == [
-        "admin@example.com"]  # no value for a secret is shipped
+        "admin@example.com"
+    ]  # no value for a secret is shipped

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,13 +28,22 @@ OUTAGE = 20.0 if LONG else 3.0
 
 def quotes(symbols, k, base):
     at = base + timedelta(seconds=30 * k)
-    return tuple(StockUpdate(symbol=s, price=round(20 + k + i / 10, 2), volume=1000 * (k + 1), timestamp=at,
-                             data_source="test", received_at=at) for i, s in enumerate(symbols))
+    return tuple(
+        StockUpdate(
+            symbol=s,
+            price=round(20 + k + i / 10, 2),
+            volume=1000 * (k + 1),
+            timestamp=at,
+            data_source="test",
+            received_at=at,
+        )
+        for i, s in enumerate(symbols)
+    )
 
 
 def unique_start():
     # A distinct past minute per run keeps (timestamp, symbol) keys of separate runs apart.
-    return datetime(2026, 1, 5, 9, tzinfo=timezone.utc) + timedelta(minutes=random.randrange(500_000))
+    return datetime(2026, 1, 5, 9, tzinfo=UTC) + timedelta(minutes=random.randrange(500_000))
 
 
 def unique_symbols(prefix: str, n: int = 3) -> list[str]:
@@ -76,8 +85,15 @@ class QuoteStream:
     """A replay-like publisher: one `QuoteBatch` of fresh quotes for its own symbols every `period` seconds,
     and (optionally) one `Alert` per cycle; remembers everything it published."""
 
-    def __init__(self, bus: EventBus, symbols: list[str], *, period: float = 0.1, alerts: bool = False,
-                 first_cycle: int | None = None) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        symbols: list[str],
+        *,
+        period: float = 0.1,
+        alerts: bool = False,
+        first_cycle: int | None = None,
+    ) -> None:
         self.bus = bus
         self.symbols = symbols
         self.period = period
@@ -90,8 +106,12 @@ class QuoteStream:
         self._task: asyncio.Task | None = None
 
     def batch(self, k: int) -> QuoteBatch:
-        return QuoteBatch(self.first_cycle + k, quotes(self.symbols, k, self.base), MarketStatus.OPEN,
-                          ready_at=self.base + timedelta(seconds=30 * k, milliseconds=5))
+        return QuoteBatch(
+            self.first_cycle + k,
+            quotes(self.symbols, k, self.base),
+            MarketStatus.OPEN,
+            ready_at=self.base + timedelta(seconds=30 * k, milliseconds=5),
+        )
 
     async def publish_one(self) -> None:
         k = self.cycles
@@ -100,9 +120,16 @@ class QuoteStream:
         self.published += batch.updates
         if self.alerts:
             symbol = self.symbols[k % len(self.symbols)]
-            alert = Alert(rule="fault_test", kind="price_cross", symbol=symbol, at=batch.updates[0].timestamp,
-                          message=f"{symbol} cycle {k}", price=batch.updates[0].price, value=float(k),
-                          threshold=0.0)
+            alert = Alert(
+                rule="fault_test",
+                kind="price_cross",
+                symbol=symbol,
+                at=batch.updates[0].timestamp,
+                message=f"{symbol} cycle {k}",
+                price=batch.updates[0].price,
+                value=float(k),
+                threshold=0.0,
+            )
             await self.bus.publish(alert)
             self.published_alerts.append(alert)
         self.cycles += 1
@@ -122,7 +149,7 @@ class QuoteStream:
             self._task = None
 
     def latest(self) -> dict[str, float]:
-        return {u.symbol: u.price for u in self.published[-len(self.symbols):]}
+        return {u.symbol: u.price for u in self.published[-len(self.symbols) :]}
 
 
 @pytest.fixture
@@ -130,8 +157,9 @@ def small_disk(tmp_path) -> Iterator[Path]:
     """A 16 MiB tmpfs mounted for this test (we run as root, here and in CI); unmounted afterwards."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         pytest.fail(f"cannot mount a tmpfs (the disk-full test needs root): {result.stderr.strip()}")
     try:

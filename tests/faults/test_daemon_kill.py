@@ -6,7 +6,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ def closed_port() -> int:
 def config(tmp_path: Path, name: str, qdb_http: int, qdb_pg: int) -> Path:
     path = tmp_path / name
     path.write_text(f"""
-data_dir: {tmp_path / 'data'}
+data_dir: {tmp_path / "data"}
 shutdown_timeout: 30
 providers:
   replay:
@@ -58,15 +58,19 @@ def pending(outbox: Path) -> list[tuple[str, str]]:
     for payload in (json.loads(r[0]) for r in rows):
         for line in payload["lines"] if payload["table"] == "stock_prices" else []:
             symbol = line.split(",", 2)[1].removeprefix("symbol=")
-            at = datetime.fromtimestamp(int(line.rsplit(" ", 1)[1]) // 1000 / 1e6, timezone.utc)
+            at = datetime.fromtimestamp(int(line.rsplit(" ", 1)[1]) // 1000 / 1e6, UTC)
             quotes.append((symbol, at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"))
     return quotes
 
 
 def test_sigkill_with_a_full_outbox_then_restart_delivers_it(tmp_path, questdb_config):
     down = closed_port()
-    daemon = subprocess.Popen([*STREAMER, "run", "--demo", "-c", str(config(tmp_path, "down.yaml", down, down))],
-                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    daemon = subprocess.Popen(
+        [*STREAMER, "run", "--demo", "-c", str(config(tmp_path, "down.yaml", down, down))],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     outbox = tmp_path / "data" / "outbox" / "questdb.sqlite3"
     try:
         for line in daemon.stderr:  # wait, cycle by cycle, until the outbox holds a real backlog
@@ -82,8 +86,12 @@ def test_sigkill_with_a_full_outbox_then_restart_delivers_it(tmp_path, questdb_c
     session = tmp_path / "one.csv"
     session.write_text("timestamp,symbol,price\n2026-01-02T09:00:00Z,KILLTEST,1.0\n")
     cfg = config(tmp_path, "up.yaml", questdb_config.http_port, questdb_config.pg_port)
-    result = subprocess.run([*STREAMER, "replay", str(session), "--speed", "max", "-c", str(cfg)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*STREAMER, "replay", str(session), "--speed", "max", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert pending(outbox) == []
     with sqlite3.connect(outbox) as db:
@@ -100,6 +108,7 @@ def await_rows(config, symbols, first, last, expected):
     import asyncio
 
     placeholders = ", ".join(["%s"] * len(symbols))
-    query = (f"SELECT symbol, timestamp FROM stock_prices WHERE symbol IN ({placeholders}) "
-             f"AND timestamp BETWEEN %s AND %s")
+    query = (
+        f"SELECT symbol, timestamp FROM stock_prices WHERE symbol IN ({placeholders}) AND timestamp BETWEEN %s AND %s"
+    )
     return asyncio.run(qdb_rows_eventually(config, query, [*symbols, first, last], expected, timeout=60))

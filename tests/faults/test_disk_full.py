@@ -25,23 +25,34 @@ pytestmark = pytest.mark.servers
 
 
 def daemon_config(data_dir, questdb_config, pocketbase_config):
-    return parse_config({
-        "data_dir": str(data_dir),
-        "providers": {"replay": {"speed": 300}},  # a 30 s cycle every 0.1 s
-        "sinks": {
-            "questdb": {"http_port": questdb_config.http_port, "pg_port": questdb_config.pg_port,
-                        "request_timeout": 5, "reconnect": {"initial_delay": 0.2, "max_delay": 1}},
-            "pocketbase": {"url": pocketbase_config.url, "admin_email": pocketbase_config.admin_email,
-                           "admin_password": pocketbase_config.admin_password.get_secret_value(),
-                           "reconnect": {"initial_delay": 0.2, "max_delay": 1}},
+    return parse_config(
+        {
+            "data_dir": str(data_dir),
+            "providers": {"replay": {"speed": 300}},  # a 30 s cycle every 0.1 s
+            "sinks": {
+                "questdb": {
+                    "http_port": questdb_config.http_port,
+                    "pg_port": questdb_config.pg_port,
+                    "request_timeout": 5,
+                    "reconnect": {"initial_delay": 0.2, "max_delay": 1},
+                },
+                "pocketbase": {
+                    "url": pocketbase_config.url,
+                    "admin_email": pocketbase_config.admin_email,
+                    "admin_password": pocketbase_config.admin_password.get_secret_value(),
+                    "reconnect": {"initial_delay": 0.2, "max_delay": 1},
+                },
+            },
+            "websocket": {"port": 0},
+            "http": {"port": 0},
         },
-        "websocket": {"port": 0},
-        "http": {"port": 0},
-    }, env={})
+        env={},
+    )
 
 
-async def test_outbox_disk_full_alerts_keeps_serving_and_loses_nothing(small_disk, questdb_config,
-                                                                        pocketbase_config, caplog):
+async def test_outbox_disk_full_alerts_keeps_serving_and_loses_nothing(
+    small_disk, questdb_config, pocketbase_config, caplog
+):
     caplog.set_level(logging.INFO)
     daemon = build_daemon(demo_config(daemon_config(small_disk / "data", questdb_config, pocketbase_config)))
     manager = daemon.manager
@@ -96,8 +107,14 @@ async def test_outbox_disk_full_alerts_keeps_serving_and_loses_nothing(small_dis
 
             os.unlink(filler)  # space comes back
             filler = None
-            await until(lambda: all(s.status()["outbox_unwritable"] is None and s.status()["held_in_memory"] == 0
-                                    for s in sinks.values()), 30, "the held entries stored in the outboxes")
+            await until(
+                lambda: all(
+                    s.status()["outbox_unwritable"] is None and s.status()["held_in_memory"] == 0
+                    for s in sinks.values()
+                ),
+                30,
+                "the held entries stored in the outboxes",
+            )
             assert any("sink.outbox_writable" in r.getMessage() for r in caplog.records)
         manager.request_stop()
         assert await asyncio.wait_for(serving, 60)  # drained
@@ -110,11 +127,13 @@ async def test_outbox_disk_full_alerts_keeps_serving_and_loses_nothing(small_dis
     for name, sink in sinks.items():
         assert (sink.refused, sink.rejected, sink.outbox.depth) == (0, 0, 0), name
     # Every quote the daemon published, the ones held in memory during the outage included, is in QuestDB.
-    rows = await qdb_rows_eventually(questdb_config, f"SELECT symbol, timestamp, price FROM {prefix}stock_prices",
-                                     None, len(published), 30)
+    rows = await qdb_rows_eventually(
+        questdb_config, f"SELECT symbol, timestamp, price FROM {prefix}stock_prices", None, len(published), 30
+    )
     assert len(rows) == len(published) > 0
-    assert {(s, t.timestamp(), p) for s, t, p in rows} == {(u.symbol, u.timestamp.timestamp(), u.price)
-                                                           for u in published}
+    assert {(s, t.timestamp(), p) for s, t, p in rows} == {
+        (u.symbol, u.timestamp.timestamp(), u.price) for u in published
+    }
 
 
 def test_outbox_append_on_a_full_disk_keeps_its_count_true(small_disk):

@@ -29,8 +29,17 @@ from streamer.market import MarketSchedule
 from streamer.securities import Security
 from tests.faults.conftest import LONG
 from tests.helpers import until
-from tests.providers.wire import (DAILY_LIMIT_BODY, POW_PAGE, STOOQ_EN_HEADER, StooqRow, WireServer, bulk_row,
-                                  json_reply, stooq_book, text)
+from tests.providers.wire import (
+    DAILY_LIMIT_BODY,
+    POW_PAGE,
+    STOOQ_EN_HEADER,
+    StooqRow,
+    WireServer,
+    bulk_row,
+    json_reply,
+    stooq_book,
+    text,
+)
 
 WAW = ZoneInfo("Europe/Warsaw")
 START = datetime(2026, 11, 20, 10, 0, tzinfo=WAW)  # a Friday, continuous trading until 16:50
@@ -38,11 +47,26 @@ SYMBOLS = ["PKN", "PKO", "KGH"]
 HOUR_OF_CYCLES = 120 if LONG else 20  # 30 s cycles: an hour, or ten minutes in CI
 STOOQ_TIMEOUT = 0.3
 
-GOOD_STOOQ = stooq_book([StooqRow(s.lower(), "2026-11-20", "09:59:00", "10", "11", "9", str(10 + i), "1000")
-                         for i, s in enumerate(SYMBOLS)])
-AV_BULK = json_reply({"endpoint": "Realtime Bulk Quotes", "message": "success", "data": [
-    bulk_row(s, close=str(20 + i), previous_close="19", change="1", change_percent="5",
-             timestamp="2026-11-20 03:59:00") for i, s in enumerate(SYMBOLS)]})
+GOOD_STOOQ = stooq_book(
+    [StooqRow(s.lower(), "2026-11-20", "09:59:00", "10", "11", "9", str(10 + i), "1000") for i, s in enumerate(SYMBOLS)]
+)
+AV_BULK = json_reply(
+    {
+        "endpoint": "Realtime Bulk Quotes",
+        "message": "success",
+        "data": [
+            bulk_row(
+                s,
+                close=str(20 + i),
+                previous_close="19",
+                change="1",
+                change_percent="5",
+                timestamp="2026-11-20 03:59:00",
+            )
+            for i, s in enumerate(SYMBOLS)
+        ],
+    }
+)
 
 
 def garbage_replies(rng: random.Random) -> list:
@@ -56,10 +80,17 @@ def garbage_replies(rng: random.Random) -> list:
         return web.Response(text="".join(chr(rng.randrange(1, 0x3000)) for _ in range(200)), content_type="text/csv")
 
     return [
-        noise, unicode_noise, text(POW_PAGE, content_type="text/html"), text(DAILY_LIMIT_BODY),
-        text(header + "PKN,2026-11-20,10:0"), text(header), text(""), text("oops", status=500),
+        noise,
+        unicode_noise,
+        text(POW_PAGE, content_type="text/html"),
+        text(DAILY_LIMIT_BODY),
+        text(header + "PKN,2026-11-20,10:0"),
+        text(header),
+        text(""),
+        text("oops", status=500),
         text("<html>bad gateway</html>", status=502, content_type="text/html"),
-        json_reply({"error": "not csv"}), text(header + "PKN,2026-11-20,10:00:00,abc,def,ghi,jkl,mno,X\r\n"),
+        json_reply({"error": "not csv"}),
+        text(header + "PKN,2026-11-20,10:00:00,abc,def,ghi,jkl,mno,X\r\n"),
         text(header + "PKN,2026-99-99,25:61:00,1,1,1,1,1,X\r\nPKO,,,,,,,,\r\n"),
         text("Symbol;Date;Time\r\nPKN;2026-11-20;10:00:00\r\n"),
     ]
@@ -78,8 +109,11 @@ class Env:
         """Run the next polling cycle and wait until the manager is parked on the clock again."""
         before = self.manager.cycles
         self.clock.set(self.clock.next_wakeup())
-        await until(lambda: self.manager.cycles == before + 1 and self.clock.waiting > 0 or self.task.done(),
-                    10, "the next cycle")
+        await until(
+            lambda: (self.manager.cycles == before + 1 and self.clock.waiting > 0) or self.task.done(),
+            10,
+            "the next cycle",
+        )
         assert not self.task.done(), self.task  # no crash
         assert await self.manager.bus.drain(5)
 
@@ -97,15 +131,30 @@ async def running() -> AsyncIterator[Env]:
     async with WireServer() as stooq_srv, WireServer(AV_BULK) as av_srv:
         clock = FakeClock(START)
         stooq = StooqProvider(StooqConfig(base_url=stooq_srv.base_url, timeout=STOOQ_TIMEOUT), clock=clock)
-        av = AlphaVantageProvider(AlphaVantageConfig(
-            base_url=av_srv.base_url, apikey="test-only-key", plan="premium", requests_per_day=100_000,
-            requests_per_minute=100, timeout=5), clock=clock)
+        av = AlphaVantageProvider(
+            AlphaVantageConfig(
+                base_url=av_srv.base_url,
+                apikey="test-only-key",
+                plan="premium",
+                requests_per_day=100_000,
+                requests_per_minute=100,
+                timeout=5,
+            ),
+            clock=clock,
+        )
         config = Config()
-        manager = RealTimeStreamManager(config, provider=FallbackChain([Throttled(stooq, 5, clock),
-                                                                        Throttled(av, 30, clock)]),
-                                        schedule=MarketSchedule(config.market), clock=clock, symbols=SYMBOLS)
-        api = HttpApi(HttpConfig.model_construct(enabled=True, host="127.0.0.1", port=0), manager=manager,
-                      securities=[Security(s, s, "stock") for s in SYMBOLS])
+        manager = RealTimeStreamManager(
+            config,
+            provider=FallbackChain([Throttled(stooq, 5, clock), Throttled(av, 30, clock)]),
+            schedule=MarketSchedule(config.market),
+            clock=clock,
+            symbols=SYMBOLS,
+        )
+        api = HttpApi(
+            HttpConfig.model_construct(enabled=True, host="127.0.0.1", port=0),
+            manager=manager,
+            securities=[Security(s, s, "stock") for s in SYMBOLS],
+        )
         events: list = []
 
         async def record(event):

@@ -23,8 +23,9 @@ DOWN = (SinkState.RECONNECTING, SinkState.FAILED)
 
 async def qdb_rows(config, symbols, expected: int, timeout: float = 60) -> list[tuple]:
     """Every stored row of `symbols`, once QuestDB shows `expected` of them (WAL applies asynchronously)."""
-    query = ("SELECT symbol, timestamp, price FROM stock_prices WHERE symbol IN ("
-             + ", ".join(["%s"] * len(symbols)) + ")")
+    query = (
+        "SELECT symbol, timestamp, price FROM stock_prices WHERE symbol IN (" + ", ".join(["%s"] * len(symbols)) + ")"
+    )
     return await qdb_rows_eventually(config, query, list(symbols), expected, timeout)
 
 

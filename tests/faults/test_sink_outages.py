@@ -42,8 +42,11 @@ async def test_questdb_stopped_mid_stream_every_row_lands_exactly_once(tmp_path,
     await until(lambda: sink.outbox.depth == 0, 60, "the outbox delivered after the restart")
 
     rows = await qdb_rows_eventually(
-        questdb_config, "SELECT symbol, timestamp, price FROM stock_prices WHERE symbol IN (%s, %s, %s) "
-        "ORDER BY timestamp, symbol", symbols, 60)
+        questdb_config,
+        "SELECT symbol, timestamp, price FROM stock_prices WHERE symbol IN (%s, %s, %s) ORDER BY timestamp, symbol",
+        symbols,
+        60,
+    )
     assert len(rows) == 60
     assert len({(s, t) for s, t, _ in rows}) == 60  # no (timestamp, symbol) twice
     expected = {(u.symbol, u.price) for k in range(20) for u in quotes(symbols, k, base)}
@@ -52,19 +55,25 @@ async def test_questdb_stopped_mid_stream_every_row_lands_exactly_once(tmp_path,
     await sink.stop(5)
 
 
-async def test_pocketbase_stopped_mid_stream_converges_with_nothing_lost(tmp_path, pocketbase_server,
-                                                                          pocketbase_config):
+async def test_pocketbase_stopped_mid_stream_converges_with_nothing_lost(
+    tmp_path, pocketbase_server, pocketbase_config
+):
     symbols = [f"PO{uuid.uuid4().hex[:6].upper()}{i}" for i in range(3)]
     base = unique_start()
     first_cycle = random.randrange(10**8)
     bus = EventBus()
-    sink = OutboxSink(PocketBaseBackend(pocketbase_config), data_dir=tmp_path, reconnect=RECONNECT,
-                      outbox=OutboxConfig())
+    sink = OutboxSink(
+        PocketBaseBackend(pocketbase_config), data_dir=tmp_path, reconnect=RECONNECT, outbox=OutboxConfig()
+    )
     await sink.start(bus)
 
     def cycle(k):
-        return QuoteBatch(first_cycle + k, quotes(symbols, k, base), MarketStatus.OPEN,
-                          ready_at=base + timedelta(seconds=30 * k, milliseconds=5))
+        return QuoteBatch(
+            first_cycle + k,
+            quotes(symbols, k, base),
+            MarketStatus.OPEN,
+            ready_at=base + timedelta(seconds=30 * k, milliseconds=5),
+        )
 
     try:
         for k in range(5):
@@ -78,11 +87,14 @@ async def test_pocketbase_stopped_mid_stream_converges_with_nothing_lost(tmp_pat
         await asyncio.to_thread(pocketbase_server.start)
     await until(lambda: sink.outbox.depth == 0, 60, "the outbox delivered after the restart")
 
-    latest = {r["symbol"]: r["price"] for r in await pb_records(
-        pocketbase_config, "stock_data", " || ".join(f'symbol="{s}"' for s in symbols))}
+    latest = {
+        r["symbol"]: r["price"]
+        for r in await pb_records(pocketbase_config, "stock_data", " || ".join(f'symbol="{s}"' for s in symbols))
+    }
     assert latest == {u.symbol: u.price for u in quotes(symbols, 14, base)}
-    updates = await pb_records(pocketbase_config, "market_updates",
-                               f"cycle >= {first_cycle} && cycle < {first_cycle + 15}")
+    updates = await pb_records(
+        pocketbase_config, "market_updates", f"cycle >= {first_cycle} && cycle < {first_cycle + 15}"
+    )
     assert sorted(r["cycle"] for r in updates) == [first_cycle + k for k in range(15)]
     await bus.close(5)
     await sink.stop(5)

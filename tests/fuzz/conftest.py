@@ -13,9 +13,13 @@ from hypothesis import HealthCheck, settings
 LONG = os.environ.get("STREAMER_LONG_TESTS") == "1"
 EXAMPLES = 10_000 if LONG else 300
 
-settings.register_profile("fuzz", max_examples=EXAMPLES, deadline=None, derandomize=False,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                                 HealthCheck.filter_too_much])
+settings.register_profile(
+    "fuzz",
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 FUZZ = settings.get_profile("fuzz")
 TRIED: Counter[str] = Counter()  # target -> inputs tried
 

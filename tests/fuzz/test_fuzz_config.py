@@ -12,33 +12,73 @@ from streamer.config import Config, ConfigError, load_config, parse_config
 from tests.fuzz.conftest import FUZZ, TRIED
 
 KEYS = {
-    "data_dir": None, "shutdown_timeout": None,
+    "data_dir": None,
+    "shutdown_timeout": None,
     "symbols": ["file", "include", "exclude", "indices"],
     "market": ["timezone", "calendar", "pre_market_start", "open", "close", "after_hours_end"],
     "polling": ["interval", "pre_market_interval", "after_hours_interval", "publish_unchanged"],
     "providers": ["chain", "stooq", "alpha_vantage", "replay"],
     "sinks": ["questdb", "pocketbase"],
-    "websocket": ["enabled", "host", "port", "tls_cert", "tls_key", "history_size", "send_buffer", "max_frame_bytes",
-                  "max_subscriptions", "max_messages_per_second", "require_auth", "tokens", "allowed_origins"],
+    "websocket": [
+        "enabled",
+        "host",
+        "port",
+        "tls_cert",
+        "tls_key",
+        "history_size",
+        "send_buffer",
+        "max_frame_bytes",
+        "max_subscriptions",
+        "max_messages_per_second",
+        "require_auth",
+        "tokens",
+        "allowed_origins",
+    ],
     "http": ["enabled", "host", "port"],
     "alerts": ["enabled", "rules"],
     "logging": ["level", "format"],
 }
-scalar = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(), st.text(max_size=20),
-                   st.sampled_from(["${HOME}", "${NOPE}", "${NOPE:-3}", "$$", "${", "09:00", "30", "stooq", "replay",
-                                    "Europe/Warsaw", "Mars/Base", "DEBUG", "json"]))
-value = st.recursive(scalar, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                     st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                     max_leaves=8)
-section = st.dictionaries(st.sampled_from(sorted({k for ks in KEYS.values() if ks for k in ks}) + ["typo"]), value,
-                          max_size=4)
+scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(),
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "${HOME}",
+            "${NOPE}",
+            "${NOPE:-3}",
+            "$$",
+            "${",
+            "09:00",
+            "30",
+            "stooq",
+            "replay",
+            "Europe/Warsaw",
+            "Mars/Base",
+            "DEBUG",
+            "json",
+        ]
+    ),
+)
+value = st.recursive(
+    scalar,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8,
+)
+section = st.dictionaries(
+    st.sampled_from([*sorted({k for ks in KEYS.values() if ks for k in ks}), "typo"]), value, max_size=4
+)
 tree = st.one_of(
-    st.dictionaries(st.sampled_from(sorted(KEYS) + ["unknown"]), st.one_of(section, value), max_size=5),
+    st.dictionaries(st.sampled_from([*sorted(KEYS), "unknown"]), st.one_of(section, value), max_size=5),
     value,
 )
 # A problem line starts with a key path ("a.b[0].c: ..."), "(top level)", or names a place in the file.
 _PART = r"""(?:[A-Za-z0-9_-]+|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(?:\[\d+\])*"""
-PROBLEM = re.compile(rf"^(?:{_PART}(?:\.{_PART})*|\(top level\)|line \d+, column \d+|cannot read the file)(?::| is)? \S")
+PROBLEM = re.compile(
+    rf"^(?:{_PART}(?:\.{_PART})*|\(top level\)|line \d+, column \d+|cannot read the file)(?::| is)? \S"
+)
 ENV = {"HOME": "/home/test"}
 
 
@@ -59,11 +99,14 @@ def test_any_parsed_tree_is_a_config_or_named_problems(data):
 
 
 YAML_NOISE = ["{a: 1", "[1, 2", "&a x", "*a", "!!python/object:os.system", "|", "'", '"', "? x", "%YAML 9"]
-yaml_line = st.tuples(st.sampled_from(sorted(KEYS) + ["  interval", "  port", "- ", "  - x"]),
-                      st.sampled_from([":", ": ", ":: ", " = "]),
-                      st.one_of(scalar.map(str), st.sampled_from(YAML_NOISE)))
-yaml_text = st.one_of(st.text(), st.binary(),
-                      st.lists(yaml_line).map(lambda items: "\n".join(k + s + v for k, s, v in items)))
+yaml_line = st.tuples(
+    st.sampled_from([*sorted(KEYS), "  interval", "  port", "- ", "  - x"]),
+    st.sampled_from([":", ": ", ":: ", " = "]),
+    st.one_of(scalar.map(str), st.sampled_from(YAML_NOISE)),
+)
+yaml_text = st.one_of(
+    st.text(), st.binary(), st.lists(yaml_line).map(lambda items: "\n".join(k + s + v for k, s, v in items))
+)
 
 
 @FUZZ
@@ -94,9 +137,11 @@ def test_regression_a_file_that_is_not_utf8_is_a_config_error(tmp_path):
 
 
 def test_regression_odd_keys_are_quoted_in_the_key_path():
-    for data, line in [({"": 1}, "'': unknown key (not one of the documented settings)"),
-                       ({"http": {"a.b": 1}}, "http.'a.b': unknown key (not one of the documented settings)"),
-                       ({"x:y": "${NOPE}"}, "'x:y': environment variable NOPE is not set")]:
+    for data, line in [
+        ({"": 1}, "'': unknown key (not one of the documented settings)"),
+        ({"http": {"a.b": 1}}, "http.'a.b': unknown key (not one of the documented settings)"),
+        ({"x:y": "${NOPE}"}, "'x:y': environment variable NOPE is not set"),
+    ]:
         try:
             parse_config(data, ENV)
         except ConfigError as e:
@@ -107,8 +152,11 @@ def test_regression_odd_keys_are_quoted_in_the_key_path():
 
 def test_regression_a_session_time_given_as_a_number_or_with_a_zone_is_named():
     """Found by the fuzzer: `after_hours_end: 0.0` (or YAML's unquoted 9:00 = 540) raised a TypeError."""
-    for value, problem in [(0.0, "must be a time of day written as text"), (540, "YAML reads an unquoted 9:00"),
-                           ("17:05+01:00", "must be a local time without a time zone")]:
+    for value, problem in [
+        (0.0, "must be a time of day written as text"),
+        (540, "YAML reads an unquoted 9:00"),
+        ("17:05+01:00", "must be a local time without a time zone"),
+    ]:
         try:
             parse_config({"market": {"after_hours_end": value}}, ENV)
         except ConfigError as e:

@@ -9,7 +9,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -20,8 +20,15 @@ from providers.chain import FallbackChain
 from streamer.clock import FakeClock
 from streamer.config import Config, HttpConfig
 from streamer.http import HttpApi
-from streamer.http.params import (ParamError, check_names, etag_matches, parse_event_id, parse_history, parse_limit,
-                                  parse_symbols)
+from streamer.http.params import (
+    ParamError,
+    check_names,
+    etag_matches,
+    parse_event_id,
+    parse_history,
+    parse_limit,
+    parse_symbols,
+)
 from streamer.manager import RealTimeStreamManager
 from streamer.market import MarketSchedule
 from streamer.securities import Security
@@ -29,18 +36,46 @@ from tests.fuzz.conftest import FUZZ, TRIED
 from tests.helpers import NoQuotes
 
 WAW = ZoneInfo("Europe/Warsaw")
-NOW = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 UNIVERSE = frozenset({"PKN", "PKO", "WIG20"})
 HISTORY_PARAMS = ("from", "to", "interval", "limit")
 
 param_value = st.one_of(
-    st.sampled_from(["", " ", "1", "0", "-1", "10000", "10001", "99999999999999999999", "1m", "5m", "1h", "1d", "1s",
-                     "2026-11-20", "2026-11-20T09:00:00Z", "2026-11-20T09:00:00+01:00", "2026-11-20T09:00:00 01:00",
-                     "2026-11-20T09:00:00", "2026-02-30", "PKN", "PKN,PKO", "pkn,,pko", "XYZ", ",", "*", "１２"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "1",
+            "0",
+            "-1",
+            "10000",
+            "10001",
+            "99999999999999999999",
+            "1m",
+            "5m",
+            "1h",
+            "1d",
+            "1s",
+            "2026-11-20",
+            "2026-11-20T09:00:00Z",
+            "2026-11-20T09:00:00+01:00",
+            "2026-11-20T09:00:00 01:00",
+            "2026-11-20T09:00:00",
+            "2026-02-30",
+            "PKN",
+            "PKN,PKO",
+            "pkn,,pko",
+            "XYZ",
+            ",",
+            "*",
+            "１２",
+        ]
+    ),
     st.text(max_size=40),
 )
-query = st.dictionaries(st.one_of(st.sampled_from([*HISTORY_PARAMS, "symbols", "symbol"]), st.text(max_size=8)),
-                        param_value, max_size=5)
+query = st.dictionaries(
+    st.one_of(st.sampled_from([*HISTORY_PARAMS, "symbols", "symbol"]), st.text(max_size=8)), param_value, max_size=5
+)
 
 
 def assert_names_parameter(e: ParamError, given_names) -> None:
@@ -58,9 +93,11 @@ def test_validators_refuse_with_the_parameter_named(q, raw_limit, raw_symbols, e
         assert h.start < h.end and 1 <= h.limit <= 10_000
     except ParamError as e:
         assert_names_parameter(e, q)
-    for call, name in ((lambda: parse_limit(raw_limit, default=100, maximum=1000), "limit"),
-                       (lambda: parse_symbols(raw_symbols, UNIVERSE), "symbols"),
-                       (lambda: check_names(q, ("symbols",)), None)):
+    for call, name in (
+        (lambda: parse_limit(raw_limit, default=100, maximum=1000), "limit"),
+        (lambda: parse_symbols(raw_symbols, UNIVERSE), "symbols"),
+        (lambda: check_names(q, ("symbols",)), None),
+    ):
         try:
             call()
         except ParamError as e:
@@ -86,11 +123,18 @@ def api_url():
     async def serve() -> None:
         nonlocal stop
         stop = asyncio.Event()
-        manager = RealTimeStreamManager(config, provider=FallbackChain([NoQuotes()]),
-                                        schedule=MarketSchedule(config.market), clock=FakeClock(NOW),
-                                        symbols=sorted(UNIVERSE))
-        api = HttpApi(HttpConfig.model_construct(enabled=True, host="127.0.0.1", port=0), manager=manager,
-                      securities=[Security(s, s, "stock") for s in sorted(UNIVERSE)])
+        manager = RealTimeStreamManager(
+            config,
+            provider=FallbackChain([NoQuotes()]),
+            schedule=MarketSchedule(config.market),
+            clock=FakeClock(NOW),
+            symbols=sorted(UNIVERSE),
+        )
+        api = HttpApi(
+            HttpConfig.model_construct(enabled=True, host="127.0.0.1", port=0),
+            manager=manager,
+            securities=[Security(s, s, "stock") for s in sorted(UNIVERSE)],
+        )
         await api.start(manager.bus)
         serve.url = api.url
         started.set()
@@ -107,13 +151,22 @@ def api_url():
     loop.close()
 
 
-PATHS = ["/api/v1/stocks", "/api/v1/stocks/PKN", "/api/v1/stocks/pkn/history", "/api/v1/stocks/NOPE/history",
-         "/api/v1/alerts", "/api/v1/market", "/api/v1/health", "/metrics"]
+PATHS = [
+    "/api/v1/stocks",
+    "/api/v1/stocks/PKN",
+    "/api/v1/stocks/pkn/history",
+    "/api/v1/stocks/NOPE/history",
+    "/api/v1/alerts",
+    "/api/v1/market",
+    "/api/v1/health",
+    "/metrics",
+]
 raw_query = st.one_of(
     query.map(urllib.parse.urlencode),
     st.text(max_size=60).map(lambda t: urllib.parse.quote(t, safe="=&;,+%")),
     st.lists(st.tuples(st.text(max_size=6), st.text(max_size=20)), max_size=4).map(
-        lambda kv: "&".join(urllib.parse.quote(k) + "=" + urllib.parse.quote(v) for k, v in kv)),
+        lambda kv: "&".join(urllib.parse.quote(k) + "=" + urllib.parse.quote(v) for k, v in kv)
+    ),
 )
 
 

@@ -13,27 +13,45 @@ from tests.fuzz.conftest import FUZZ, TRIED
 
 UNIVERSE = frozenset({"PKN", "PKO", "KGH", "CDR", "WIG20"})
 # What a refusal may say: a field named in backticks, or what the whole frame is.
-NAMES = ("`", "not valid JSON", "must be a JSON object", "unknown message type", "invalid symbol", "at most",
-         "all-symbols subscription", "already admitted")
+NAMES = (
+    "`",
+    "not valid JSON",
+    "must be a JSON object",
+    "unknown message type",
+    "invalid symbol",
+    "at most",
+    "all-symbols subscription",
+    "already admitted",
+)
 
-scalar = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=40))
-value = st.recursive(scalar, lambda inner: st.one_of(st.lists(inner, max_size=5),
-                                                     st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-                     max_leaves=10)
-symbol = st.one_of(st.sampled_from(sorted(UNIVERSE) + ["pkn", " kgh ", "*", "", "A" * 40, "X-Y.Z", "ÄÖ"]),
-                   st.text(max_size=34))
+scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=40))
+value = st.recursive(
+    scalar,
+    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=10,
+)
+symbol = st.one_of(
+    st.sampled_from([*sorted(UNIVERSE), "pkn", " kgh ", "*", "", "A" * 40, "X-Y.Z", "ÄÖ"]), st.text(max_size=34)
+)
 message = st.fixed_dictionaries(
     {"type": st.one_of(st.sampled_from(["subscribe", "unsubscribe", "status", "ping", "auth"]), scalar)},
-    optional={"symbols": st.one_of(st.lists(symbol, max_size=8), value), "since_seq": value, "epoch": value,
-              "id": value, "token": value})
+    optional={
+        "symbols": st.one_of(st.lists(symbol, max_size=8), value),
+        "since_seq": value,
+        "epoch": value,
+        "id": value,
+        "token": value,
+    },
+)
 
 
 def encoded(obj) -> str:
     return json.dumps(obj, allow_nan=True)
 
 
-frames = st.one_of(message.map(encoded), value.map(encoded), st.text(), st.binary(),
-                   message.map(lambda m: encoded(m).encode()))
+frames = st.one_of(
+    message.map(encoded), value.map(encoded), st.text(), st.binary(), message.map(lambda m: encoded(m).encode())
+)
 
 
 @FUZZ

@@ -30,8 +30,12 @@ from streamer.securities import Security
 WAW = ZoneInfo("Europe/Warsaw")
 SCHEDULE = MarketSchedule(Config().market)
 OPEN = datetime(2026, 11, 20, 10, 0, tzinfo=WAW)  # a Friday, continuous trading
-SECURITIES = [Security("PKN", "Orlen", "stock"), Security("PKO", "PKO BP", "stock"),
-              Security("CDR", "CD Projekt", "stock"), Security("WIG20", "WIG20", "index")]
+SECURITIES = [
+    Security("PKN", "Orlen", "stock"),
+    Security("PKO", "PKO BP", "stock"),
+    Security("CDR", "CD Projekt", "stock"),
+    Security("WIG20", "WIG20", "index"),
+]
 PRICES = {"PKN": 60.0, "PKO": 50.0, "CDR": 250.0}  # WIG20 is followed but never quoted by the tape
 PREV_CLOSE = 0.98  # each symbol's previous close, as a fraction of its starting price
 
@@ -64,9 +68,17 @@ class Tape:
         for s in symbols:
             if s in self.quotes:
                 price, volume, at = self.quotes[s]
-                updates.append(StockUpdate.with_change(symbol=s, price=price, prev_close=self.prev_close[s],
-                                                       volume=volume, timestamp=at, data_source=self.name,
-                                                       received_at=self.clock.now()))
+                updates.append(
+                    StockUpdate.with_change(
+                        symbol=s,
+                        price=price,
+                        prev_close=self.prev_close[s],
+                        volume=volume,
+                        timestamp=at,
+                        data_source=self.name,
+                        received_at=self.clock.now(),
+                    )
+                )
         return FetchResult(self.name, tuple(updates), frozenset(s for s in symbols if s not in self.quotes))
 
     async def close(self) -> None:
@@ -143,15 +155,37 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0, what: str =
 
 
 @asynccontextmanager
-async def running(*, start: datetime = OPEN, sinks=(), components=None, reader=None, history=None,
-                  alerts=None, keepalive: float = 15.0) -> AsyncIterator[Env]:
+async def running(
+    *,
+    start: datetime = OPEN,
+    sinks=(),
+    components=None,
+    reader=None,
+    history=None,
+    alerts=None,
+    keepalive: float = 15.0,
+) -> AsyncIterator[Env]:
     """The manager (with `sinks`) and the API; yields once the start-up cycle is done."""
     clock = FakeClock(start)
     tape = Tape(clock, PRICES)
-    manager = RealTimeStreamManager(Config(), provider=FallbackChain([tape]), schedule=SCHEDULE, clock=clock,
-                                    symbols=[s.symbol for s in SECURITIES], sinks=list(sinks))
-    api = HttpApi(http_config(), manager=manager, securities=SECURITIES, reader=reader, history=history,
-                  components=list(sinks) if components is None else components, alerts=alerts, keepalive=keepalive)
+    manager = RealTimeStreamManager(
+        Config(),
+        provider=FallbackChain([tape]),
+        schedule=SCHEDULE,
+        clock=clock,
+        symbols=[s.symbol for s in SECURITIES],
+        sinks=list(sinks),
+    )
+    api = HttpApi(
+        http_config(),
+        manager=manager,
+        securities=SECURITIES,
+        reader=reader,
+        history=history,
+        components=list(sinks) if components is None else components,
+        alerts=alerts,
+        keepalive=keepalive,
+    )
     await manager.start()
     await api.start()
     task = asyncio.create_task(manager.run())

@@ -18,8 +18,7 @@ from sinks.questdb import QuestDBBackend
 from sinks.questdb_read import QuestDBReader
 from sinks.runner import OutboxSink
 from streamer.alerts import AlertEngine
-from streamer.config import (AlertRule, AlertsConfig, OutboxConfig, QuestDBSinkConfig, ReconnectConfig,
-                             WebSocketConfig)
+from streamer.config import AlertRule, AlertsConfig, OutboxConfig, QuestDBSinkConfig, ReconnectConfig, WebSocketConfig
 from streamer.events import QuoteBatch
 from streamer.http import HttpApi
 from streamer.http.params import etag_matches, parse_time
@@ -47,9 +46,12 @@ def assert_secure(headers) -> None:
 
 # --- health --------------------------------------------------------------------------------------
 
+
 async def test_health_reports_every_component_and_the_last_cycle():
-    sink = Component("questdb", {"state": "connected", "outbox_depth": 0,
-                                 "last_error": "cannot reach http://admin:s3cret@db:9000/exec"})
+    sink = Component(
+        "questdb",
+        {"state": "connected", "outbox_depth": 0, "last_error": "cannot reach http://admin:s3cret@db:9000/exec"},
+    )
     async with running(components=[sink]) as env:
         async with env.http.get("/api/v1/health") as resp:
             assert resp.status == 200
@@ -88,6 +90,7 @@ async def test_health_is_503_when_a_sink_has_failed():
 
 # --- metrics -------------------------------------------------------------------------------------
 
+
 def sample(name: str, labels: dict[str, str]) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -108,20 +111,33 @@ async def test_metrics_expose_the_pipeline_families(tmp_path):
             assert_secure(resp.headers)
             families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
         cycles = env.manager.cycles
-    for name in ("streamer_cycles", "streamer_cycle_duration_seconds", "streamer_updates_published",
-                 "streamer_provider_errors", "streamer_sink_outbox_depth", "streamer_sink_delivery_lag_seconds",
-                 "streamer_sink_reconnects", "streamer_ws_clients", "streamer_ws_messages_sent",
-                 "streamer_ws_messages_dropped", "streamer_alerts_fired", "streamer_http_sse_clients"):
+    for name in (
+        "streamer_cycles",
+        "streamer_cycle_duration_seconds",
+        "streamer_updates_published",
+        "streamer_provider_errors",
+        "streamer_sink_outbox_depth",
+        "streamer_sink_delivery_lag_seconds",
+        "streamer_sink_reconnects",
+        "streamer_ws_clients",
+        "streamer_ws_messages_sent",
+        "streamer_ws_messages_dropped",
+        "streamer_alerts_fired",
+        "streamer_http_sse_clients",
+    ):
         assert name in families, name
     assert families["streamer_cycle_duration_seconds"].type == "histogram"
     scraped = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
     assert scraped[("streamer_cycles_total", (("status", "open"),))] - cycles_before == cycles
-    assert scraped[("streamer_provider_errors_total", (("provider", "scripted"), ("reason", "timeout")))] \
-        - errors_before == 1
+    assert (
+        scraped[("streamer_provider_errors_total", (("provider", "scripted"), ("reason", "timeout")))] - errors_before
+        == 1
+    )
     assert ("streamer_sink_outbox_depth", (("sink", "memory"),)) in scraped
 
 
 # --- latest quotes -------------------------------------------------------------------------------
+
 
 async def test_stocks_lists_the_latest_quotes_with_an_etag_and_304():
     async with running() as env:
@@ -156,8 +172,9 @@ async def test_stocks_filter_by_symbols():
             etag = resp.headers["ETag"]
             body = await resp.json()
         assert [q["symbol"] for q in body["data"]] == ["PKN", "PKO"] and body["count"] == 2
-        async with env.http.get("/api/v1/stocks", params={"symbols": "PKN,PKO"},
-                                headers={"If-None-Match": etag}) as resp:
+        async with env.http.get(
+            "/api/v1/stocks", params={"symbols": "PKN,PKO"}, headers={"If-None-Match": etag}
+        ) as resp:
             assert resp.status == 304
 
 
@@ -173,26 +190,30 @@ async def test_one_stock_unknown_symbol_and_no_data_yet():
 
 # --- validation, errors, headers -----------------------------------------------------------------
 
-@pytest.mark.parametrize("path, params, parameter, code", [
-    ("/api/v1/stocks", {"symbols": ""}, "symbols", "invalid_parameter"),
-    ("/api/v1/stocks", {"symbols": "PKN,NOPE"}, "symbols", "invalid_parameter"),
-    ("/api/v1/stocks", {"symbols": "PK$"}, "symbols", "invalid_parameter"),
-    ("/api/v1/stocks", {"limit": "5"}, "limit", "unknown_parameter"),
-    ("/api/v1/stocks", [("symbols", "PKN"), ("symbols", "PKO")], "symbols", "invalid_parameter"),
-    ("/api/v1/stocks/PKN", {"x": "1"}, "x", "unknown_parameter"),
-    ("/api/v1/stocks/PKN/history", {"limit": "abc"}, "limit", "invalid_parameter"),
-    ("/api/v1/stocks/PKN/history", {"limit": "0"}, "limit", "invalid_parameter"),
-    ("/api/v1/stocks/PKN/history", {"limit": "10001"}, "limit", "invalid_parameter"),
-    ("/api/v1/stocks/PKN/history", {"from": "yesterday"}, "from", "invalid_parameter"),
-    ("/api/v1/stocks/PKN/history", {"to": "2026-11-20T10:00:00"}, "to", "invalid_parameter"),
-    ("/api/v1/stocks/PKN/history", {"from": "2026-11-21", "to": "2026-11-20"}, "from", "invalid_parameter"),
-    ("/api/v1/stocks/PKN/history", {"interval": "2m"}, "interval", "invalid_parameter"),
-    ("/api/v1/alerts", {"limit": "-1"}, "limit", "invalid_parameter"),
-    ("/api/v1/alerts", {"symbol": "NOPE"}, "symbol", "invalid_parameter"),
-    ("/api/v1/market", {"tz": "UTC"}, "tz", "unknown_parameter"),
-    ("/api/v1/health", {"verbose": "1"}, "verbose", "unknown_parameter"),
-    ("/api/v1/stream", {"symbols": "NOPE"}, "symbols", "invalid_parameter"),
-])
+
+@pytest.mark.parametrize(
+    "path, params, parameter, code",
+    [
+        ("/api/v1/stocks", {"symbols": ""}, "symbols", "invalid_parameter"),
+        ("/api/v1/stocks", {"symbols": "PKN,NOPE"}, "symbols", "invalid_parameter"),
+        ("/api/v1/stocks", {"symbols": "PK$"}, "symbols", "invalid_parameter"),
+        ("/api/v1/stocks", {"limit": "5"}, "limit", "unknown_parameter"),
+        ("/api/v1/stocks", [("symbols", "PKN"), ("symbols", "PKO")], "symbols", "invalid_parameter"),
+        ("/api/v1/stocks/PKN", {"x": "1"}, "x", "unknown_parameter"),
+        ("/api/v1/stocks/PKN/history", {"limit": "abc"}, "limit", "invalid_parameter"),
+        ("/api/v1/stocks/PKN/history", {"limit": "0"}, "limit", "invalid_parameter"),
+        ("/api/v1/stocks/PKN/history", {"limit": "10001"}, "limit", "invalid_parameter"),
+        ("/api/v1/stocks/PKN/history", {"from": "yesterday"}, "from", "invalid_parameter"),
+        ("/api/v1/stocks/PKN/history", {"to": "2026-11-20T10:00:00"}, "to", "invalid_parameter"),
+        ("/api/v1/stocks/PKN/history", {"from": "2026-11-21", "to": "2026-11-20"}, "from", "invalid_parameter"),
+        ("/api/v1/stocks/PKN/history", {"interval": "2m"}, "interval", "invalid_parameter"),
+        ("/api/v1/alerts", {"limit": "-1"}, "limit", "invalid_parameter"),
+        ("/api/v1/alerts", {"symbol": "NOPE"}, "symbol", "invalid_parameter"),
+        ("/api/v1/market", {"tz": "UTC"}, "tz", "unknown_parameter"),
+        ("/api/v1/health", {"verbose": "1"}, "verbose", "unknown_parameter"),
+        ("/api/v1/stream", {"symbols": "NOPE"}, "symbols", "invalid_parameter"),
+    ],
+)
 async def test_every_parameter_is_validated_and_named(path, params, parameter, code):
     async with running() as env:
         async with env.http.get(path, params=params) as resp:
@@ -206,8 +227,13 @@ async def test_every_parameter_is_validated_and_named(path, params, parameter, c
 async def test_the_limit_message_says_what_is_allowed():
     async with running() as env:
         body = await env.get_json("/api/v1/stocks/PKN/history", status=400, params={"limit": "abc"})
-    assert body == {"error": {"code": "invalid_parameter", "parameter": "limit",
-                              "message": "limit: must be an integer from 1 to 10000 (got 'abc')"}}
+    assert body == {
+        "error": {
+            "code": "invalid_parameter",
+            "parameter": "limit",
+            "message": "limit: must be an integer from 1 to 10000 (got 'abc')",
+        }
+    }
 
 
 async def test_unknown_routes_and_methods_answer_json():
@@ -221,6 +247,7 @@ async def test_unknown_routes_and_methods_answer_json():
 
 
 # --- market --------------------------------------------------------------------------------------
+
 
 async def test_market_status_phase_and_next_transition():
     async with running(start=OPEN.replace(hour=16, minute=55)) as env:
@@ -236,10 +263,10 @@ async def test_market_status_phase_and_next_transition():
 
 # --- alerts --------------------------------------------------------------------------------------
 
+
 async def test_alerts_come_from_the_engine_when_questdb_has_none():
     threshold = 5.0
-    engine = AlertEngine(AlertsConfig(rules=[AlertRule(name="api-move", kind="change_percent",
-                                                       threshold=threshold)]))
+    engine = AlertEngine(AlertsConfig(rules=[AlertRule(name="api-move", kind="change_percent", threshold=threshold)]))
     async with running(sinks=[engine], alerts=engine) as env:
         assert (await env.get_json("/api/v1/alerts"))["count"] == 0
         moved = {"PKN": PRICES["PKN"] * 1.2, "CDR": PRICES["CDR"] * 0.7}
@@ -254,6 +281,7 @@ async def test_alerts_come_from_the_engine_when_questdb_has_none():
 
 
 # --- history -------------------------------------------------------------------------------------
+
 
 async def test_history_without_questdb_is_503():
     async with running() as env:
@@ -278,10 +306,18 @@ async def test_history_and_bars_from_the_real_questdb(questdb_config):
     await backend.connect()
     start = OPEN - timedelta(hours=1)
     # Three quotes a minute for five minutes; prices and cumulative volume rise with each quote.
-    quotes = [StockUpdate.with_change(symbol="PKN", price=60 + i / 10, prev_close=59.0, volume=1000 * (i + 1),
-                                      timestamp=start + timedelta(seconds=20 * i), data_source="test",
-                                      received_at=start + timedelta(seconds=20 * i))
-              for i in range(15)]
+    quotes = [
+        StockUpdate.with_change(
+            symbol="PKN",
+            price=60 + i / 10,
+            prev_close=59.0,
+            volume=1000 * (i + 1),
+            timestamp=start + timedelta(seconds=20 * i),
+            data_source="test",
+            received_at=start + timedelta(seconds=20 * i),
+        )
+        for i in range(15)
+    ]
     await backend.write(backend.entries_for(QuoteBatch(1, tuple(quotes), MarketStatus.OPEN, start)))
     try:
         async with running(reader=reader) as env:
@@ -302,10 +338,14 @@ async def test_history_and_bars_from_the_real_questdb(questdb_config):
             for q in quotes:
                 by_minute.setdefault(q.timestamp.replace(second=0), []).append(q)
             assert bars["interval"] == "1m" and bars["count"] == len(by_minute)
-            for bar, (minute, group) in zip(bars["data"], sorted(by_minute.items())):
+            for bar, (minute, group) in zip(bars["data"], sorted(by_minute.items()), strict=False):
                 assert bar["timestamp"].startswith(minute.strftime("%Y-%m-%dT%H:%M"))
                 assert (bar["open"], bar["high"], bar["low"], bar["close"]) == (
-                    group[0].price, max(q.price for q in group), min(q.price for q in group), group[-1].price)
+                    group[0].price,
+                    max(q.price for q in group),
+                    min(q.price for q in group),
+                    group[-1].price,
+                )
                 assert bar["quotes"] == len(group)
     finally:
         await backend.close()
@@ -321,6 +361,7 @@ async def until_async(check, timeout: float = 30.0) -> None:
 
 
 # --- streamer status -----------------------------------------------------------------------------
+
 
 async def test_streamer_status_summarises_and_sets_the_exit_code():
     sink = Component("questdb", {"state": "connected", "outbox_depth": 7})
@@ -341,6 +382,7 @@ async def test_streamer_status_summarises_and_sets_the_exit_code():
 
 # --- pure parsing and the documented contract -----------------------------------------------------
 
+
 def test_times_accept_an_unencoded_plus_and_bare_dates():
     tz = SCHEDULE.tz
     assert parse_time("2026-11-20T09:00:00 01:00", "from", tz) == parse_time("2026-11-20T09:00:00+01:00", "from", tz)
@@ -348,8 +390,10 @@ def test_times_accept_an_unencoded_plus_and_bare_dates():
     assert (midnight.astimezone(tz).hour, midnight.astimezone(tz).date().isoformat()) == (0, "2026-11-20")
 
 
-@pytest.mark.parametrize("header, matches", [
-    ('"abc"', True), ('W/"abc"', True), ('"x", "abc"', True), ("*", True), ('"abd"', False), (None, False)])
+@pytest.mark.parametrize(
+    "header, matches",
+    [('"abc"', True), ('W/"abc"', True), ('"x", "abc"', True), ("*", True), ('"abd"', False), (None, False)],
+)
 def test_if_none_match(header, matches):
     assert etag_matches(header, '"abc"') is matches
 
@@ -381,8 +425,16 @@ class _AlertStore:
 
 async def test_alerts_merge_questdb_with_the_newest_in_memory_or_fall_back_to_memory():
     engine = AlertEngine(AlertsConfig(rules=[AlertRule(name="api-move", kind="change_percent", threshold=5)]))
-    older = {"timestamp": "2026-11-19T15:00:00.000Z", "rule": "api-move", "kind": "change_percent",
-             "symbol": "PKO", "message": "PKO up", "price": 1.0, "value": 6.0, "threshold": 5.0}
+    older = {
+        "timestamp": "2026-11-19T15:00:00.000Z",
+        "rule": "api-move",
+        "kind": "change_percent",
+        "symbol": "PKO",
+        "message": "PKO up",
+        "price": 1.0,
+        "value": 6.0,
+        "threshold": 5.0,
+    }
     store = _AlertStore([older])
     async with running(sinks=[engine], alerts=engine, reader=store) as env:
         env.tape.set("PKN", PRICES["PKN"] * 1.2)

@@ -10,10 +10,14 @@ from streamer.securities import Security, load_securities
 from . import running
 
 SECURITIES = [
-    Security("PKN", "Orlen", "stock"), Security("PKO", "PKO Bank Polski", "stock"),
-    Security("PEO", "Bank Pekao", "stock"), Security("KGH", "KGHM Polska Miedź", "stock"),
-    Security("PZU", "Powszechny Zakład Ubezpieczeń", "stock"), Security("ALR", "Alior Bank", "stock"),
-    Security("XPKN", "Example Holding", "stock"), Security("WIG20", "WIG20", "index"),
+    Security("PKN", "Orlen", "stock"),
+    Security("PKO", "PKO Bank Polski", "stock"),
+    Security("PEO", "Bank Pekao", "stock"),
+    Security("KGH", "KGHM Polska Miedź", "stock"),
+    Security("PZU", "Powszechny Zakład Ubezpieczeń", "stock"),
+    Security("ALR", "Alior Bank", "stock"),
+    Security("XPKN", "Example Holding", "stock"),
+    Security("WIG20", "WIG20", "index"),
 ]
 
 
@@ -62,15 +66,18 @@ async def test_the_endpoint_ranks_exact_ticker_first():
             assert r.status == 200 and (await r.json())["data"] == []
 
 
-@pytest.mark.parametrize("query, parameter, code", [
-    ("", "q", "invalid_parameter"),
-    ("?q=", "q", "invalid_parameter"),
-    ("?q=%20%20", "q", "invalid_parameter"),
-    ("?q=" + "a" * (MAX_QUERY + 1), "q", "invalid_parameter"),
-    ("?q=pkn&limit=0", "limit", "invalid_parameter"),
-    ("?q=pkn&symbol=PKN", "symbol", "unknown_parameter"),
-    ("?q=pkn&q=pko", "q", "invalid_parameter"),
-])
+@pytest.mark.parametrize(
+    "query, parameter, code",
+    [
+        ("", "q", "invalid_parameter"),
+        ("?q=", "q", "invalid_parameter"),
+        ("?q=%20%20", "q", "invalid_parameter"),
+        ("?q=" + "a" * (MAX_QUERY + 1), "q", "invalid_parameter"),
+        ("?q=pkn&limit=0", "limit", "invalid_parameter"),
+        ("?q=pkn&symbol=PKN", "symbol", "unknown_parameter"),
+        ("?q=pkn&q=pko", "q", "invalid_parameter"),
+    ],
+)
 async def test_empty_missing_or_too_long_queries_are_400_naming_the_parameter(query, parameter, code):
     async with running() as env:
         async with env.http.get("/api/v1/securities" + query) as r:

@@ -116,8 +116,10 @@ async def test_last_event_id_replays_exactly_the_missed_batches_for_the_clients_
             replayed = [await sse.next() for _ in missed]
             assert [e.event for e in replayed] == ["stock_updates"] * len(missed)
             assert [e.id for e in replayed] == [f"{ws.history.epoch}:{e.seq}" for e in missed]
-            assert [[json.dumps(q, separators=(",", ":"), ensure_ascii=False).encode() for q in e.data["data"]]
-                    for e in replayed] == [list(e.quotes[s] for s in e.quotes if s in key) for e in missed]
+            assert [
+                [json.dumps(q, separators=(",", ":"), ensure_ascii=False).encode() for q in e.data["data"]]
+                for e in replayed
+            ] == [list(e.quotes[s] for s in e.quotes if s in key) for e in missed]
             assert [e.data["prev_seq"] for e in replayed] == [last_seq] + [e.seq for e in missed[:-1]]
             # Then live, with nothing in between (the market_status event is the current status, sent once).
             env.tape.set("PKN", PRICES["PKN"] + 9)
@@ -140,8 +142,9 @@ async def test_an_unknown_epoch_or_a_lost_history_answers_resync_with_a_snapshot
         for i in range(ws.history.size + 1):  # more batches than the history keeps
             env.tape.set("PKN", PRICES["PKN"] + i + 1)
             await env.cycle()
-        async with env.http.get("/api/v1/stream", params={"symbols": "PKN"},
-                                headers={"Last-Event-ID": f"{ws.history.epoch}:{start_seq}"}) as resp:
+        async with env.http.get(
+            "/api/v1/stream", params={"symbols": "PKN"}, headers={"Last-Event-ID": f"{ws.history.epoch}:{start_seq}"}
+        ) as resp:
             resync = await SseClient(resp).next()
         assert resync.event == "resync" and resync.data["reason"] == "history_exceeded"
         assert [q["symbol"] for q in resync.data["snapshot"]] == ["PKN"]

@@ -73,8 +73,14 @@ def health(url: str, seconds: float, every: float) -> dict:
         next_at += every
         time.sleep(max(0.0, next_at - time.monotonic()))
     latencies.sort()
-    return {"samples": len(latencies), "failures": failures, "max_ms": latencies[-1],
-            "p50_ms": latencies[len(latencies) // 2], "p99_ms": latencies[int(len(latencies) * 0.99)], "slow": slow[:50]}
+    return {
+        "samples": len(latencies),
+        "failures": failures,
+        "max_ms": latencies[-1],
+        "p50_ms": latencies[len(latencies) // 2],
+        "p99_ms": latencies[int(len(latencies) * 0.99)],
+        "slow": slow[:50],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

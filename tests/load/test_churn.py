@@ -12,9 +12,8 @@ import itertools
 import json
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-
 
 from providers.chain import FallbackChain
 from streamer.app import freeze_startup_heap
@@ -42,8 +41,9 @@ def resources() -> dict[str, float]:
 
 
 async def run(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.load.clients", *args, cwd=REPO,
-                                                stdout=asyncio.subprocess.PIPE)
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.load.clients", *args, cwd=REPO, stdout=asyncio.subprocess.PIPE
+    )
 
 
 async def result(proc: asyncio.subprocess.Process) -> dict:
@@ -54,21 +54,38 @@ async def result(proc: asyncio.subprocess.Process) -> dict:
 
 async def test_2000_clients_churning_while_quotes_stream(record_property):
     config = Config()
-    manager = RealTimeStreamManager(config, provider=FallbackChain([NoQuotes()]), schedule=MarketSchedule(config.market),
-                                    clock=SystemClock(), symbols=SYMBOLS)
+    manager = RealTimeStreamManager(
+        config,
+        provider=FallbackChain([NoQuotes()]),
+        schedule=MarketSchedule(config.market),
+        clock=SystemClock(),
+        symbols=SYMBOLS,
+    )
     ws = WebSocketServer(WebSocketConfig(port=0), symbols=SYMBOLS)
-    api = HttpApi(HttpConfig.model_construct(enabled=True, host="127.0.0.1", port=0), manager=manager,
-                  securities=[Security(s, s, "stock") for s in SYMBOLS], history=ws.history, components=[ws])
+    api = HttpApi(
+        HttpConfig.model_construct(enabled=True, host="127.0.0.1", port=0),
+        manager=manager,
+        securities=[Security(s, s, "stock") for s in SYMBOLS],
+        history=ws.history,
+        components=[ws],
+    )
     await ws.start(manager.bus)
     await api.start(manager.bus)
     cycles = itertools.count(1)
 
     async def stream() -> None:  # a quote batch every 100 ms, like a fast replay
         for k in cycles:
-            now = datetime.now(timezone.utc)
-            await manager.bus.publish(QuoteBatch(k, tuple(
-                StockUpdate(symbol=s, price=10 + k % 7 + i, volume=k, timestamp=now, data_source="load")
-                for i, s in enumerate(SYMBOLS)), MarketStatus.OPEN))
+            now = datetime.now(UTC)
+            await manager.bus.publish(
+                QuoteBatch(
+                    k,
+                    tuple(
+                        StockUpdate(symbol=s, price=10 + k % 7 + i, volume=k, timestamp=now, data_source="load")
+                        for i, s in enumerate(SYMBOLS)
+                    ),
+                    MarketStatus.OPEN,
+                )
+            )
             await asyncio.sleep(0.1)
 
     freeze_startup_heap()  # what run_daemon does once every component has started

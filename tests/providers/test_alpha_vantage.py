@@ -1,7 +1,7 @@
 """Alpha Vantage: the JSON parser on dicts and strings, and the provider against a loopback server."""
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,20 +11,39 @@ from streamer.clock import FakeClock
 from streamer.config import AlphaVantageConfig
 from streamer.events import ProviderState
 from tests.providers.wire import (
-    POW_PAGE, WireServer, alpha_vantage_book, bulk_row, global_quote, json_reply, text,
+    POW_PAGE,
+    WireServer,
+    alpha_vantage_book,
+    bulk_row,
+    global_quote,
+    json_reply,
+    text,
 )
 
-NOW = datetime(2024, 7, 15, 16, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 7, 15, 16, 0, tzinfo=UTC)
 KEY = "AVK3Y9Q2X7"
-PKN_QUOTE = global_quote("PKN.WAR", price="63.5200", prev_close="63.5930", change="-0.0730",
-                         change_percent="-0.1148%", day="2024-07-12", volume="1234567", open="63.1000",
-                         high="64.0000", low="62.8000")
-DAILY_LIMIT = {"Information": f"We have detected your API key as {KEY} and our standard API rate limit is "
-                              "25 requests per day. Please subscribe to any of the premium plans at "
-                              "https://www.alphavantage.co/premium/ to instantly remove all daily rate limits."}
-OLD_NOTE = {"Note": "Thank you for using Alpha Vantage! Our standard API call frequency is 5 calls per minute and "
-                    "500 calls per day. Please visit https://www.alphavantage.co/premium/ if you would like to "
-                    "target a higher API call frequency."}
+PKN_QUOTE = global_quote(
+    "PKN.WAR",
+    price="63.5200",
+    prev_close="63.5930",
+    change="-0.0730",
+    change_percent="-0.1148%",
+    day="2024-07-12",
+    volume="1234567",
+    open="63.1000",
+    high="64.0000",
+    low="62.8000",
+)
+DAILY_LIMIT = {
+    "Information": f"We have detected your API key as {KEY} and our standard API rate limit is "
+    "25 requests per day. Please subscribe to any of the premium plans at "
+    "https://www.alphavantage.co/premium/ to instantly remove all daily rate limits."
+}
+OLD_NOTE = {
+    "Note": "Thank you for using Alpha Vantage! Our standard API call frequency is 5 calls per minute and "
+    "500 calls per day. Please visit https://www.alphavantage.co/premium/ if you would like to "
+    "target a higher API call frequency."
+}
 
 
 def warnings_of(caplog, event: str) -> list[str]:
@@ -41,14 +60,15 @@ def test_global_quote_is_parsed_with_strings_and_percent_sign():
     assert update.change == -0.073 and update.change_percent == -0.1148
     assert update.data_source == "alpha_vantage"
     # End of day: 17:00 in Warsaw on the latest trading day, i.e. 15:00 UTC in July (CEST).
-    assert update.timestamp == datetime(2024, 7, 12, 15, 0, tzinfo=timezone.utc)
+    assert update.timestamp == datetime(2024, 7, 12, 15, 0, tzinfo=UTC)
 
 
 def test_end_of_day_stamp_is_cet_in_winter_and_never_after_now():
     winter = dict(PKN_QUOTE, **{"07. latest trading day": "2024-01-12"})
     assert parse_global_quote({"Global Quote": winter}, symbol="PKN", received_at=NOW).timestamp == datetime(
-        2024, 1, 12, 16, 0, tzinfo=timezone.utc)
-    midday = datetime(2024, 7, 12, 10, 0, tzinfo=timezone.utc)
+        2024, 1, 12, 16, 0, tzinfo=UTC
+    )
+    midday = datetime(2024, 7, 12, 10, 0, tzinfo=UTC)
     assert parse_global_quote({"Global Quote": PKN_QUOTE}, symbol="PKN", received_at=midday).timestamp == midday
 
 
@@ -64,17 +84,35 @@ def test_non_numeric_price_names_the_field():
     assert err.value.code == "bad_quote" and "05. price" in err.value.detail
 
 
-@pytest.mark.parametrize(("payload", "code", "daily"), [
-    (DAILY_LIMIT, "rate_limited", True),
-    (OLD_NOTE, "rate_limited", False),
-    ({"Information": "Please consider spreading out your free API requests more sparingly (1 request per "
-                     "second)."}, "rate_limited", False),
-    ({"Information": "Thank you for using Alpha Vantage! This is a premium endpoint. You may subscribe to any "
-                     "of the premium plans at https://www.alphavantage.co/premium/"}, "premium_only", False),
-    ({"Error Message": "Invalid API call. Please retry or visit the documentation for GLOBAL_QUOTE."},
-     "api_error", False),
-    ({"Information": "The **demo** API key is for demo purposes only."}, "api_message", False),
-])
+@pytest.mark.parametrize(
+    ("payload", "code", "daily"),
+    [
+        (DAILY_LIMIT, "rate_limited", True),
+        (OLD_NOTE, "rate_limited", False),
+        (
+            {
+                "Information": "Please consider spreading out your free API requests more sparingly (1 request per "
+                "second)."
+            },
+            "rate_limited",
+            False,
+        ),
+        (
+            {
+                "Information": "Thank you for using Alpha Vantage! This is a premium endpoint. You may subscribe to "
+                "any of the premium plans at https://www.alphavantage.co/premium/"
+            },
+            "premium_only",
+            False,
+        ),
+        (
+            {"Error Message": "Invalid API call. Please retry or visit the documentation for GLOBAL_QUOTE."},
+            "api_error",
+            False,
+        ),
+        ({"Information": "The **demo** API key is for demo purposes only."}, "api_message", False),
+    ],
+)
 def test_service_messages_are_recognised(payload, code, daily):
     with pytest.raises(AvError) as err:
         check_message(payload)
@@ -89,16 +127,32 @@ def test_bodies_that_are_not_a_json_object(body, code):
 
 
 def test_bulk_rows_use_us_eastern_time_and_report_unknown_and_bad_rows():
-    payload = {"endpoint": "Realtime Bulk Quotes", "message": "success", "data": [
-        bulk_row("AAPL", close="230.1", previous_close="233.67", change="-3.57", change_percent="-1.5278",
-                 timestamp="2024-07-12 15:59:53.814"),
-        bulk_row("MSFT", close="", previous_close="400", change="0", change_percent="0",
-                 timestamp="2024-07-12 15:59:50.000"),
-    ]}
+    payload = {
+        "endpoint": "Realtime Bulk Quotes",
+        "message": "success",
+        "data": [
+            bulk_row(
+                "AAPL",
+                close="230.1",
+                previous_close="233.67",
+                change="-3.57",
+                change_percent="-1.5278",
+                timestamp="2024-07-12 15:59:53.814",
+            ),
+            bulk_row(
+                "MSFT",
+                close="",
+                previous_close="400",
+                change="0",
+                change_percent="0",
+                timestamp="2024-07-12 15:59:50.000",
+            ),
+        ],
+    }
     parsed = parse_bulk(payload, wanted={"AAPL": "APPLE", "MSFT": "MICROSOFT", "IBM": "IBM"}, received_at=NOW)
     apple = parsed.updates["APPLE"]
     assert (apple.price, apple.prev_close, apple.change, apple.change_percent) == (230.1, 233.67, -3.57, -1.5278)
-    assert apple.timestamp == datetime(2024, 7, 12, 19, 59, 53, 814000, tzinfo=timezone.utc)  # EDT = UTC-4
+    assert apple.timestamp == datetime(2024, 7, 12, 19, 59, 53, 814000, tzinfo=UTC)  # EDT = UTC-4
     assert parsed.bad["MICROSOFT"][0] == "bad_quote"
     assert parsed.unknown == ["IBM"]
 
@@ -118,8 +172,9 @@ async def make_provider():
     def make(srv: WireServer, clock: FakeClock | None = None, **config) -> AlphaVantageProvider:
         config.setdefault("apikey", KEY)
         config.setdefault("symbol_map", {"PKN": "PKN.WAR"})
-        provider = AlphaVantageProvider(AlphaVantageConfig(base_url=srv.base_url, **config),
-                                        clock=clock or FakeClock(NOW))
+        provider = AlphaVantageProvider(
+            AlphaVantageConfig(base_url=srv.base_url, **config), clock=clock or FakeClock(NOW)
+        )
         made.append(provider)
         return provider
 
@@ -182,7 +237,7 @@ async def test_daily_limit_information_empties_the_bucket_until_next_day(server,
     assert len(server.requests) == 1  # no request: the day's quota is gone
     assert second.missing == {"PKN"} and "rate_limited" in provider.health.errors_by_reason
 
-    clock.set(datetime(2024, 7, 16, tzinfo=timezone.utc))  # next UTC day
+    clock.set(datetime(2024, 7, 16, tzinfo=UTC))  # next UTC day
     third = await provider.fetch(["PKN"])
     assert len(server.requests) == 2 and [u.symbol for u in third.updates] == ["PKN"]
     assert KEY not in caplog.text and not any(KEY in p for p in first.problems)
@@ -216,8 +271,17 @@ async def test_bucket_exhaustion_returns_rate_limited_without_a_request(server, 
 
 
 async def test_premium_plan_uses_bulk_quotes(server, make_provider):
-    rows = {s: bulk_row(s, close=c, previous_close="100", change=f"{float(c) - 100:.2f}", change_percent="1.0",
-                        timestamp="2024-07-15 11:59:00.000") for s, c in (("AAPL", "101"), ("MSFT", "102"))}
+    rows = {
+        s: bulk_row(
+            s,
+            close=c,
+            previous_close="100",
+            change=f"{float(c) - 100:.2f}",
+            change_percent="1.0",
+            timestamp="2024-07-15 11:59:00.000",
+        )
+        for s, c in (("AAPL", "101"), ("MSFT", "102"))
+    }
     server.reply = alpha_vantage_book({}, bulk=rows)
     provider = make_provider(server, plan="premium", symbol_map={})
     result = await provider.fetch(["AAPL", "MSFT", "NOPE"])
@@ -236,11 +300,14 @@ async def test_bulk_calls_carry_at_most_100_symbols(server, make_provider):
     assert [s for batch in sent for s in batch] == symbols
 
 
-@pytest.mark.parametrize(("reply", "code"), [
-    (text("<html><body>502 Bad Gateway</body></html>", status=502, content_type="text/html"), "http_status"),
-    (text(POW_PAGE, content_type="text/html"), "html_page"),
-    (json_reply({"detail": "server error"}, status=500), "http_status"),
-])
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [
+        (text("<html><body>502 Bad Gateway</body></html>", status=502, content_type="text/html"), "http_status"),
+        (text(POW_PAGE, content_type="text/html"), "html_page"),
+        (json_reply({"detail": "server error"}, status=500), "http_status"),
+    ],
+)
 async def test_http_errors_and_html(server, make_provider, reply, code):
     server.reply = reply
     provider = make_provider(server)

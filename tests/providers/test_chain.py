@@ -2,7 +2,7 @@
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -15,17 +15,30 @@ from streamer.config import AlphaVantageConfig, StooqConfig
 from streamer.events import ProviderState
 from streamer.model import StockUpdate
 from tests.providers.wire import (
-    POW_PAGE, StooqRow, WireServer, alpha_vantage_book, global_quote, stooq_book, text,
+    POW_PAGE,
+    StooqRow,
+    WireServer,
+    alpha_vantage_book,
+    global_quote,
+    stooq_book,
+    text,
 )
 
-NOW = datetime(2024, 7, 15, 16, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 7, 15, 16, 0, tzinfo=UTC)
 
 
 class Fake:
     """A provider that knows `quotes`; `answer_all` makes it return every quote it knows, asked or not."""
 
-    def __init__(self, name: str, quotes: dict[str, float], *, fail: Exception | None = None,
-                 answer_all: bool = False, not_due: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        quotes: dict[str, float],
+        *,
+        fail: Exception | None = None,
+        answer_all: bool = False,
+        not_due: bool = False,
+    ) -> None:
         self.name, self.quotes, self.fail = name, quotes, fail
         self.answer_all, self.not_due = answer_all, not_due
         self.health = ProviderHealth()
@@ -39,8 +52,10 @@ class Fake:
         if self.not_due:  # like a throttled provider whose turn has not come: neither delivered nor missing
             return FetchResult(self.name, ())
         known = self.quotes if self.answer_all else {s: p for s, p in self.quotes.items() if s in symbols}
-        updates = tuple(StockUpdate(symbol=s, price=p, timestamp=NOW, data_source=self.name, received_at=NOW)
-                        for s, p in known.items())
+        updates = tuple(
+            StockUpdate(symbol=s, price=p, timestamp=NOW, data_source=self.name, received_at=NOW)
+            for s, p in known.items()
+        )
         missing = frozenset(s for s in symbols if s not in self.quotes)
         return FetchResult(self.name, updates, missing, tuple(f"{self.name}: no {s}" for s in sorted(missing)))
 
@@ -133,8 +148,9 @@ def test_a_chain_needs_a_provider():
 # --- real providers on loopback servers ----------------------------------------------------------
 
 PKN = StooqRow("pkn", "2024-07-15", "17:05:12", "63.10", "64.00", "62.80", "63.52", "1234567")
-KGH_AV = global_quote("KGH.WAR", price="120.5000", prev_close="119.0000", change="1.5000",
-                      change_percent="1.2605%", day="2024-07-12")
+KGH_AV = global_quote(
+    "KGH.WAR", price="120.5000", prev_close="119.0000", change="1.5000", change_percent="1.2605%", day="2024-07-12"
+)
 
 
 @pytest.fixture
@@ -142,8 +158,10 @@ async def wired():
     async with WireServer() as stooq_srv, WireServer(alpha_vantage_book({"KGH.WAR": KGH_AV})) as av_srv:
         clock = FakeClock(NOW)
         stooq = StooqProvider(StooqConfig(base_url=stooq_srv.base_url), clock=clock)
-        av = AlphaVantageProvider(AlphaVantageConfig(base_url=av_srv.base_url, apikey="k", symbol_map={
-            "KGH": "KGH.WAR", "PKN": "PKN.WAR"}), clock=clock)
+        av = AlphaVantageProvider(
+            AlphaVantageConfig(base_url=av_srv.base_url, apikey="k", symbol_map={"KGH": "KGH.WAR", "PKN": "PKN.WAR"}),
+            clock=clock,
+        )
         chain = FallbackChain([stooq, av])
         yield chain, stooq_srv, av_srv
         await chain.close()

@@ -1,6 +1,6 @@
 """Token bucket and the per-day + per-minute limiter, on a fake clock."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from providers.rate_limit import RateLimiter, TokenBucket
 from streamer.clock import FakeClock
 
-START = datetime(2026, 3, 10, 22, 30, tzinfo=timezone.utc)
+START = datetime(2026, 3, 10, 22, 30, tzinfo=UTC)
 
 
 def test_bucket_gives_capacity_tokens_then_refuses():
@@ -68,7 +68,7 @@ def test_exhausting_the_day_blocks_until_next_utc_midnight():
     clock = FakeClock(START)
     limiter = RateLimiter(per_day=25, per_minute=5, clock=clock)
     midnight = limiter.exhaust_day()
-    assert midnight == datetime(2026, 3, 11, tzinfo=timezone.utc)
+    assert midnight == datetime(2026, 3, 11, tzinfo=UTC)
     assert not limiter.try_acquire()
     clock.set(midnight - timedelta(seconds=1))
     assert not limiter.try_acquire()

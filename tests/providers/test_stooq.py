@@ -2,7 +2,7 @@
 
 import logging
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import aiohttp
 import pytest
@@ -13,11 +13,19 @@ from streamer.clock import FakeClock
 from streamer.config import StooqConfig
 from streamer.events import ProviderState
 from tests.providers.wire import (
-    DAILY_LIMIT_BODY, POW_PAGE, STOOQ_EN_HEADER, StooqRow, WireServer, no_data_row, requested_tickers,
-    stooq_book, stooq_csv, text,
+    DAILY_LIMIT_BODY,
+    POW_PAGE,
+    STOOQ_EN_HEADER,
+    StooqRow,
+    WireServer,
+    no_data_row,
+    requested_tickers,
+    stooq_book,
+    stooq_csv,
+    text,
 )
 
-NOW = datetime(2024, 7, 15, 16, 0, tzinfo=timezone.utc)  # 18:00 in Warsaw (CEST)
+NOW = datetime(2024, 7, 15, 16, 0, tzinfo=UTC)  # 18:00 in Warsaw (CEST)
 PKN = StooqRow("pkn", "2024-07-15", "17:05:12", "63.10", "64.00", "62.80", "63.52", "1234567", "ORLEN")
 PKO = StooqRow("pko", "2024-07-15", "17:04:59", "58.00", "58.90", "57.70", "58.44", "2345678", "PKOBP")
 WIG20_WINTER = StooqRow("wig20", "2024-01-15", "17:15:00", "2250.1", "2260.5", "2241.0", "2255.75", "0", "WIG20")
@@ -34,20 +42,35 @@ def test_parses_english_rows_into_utc_quotes_dst_aware():
     parsed = parse_quotes(stooq_csv([PKN, WIG20_WINTER]))
     summer, winter = parsed.quotes
     assert (summer.ticker, summer.day, summer.close, summer.open, summer.high, summer.low, summer.volume) == (
-        "pkn", date(2024, 7, 15), 63.52, 63.10, 64.00, 62.80, 1234567)
+        "pkn",
+        date(2024, 7, 15),
+        63.52,
+        63.10,
+        64.00,
+        62.80,
+        1234567,
+    )
     # 17:05:12 Warsaw is UTC+2 in July (CEST) and 17:15 is UTC+1 in January (CET).
-    assert summer.timestamp == datetime(2024, 7, 15, 15, 5, 12, tzinfo=timezone.utc)
-    assert winter.timestamp == datetime(2024, 1, 15, 16, 15, tzinfo=timezone.utc)
+    assert summer.timestamp == datetime(2024, 7, 15, 15, 5, 12, tzinfo=UTC)
+    assert winter.timestamp == datetime(2024, 1, 15, 16, 15, tzinfo=UTC)
     assert parsed.unknown == [] and parsed.bad_rows == []
 
 
 def test_parses_polish_header_by_column_name_in_any_order():
-    body = ("Symbol,Zamkniecie,Data,Czas,Wolumen,Otwarcie,Najwyzszy,Najnizszy\r\n"
-            "PKN,63.52,2024-07-15,17:05:12,1234567,63.10,64.00,62.80\r\n")
+    body = (
+        "Symbol,Zamkniecie,Data,Czas,Wolumen,Otwarcie,Najwyzszy,Najnizszy\r\n"
+        "PKN,63.52,2024-07-15,17:05:12,1234567,63.10,64.00,62.80\r\n"
+    )
     (quote,) = parse_quotes(body).quotes
     assert (quote.ticker, quote.close, quote.open, quote.high, quote.low, quote.volume) == (
-        "pkn", 63.52, 63.10, 64.00, 62.80, 1234567)
-    assert quote.timestamp == datetime(2024, 7, 15, 15, 5, 12, tzinfo=timezone.utc)
+        "pkn",
+        63.52,
+        63.10,
+        64.00,
+        62.80,
+        1234567,
+    )
+    assert quote.timestamp == datetime(2024, 7, 15, 15, 5, 12, tzinfo=UTC)
 
 
 def test_nd_and_bd_rows_are_unknown_tickers():
@@ -69,8 +92,16 @@ def test_previous_close_column_is_read_when_present():
 
 
 def test_bad_rows_are_skipped_with_their_reason_and_good_rows_kept():
-    body = stooq_csv([PKN, "PKO,2024-07-15,17:04:59,58.00,58.90,57.70,abc,2345678,PKOBP",
-                      "KGH,2024-07-15,25:99:00,1,1,1,1,1,KGHM"]) + "CDR,2024-07-15,17:0"
+    body = (
+        stooq_csv(
+            [
+                PKN,
+                "PKO,2024-07-15,17:04:59,58.00,58.90,57.70,abc,2345678,PKOBP",
+                "KGH,2024-07-15,25:99:00,1,1,1,1,1,KGHM",
+            ]
+        )
+        + "CDR,2024-07-15,17:0"
+    )
     parsed = parse_quotes(body)
     assert [q.ticker for q in parsed.quotes] == ["pkn"]
     reasons = {b.ticker: b.reason for b in parsed.bad_rows}
@@ -79,14 +110,17 @@ def test_bad_rows_are_skipped_with_their_reason_and_good_rows_kept():
     assert reasons["cdr"] == "truncated row (3 of 9 fields)"
 
 
-@pytest.mark.parametrize(("body", "code"), [
-    (POW_PAGE, "html_page"),
-    ("\ufeff  <html><body>Service unavailable</body></html>", "html_page"),
-    (DAILY_LIMIT_BODY, "rate_limited"),
-    ("", "no_rows"),
-    (STOOQ_EN_HEADER + "\r\n", "no_rows"),
-    ("No data\r\n", "bad_csv"),
-])
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (POW_PAGE, "html_page"),
+        ("\ufeff  <html><body>Service unavailable</body></html>", "html_page"),
+        (DAILY_LIMIT_BODY, "rate_limited"),
+        ("", "no_rows"),
+        (STOOQ_EN_HEADER + "\r\n", "no_rows"),
+        ("No data\r\n", "bad_csv"),
+    ],
+)
 def test_unusable_bodies_are_recognised_by_content(body, code):
     with pytest.raises(StooqBodyError) as err:
         parse_quotes(body)
@@ -143,7 +177,9 @@ async def test_all_symbols_in_one_request_and_quotes_delivered(server, make_prov
     result = await provider.fetch(["PKN", "PKO"])
 
     assert [(u.symbol, u.price, u.volume, u.data_source) for u in result.updates] == [
-        ("PKN", float(PKN.close), int(PKN.volume), "stooq"), ("PKO", float(PKO.close), int(PKO.volume), "stooq")]
+        ("PKN", float(PKN.close), int(PKN.volume), "stooq"),
+        ("PKO", float(PKO.close), int(PKO.volume), "stooq"),
+    ]
     assert result.updates[0].change is None  # no earlier day seen yet
     assert result.updates[0].received_at == NOW
     assert result.missing == frozenset() and result.problems == ()
@@ -158,8 +194,10 @@ async def test_polish_header_and_dst_correct_timestamps(server, make_provider):
     server.reply = stooq_book([PKN, WIG20_WINTER], polish=True)
     result = await make_provider(server).fetch(["PKN", "WIG20"])
     stamps = {u.symbol: u.timestamp for u in result.updates}
-    assert stamps == {"PKN": datetime(2024, 7, 15, 15, 5, 12, tzinfo=timezone.utc),
-                      "WIG20": datetime(2024, 1, 15, 16, 15, tzinfo=timezone.utc)}
+    assert stamps == {
+        "PKN": datetime(2024, 7, 15, 15, 5, 12, tzinfo=UTC),
+        "WIG20": datetime(2024, 1, 15, 16, 15, tzinfo=UTC),
+    }
 
 
 async def test_symbol_map_is_used_on_the_wire_and_mapped_back(server, make_provider):
@@ -193,14 +231,18 @@ async def test_unknown_symbols_are_missing_every_cycle_but_reported_once(server,
     assert provider.health.errors_by_reason == {"unknown_symbol": 2}  # once per cycle
 
 
-@pytest.mark.parametrize(("reply", "code"), [
-    (text(stooq_csv([]), content_type="text/csv"), "no_rows"),
-    (text(POW_PAGE, content_type="text/html"), "html_page"),  # anti-bot page with HTTP 200
-    *[(text("Server Error", status=status), "http_status") for status in (403, 404, 500, 502)],
-    *[(text(DAILY_LIMIT_BODY, status=status), "rate_limited") for status in (200, 429, 503)],
-])
-async def test_unusable_answers_leave_all_missing_down_with_one_logged_reason(server, make_provider, caplog,
-                                                                            reply, code):
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [
+        (text(stooq_csv([]), content_type="text/csv"), "no_rows"),
+        (text(POW_PAGE, content_type="text/html"), "html_page"),  # anti-bot page with HTTP 200
+        *[(text("Server Error", status=status), "http_status") for status in (403, 404, 500, 502)],
+        *[(text(DAILY_LIMIT_BODY, status=status), "rate_limited") for status in (200, 429, 503)],
+    ],
+)
+async def test_unusable_answers_leave_all_missing_down_with_one_logged_reason(
+    server, make_provider, caplog, reply, code
+):
     server.reply = reply
     provider = make_provider(server)
     result = await provider.fetch(["PKN", "PKO"])
@@ -263,8 +305,9 @@ async def test_refused_connection_is_down_connection(make_provider, caplog):
 
 
 async def test_long_symbol_lists_are_split_and_every_symbol_comes_back(server, make_provider):
-    rows = [StooqRow(f"t{i:03d}", PKN.date, PKN.time, "10", "11", "9", f"{10 + i / 100:.2f}", str(i))
-            for i in range(60)]
+    rows = [
+        StooqRow(f"t{i:03d}", PKN.date, PKN.time, "10", "11", "9", f"{10 + i / 100:.2f}", str(i)) for i in range(60)
+    ]
     server.reply = stooq_book(rows)
     provider = make_provider(server, max_url_length=200)
     result = await provider.fetch([r.symbol.upper() for r in rows])
@@ -276,7 +319,7 @@ async def test_long_symbol_lists_are_split_and_every_symbol_comes_back(server, m
 
 
 async def test_change_comes_from_the_previous_trading_day_seen(server, make_provider):
-    clock = FakeClock(datetime(2024, 7, 12, 16, 0, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2024, 7, 12, 16, 0, tzinfo=UTC))
     provider = make_provider(server, clock=clock)
 
     def pkn(day: str, close: str) -> StooqRow:

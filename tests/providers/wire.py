@@ -83,6 +83,7 @@ class WireServer:
 def text(body: str, status: int = 200, content_type: str = "text/plain") -> Reply:
     async def reply(request: web.Request) -> web.Response:
         return web.Response(text=body, status=status, content_type=content_type)
+
     return reply
 
 
@@ -105,7 +106,7 @@ class StooqRow:
 
     def line(self, polish: bool = False) -> str:
         cells = [self.symbol.upper(), self.date, self.time, self.open, self.high, self.low, self.close, self.volume]
-        return ",".join(cells if polish else cells + [self.name])
+        return ",".join(cells if polish else [*cells, self.name])
 
 
 def stooq_csv(rows: list[StooqRow | str], *, polish: bool = False) -> str:
@@ -133,40 +134,79 @@ def stooq_book(rows: list[StooqRow], *, polish: bool = False, marker: str = "N/D
         tickers = request.query.get("s", "").split()
         lines: list[StooqRow | str] = [by_ticker.get(t) or no_data_row(t, marker, polish) for t in tickers]
         return web.Response(text=stooq_csv(lines, polish=polish), content_type="text/csv")
+
     return reply
 
 
 # --- Alpha Vantage ------------------------------------------------------------------------------
 
 
-def global_quote(symbol: str, *, price: str, prev_close: str, change: str, change_percent: str, day: str,
-                 volume: str = "1000", open: str | None = None, high: str | None = None,
-                 low: str | None = None) -> dict[str, str]:
+def global_quote(
+    symbol: str,
+    *,
+    price: str,
+    prev_close: str,
+    change: str,
+    change_percent: str,
+    day: str,
+    volume: str = "1000",
+    open: str | None = None,
+    high: str | None = None,
+    low: str | None = None,
+) -> dict[str, str]:
     """The inner object of a GLOBAL_QUOTE answer (all values are strings on the wire)."""
     return {
-        "01. symbol": symbol, "02. open": open or price, "03. high": high or price, "04. low": low or price,
-        "05. price": price, "06. volume": volume, "07. latest trading day": day,
-        "08. previous close": prev_close, "09. change": change, "10. change percent": change_percent,
+        "01. symbol": symbol,
+        "02. open": open or price,
+        "03. high": high or price,
+        "04. low": low or price,
+        "05. price": price,
+        "06. volume": volume,
+        "07. latest trading day": day,
+        "08. previous close": prev_close,
+        "09. change": change,
+        "10. change percent": change_percent,
     }
 
 
-def bulk_row(symbol: str, *, close: str, previous_close: str, change: str, change_percent: str,
-             timestamp: str, volume: str = "1000") -> dict[str, str]:
+def bulk_row(
+    symbol: str,
+    *,
+    close: str,
+    previous_close: str,
+    change: str,
+    change_percent: str,
+    timestamp: str,
+    volume: str = "1000",
+) -> dict[str, str]:
     """One element of REALTIME_BULK_QUOTES `data` (strings; change_percent without `%`)."""
-    return {"symbol": symbol, "timestamp": timestamp, "open": close, "high": close, "low": close,
-            "close": close, "volume": volume, "previous_close": previous_close, "change": change,
-            "change_percent": change_percent, "extended_hours_quote": close, "extended_hours_change": "0",
-            "extended_hours_change_percent": "0"}
+    return {
+        "symbol": symbol,
+        "timestamp": timestamp,
+        "open": close,
+        "high": close,
+        "low": close,
+        "close": close,
+        "volume": volume,
+        "previous_close": previous_close,
+        "change": change,
+        "change_percent": change_percent,
+        "extended_hours_quote": close,
+        "extended_hours_change": "0",
+        "extended_hours_change_percent": "0",
+    }
 
 
 def json_reply(payload: Any, status: int = 200) -> Reply:
     async def reply(request: web.Request) -> web.Response:
         return web.Response(text=json.dumps(payload), status=status, content_type="application/json")
+
     return reply
 
 
 def alpha_vantage_book(quotes: dict[str, dict[str, str]], bulk: dict[str, dict[str, str]] | None = None) -> Reply:
     """A fake Alpha Vantage: GLOBAL_QUOTE from `quotes` (unknown -> empty object), bulk rows from `bulk`."""
+
     async def reply(request: web.Request) -> web.Response:
         function, symbol = request.query.get("function"), request.query.get("symbol", "")
         if function == "GLOBAL_QUOTE":
@@ -177,4 +217,5 @@ def alpha_vantage_book(quotes: dict[str, dict[str, str]], bulk: dict[str, dict[s
         else:
             payload = {"Error Message": "Invalid API call. Please retry or visit the documentation."}
         return web.Response(text=json.dumps(payload), content_type="application/json")
+
     return reply

@@ -22,27 +22,43 @@ SECRETS = {
 
 
 def secret_config(data_dir, questdb_config, pocketbase_config):
-    return demo_config(parse_config({
-        "data_dir": str(data_dir),
-        "providers": {"replay": {"speed": 300}, "stooq": {"apikey": SECRETS["stooq_key"]},
-                      "alpha_vantage": {"apikey": SECRETS["av_key"]}},
-        "sinks": {
-            "questdb": {"http_port": questdb_config.http_port, "pg_port": questdb_config.pg_port},
-            "pocketbase": {"url": pocketbase_config.url, "admin_email": pocketbase_config.admin_email,
-                           "admin_password": "${PB_TEST_PASSWORD}"},
-        },
-        "websocket": {"port": 0, "tokens": [SECRETS["ws_token"]]},
-        "http": {"port": 0},
-        "alerts": {"rules": [{"name": "sec-rule", "kind": "change_percent", "threshold": 0.01}]},
-    }, env={"PB_TEST_PASSWORD": pocketbase_config.admin_password.get_secret_value()}))
+    return demo_config(
+        parse_config(
+            {
+                "data_dir": str(data_dir),
+                "providers": {
+                    "replay": {"speed": 300},
+                    "stooq": {"apikey": SECRETS["stooq_key"]},
+                    "alpha_vantage": {"apikey": SECRETS["av_key"]},
+                },
+                "sinks": {
+                    "questdb": {"http_port": questdb_config.http_port, "pg_port": questdb_config.pg_port},
+                    "pocketbase": {
+                        "url": pocketbase_config.url,
+                        "admin_email": pocketbase_config.admin_email,
+                        "admin_password": "${PB_TEST_PASSWORD}",
+                    },
+                },
+                "websocket": {"port": 0, "tokens": [SECRETS["ws_token"]]},
+                "http": {"port": 0},
+                "alerts": {"rules": [{"name": "sec-rule", "kind": "change_percent", "threshold": 0.01}]},
+            },
+            env={"PB_TEST_PASSWORD": pocketbase_config.admin_password.get_secret_value()},
+        )
+    )
 
 
-async def test_every_endpoint_has_security_headers_and_leaks_no_configuration(tmp_path, questdb_config,
-                                                                              pocketbase_config):
+async def test_every_endpoint_has_security_headers_and_leaks_no_configuration(
+    tmp_path, questdb_config, pocketbase_config
+):
     config = secret_config(tmp_path / "data", questdb_config, pocketbase_config)
-    forbidden = {**SECRETS, "pb_password": pocketbase_config.admin_password.get_secret_value(),
-                 "pb_admin_email": pocketbase_config.admin_email, "data_dir": str(tmp_path),
-                 "pb_url": pocketbase_config.url}
+    forbidden = {
+        **SECRETS,
+        "pb_password": pocketbase_config.admin_password.get_secret_value(),
+        "pb_admin_email": pocketbase_config.admin_email,
+        "data_dir": str(tmp_path),
+        "pb_url": pocketbase_config.url,
+    }
     daemon = build_daemon(config)
     api = next(s for s in daemon.manager.sinks if s.name == "http")
     serving = asyncio.create_task(daemon.serve())
@@ -53,8 +69,14 @@ async def test_every_endpoint_has_security_headers_and_leaks_no_configuration(tm
         assert "/api/v1/health" in routes and "/metrics" in routes
         paths = [r.replace("{symbol}", symbol) for r in routes]
         # Error answers too: unknown endpoint, unknown symbol, bad and unknown parameters, a wrong method.
-        paths += ["/nope", "/api/v1/stocks/NOPE", "/api/v1/stocks?symbols=%00", "/api/v1/alerts?limit=0",
-                  f"/api/v1/stocks/{symbol}/history?from=yesterday", "/api/v1/health?verbose=1"]
+        paths += [
+            "/nope",
+            "/api/v1/stocks/NOPE",
+            "/api/v1/stocks?symbols=%00",
+            "/api/v1/alerts?limit=0",
+            f"/api/v1/stocks/{symbol}/history?from=yesterday",
+            "/api/v1/health?verbose=1",
+        ]
         seen = {}
         async with aiohttp.ClientSession(api.url) as http:
             for path in paths:

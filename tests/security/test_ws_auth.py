@@ -56,17 +56,23 @@ class PocketBaseUsers:
 
     @classmethod
     async def login(cls, http, config) -> PocketBaseUsers:
-        async with http.post("/api/collections/_superusers/auth-with-password", json={
-                "identity": config.admin_email, "password": config.admin_password.get_secret_value()}) as r:
+        async with http.post(
+            "/api/collections/_superusers/auth-with-password",
+            json={"identity": config.admin_email, "password": config.admin_password.get_secret_value()},
+        ) as r:
             return cls(http, (await r.json())["token"])
 
     async def token(self) -> str:
         email, password = f"sec-{uuid.uuid4().hex[:10]}@example.com", "sec-test-password-1"
-        async with self.http.post("/api/collections/users/records", headers=self.admin,
-                                  json={"email": email, "password": password, "passwordConfirm": password}) as r:
+        async with self.http.post(
+            "/api/collections/users/records",
+            headers=self.admin,
+            json={"email": email, "password": password, "passwordConfirm": password},
+        ) as r:
             assert r.status == 200, await r.text()
-        async with self.http.post("/api/collections/users/auth-with-password",
-                                  json={"identity": email, "password": password}) as r:
+        async with self.http.post(
+            "/api/collections/users/auth-with-password", json={"identity": email, "password": password}
+        ) as r:
             return (await r.json())["token"]
 
     async def token_duration(self, seconds: int | None = None) -> int:
@@ -74,8 +80,9 @@ class PocketBaseUsers:
         async with self.http.get("/api/collections/users", headers=self.admin) as r:
             old = (await r.json())["authToken"]["duration"]
         if seconds is not None:
-            async with self.http.patch("/api/collections/users", headers=self.admin,
-                                       json={"authToken": {"duration": seconds}}) as r:
+            async with self.http.patch(
+                "/api/collections/users", headers=self.admin, json={"authToken": {"duration": seconds}}
+            ) as r:
                 assert r.status == 200, await r.text()
         return old
 
@@ -110,27 +117,36 @@ async def test_valid_expired_and_forged_pocketbase_tokens(pocketbase_config, use
     c = claims(good)
     forged = {
         "signed with a wrong key": signed({"alg": "HS256", "typ": "JWT"}, c, b"not-the-server-key"),
-        "claims changed, signature kept": ".".join([good.split(".")[0], b64(json.dumps(
-            {**c, "exp": c["exp"] + 10**6}).encode()), good.split(".")[2]]),
+        "claims changed, signature kept": ".".join(
+            [good.split(".")[0], b64(json.dumps({**c, "exp": c["exp"] + 10**6}).encode()), good.split(".")[2]]
+        ),
         "alg none": b64(b'{"alg":"none","typ":"JWT"}') + "." + good.split(".")[1] + ".",
         "truncated signature": good[:-3],
         "shared token with a suffix": SHARED + "x",
         "not a token": "x" * 4000,
     }
-    async with running_server(require_auth=True, tokens=[SecretStr(SHARED)],
-                              pocketbase_url=pocketbase_config.url) as (server, _):
+    async with running_server(require_auth=True, tokens=[SecretStr(SHARED)], pocketbase_url=pocketbase_config.url) as (
+        server,
+        _,
+    ):
         for token in (good, expiring):  # real, valid tokens are admitted
             async with connect(server.url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
                 await expect(ws, "connection")
         for what, token in forged.items():
-            assert await refused(server.url, additional_headers={"Authorization": token}) == \
-                (1008, "authentication failed"), what
+            assert await refused(server.url, additional_headers={"Authorization": token}) == (
+                1008,
+                "authentication failed",
+            ), what
     await until(lambda: time.time() > exp + 1, 20, "the short-lived token to expire")
     # A new server: accepted tokens are cached for a minute (auth.Authenticator.cache_ttl), by design.
-    async with running_server(require_auth=True, tokens=[SecretStr(SHARED)],
-                              pocketbase_url=pocketbase_config.url) as (server, _):
-        assert await refused(server.url, additional_headers={"Authorization": expiring}) == \
-            (1008, "authentication failed")
+    async with running_server(require_auth=True, tokens=[SecretStr(SHARED)], pocketbase_url=pocketbase_config.url) as (
+        server,
+        _,
+    ):
+        assert await refused(server.url, additional_headers={"Authorization": expiring}) == (
+            1008,
+            "authentication failed",
+        )
         async with connect(server.url) as ws:  # the same, presented in the first message
             await send(ws, type="auth", token=expiring)
             with pytest.raises(ConnectionClosed):

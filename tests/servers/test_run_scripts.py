@@ -42,17 +42,33 @@ COMMAND_TIMEOUT_S = 120
 EXIT_RUNNING, EXIT_STOPPED = 0, 3
 
 # Environment variables that would redirect a test to another server or install location.
-_QDB_ENV = ("QDB_DATA_DIR", "QDB_HTTP_PORT", "QDB_PG_PORT", "QDB_ILP_PORT", "QDB_MIN_HTTP_PORT",
-            "QDB_JAVA_OPTS", "QDB_START_TIMEOUT", "QDB_STOP_TIMEOUT")
-_PB_ENV = ("PB_DATA_DIR", "PB_PORT", "PB_ADMIN_EMAIL", "PB_ADMIN_PASSWORD", "PB_START_TIMEOUT",
-           "PB_STOP_TIMEOUT", "PB_HOOKS_DIR", "PB_MIGRATIONS_DIR")
+_QDB_ENV = (
+    "QDB_DATA_DIR",
+    "QDB_HTTP_PORT",
+    "QDB_PG_PORT",
+    "QDB_ILP_PORT",
+    "QDB_MIN_HTTP_PORT",
+    "QDB_JAVA_OPTS",
+    "QDB_START_TIMEOUT",
+    "QDB_STOP_TIMEOUT",
+)
+_PB_ENV = (
+    "PB_DATA_DIR",
+    "PB_PORT",
+    "PB_ADMIN_EMAIL",
+    "PB_ADMIN_PASSWORD",
+    "PB_START_TIMEOUT",
+    "PB_STOP_TIMEOUT",
+    "PB_HOOKS_DIR",
+    "PB_MIGRATIONS_DIR",
+)
 
 
 # ------------------------------------------------------------------ helpers
-def run(script: Path, command: str, env: dict[str, str],
-        timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(script), command], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+def run(
+    script: Path, command: str, env: dict[str, str], timeout: float = COMMAND_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(script), command], env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def describe(result: subprocess.CompletedProcess[str]) -> str:
@@ -96,7 +112,7 @@ def _decode_addr(hex_addr: str) -> str:
     if len(raw) == 4:
         return socket.inet_ntop(socket.AF_INET, raw[::-1])
     # /proc/net/*6: four 32-bit words, each in host (little-endian) order
-    return socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+    return socket.inet_ntop(socket.AF_INET6, b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
 
 
 def sockets_on_port(port: int, proto: str, listening_only: bool) -> set[str]:
@@ -134,8 +150,9 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never 
 
 def http(method: str, url: str, body: object | None = None) -> tuple[int, object]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"} if data else {}
+    )
     try:
         with _OPENER.open(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read() or b"null")
@@ -166,10 +183,21 @@ def qdb(tmp_path: Path) -> Iterator[dict]:
     http_port, pg_port, ilp_port, min_port = free_ports(4)
     data = tmp_path / "questdb"
     env = base_env(tmp_path, _QDB_ENV)
-    env.update(QDB_DATA_DIR=str(data), QDB_HTTP_PORT=str(http_port), QDB_PG_PORT=str(pg_port),
-               QDB_ILP_PORT=str(ilp_port), QDB_MIN_HTTP_PORT=str(min_port))
-    ctx = {"env": env, "data": data, "pidfile": data / "questdb.pid", "http": http_port,
-           "ports": [http_port, pg_port, ilp_port, min_port], "ilp": ilp_port}
+    env.update(
+        QDB_DATA_DIR=str(data),
+        QDB_HTTP_PORT=str(http_port),
+        QDB_PG_PORT=str(pg_port),
+        QDB_ILP_PORT=str(ilp_port),
+        QDB_MIN_HTTP_PORT=str(min_port),
+    )
+    ctx = {
+        "env": env,
+        "data": data,
+        "pidfile": data / "questdb.pid",
+        "http": http_port,
+        "ports": [http_port, pg_port, ilp_port, min_port],
+        "ilp": ilp_port,
+    }
     yield ctx
     force_stop(QDB_SCRIPT, env, ctx["pidfile"])
 
@@ -331,8 +359,11 @@ def test_pocketbase_existing_binary_and_dev_defaults(pb: dict) -> None:
     assert len(password) >= 16
     assert password not in r.stdout + r.stderr  # the dev password is not echoed
     assert run(PB_SCRIPT, "dev-password", env).stdout.strip() == password  # made once, then kept
-    status, body = http("POST", f"http://127.0.0.1:{pb['port']}/api/collections/_superusers/auth-with-password",
-                        {"identity": "admin@example.com", "password": password})
+    status, body = http(
+        "POST",
+        f"http://127.0.0.1:{pb['port']}/api/collections/_superusers/auth-with-password",
+        {"identity": "admin@example.com", "password": password},
+    )
     assert status == 200, body
     r = run(PB_SCRIPT, "stop", env)
     assert r.returncode == 0, describe(r)

@@ -4,7 +4,7 @@ client is the reference: it is what QuestDB's own docs and tests use). Pure: no 
 from __future__ import annotations
 
 import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -19,7 +19,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # the client keeps Buffer importable for exactly this
     from questdb.ingress import Buffer
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 def client_text(table, symbols, columns, at) -> str:
@@ -29,16 +29,24 @@ def client_text(table, symbols, columns, at) -> str:
 
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
-when = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1),
-                    timezones=st.just(timezone.utc))
-value = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1), text, when,
-                  st.floats(allow_nan=True, allow_infinity=True))
+when = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1), timezones=st.just(UTC))
+value = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    text,
+    when,
+    st.floats(allow_nan=True, allow_infinity=True),
+)
 names = st.sampled_from(["symbol", "price", "message", "kind", "received_at", "x_1"])
 
 
 @FUZZ
-@given(symbols=st.dictionaries(names, st.one_of(st.none(), text), max_size=3),
-       columns=st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), value, max_size=4), at=when)
+@given(
+    symbols=st.dictionaries(names, st.one_of(st.none(), text), max_size=3),
+    columns=st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), value, max_size=4),
+    at=when,
+)
 def test_any_row_is_encoded_exactly_as_the_client_encodes_it(symbols, columns, at):
     TRIED["ILP encoder vs questdb client"] += 1
     symbols = {k: v for k, v in symbols.items() if k not in columns}
@@ -50,17 +58,32 @@ def test_any_row_is_encoded_exactly_as_the_client_encodes_it(symbols, columns, a
 
 
 @FUZZ
-@given(price=st.floats(0.0001, 1e9), extra=st.lists(st.one_of(st.none(), st.floats(-1e6, 1e6)), min_size=6,
-                                                      max_size=6),
-       volume=st.integers(0, 2**62), at=when, status=st.sampled_from(list(MarketStatus)),
-       symbol=st.sampled_from(["PKN", "CD PROJEKT", "a,b=c", "ŻABKA"]))
+@given(
+    price=st.floats(0.0001, 1e9),
+    extra=st.lists(st.one_of(st.none(), st.floats(-1e6, 1e6)), min_size=6, max_size=6),
+    volume=st.integers(0, 2**62),
+    at=when,
+    status=st.sampled_from(list(MarketStatus)),
+    symbol=st.sampled_from(["PKN", "CD PROJEKT", "a,b=c", "ŻABKA"]),
+)
 def test_the_quote_fast_path_writes_the_same_text_as_the_general_one(price, extra, volume, at, status, symbol):
     TRIED["ILP quote fast path"] += 1
     o, h, lo, pc, c, cp = extra
-    u = StockUpdate(symbol=symbol, price=price, timestamp=at, data_source="stooq", volume=volume,
-                    open=abs(o) + 1 if o is not None else None, high=abs(h) + 1 if h is not None else None,
-                    low=abs(lo) + 1 if lo is not None else None, prev_close=abs(pc) + 1 if pc is not None else None,
-                    change=c, change_percent=cp, market_status=status, received_at=at + timedelta(seconds=1))
+    u = StockUpdate(
+        symbol=symbol,
+        price=price,
+        timestamp=at,
+        data_source="stooq",
+        volume=volume,
+        open=abs(o) + 1 if o is not None else None,
+        high=abs(h) + 1 if h is not None else None,
+        low=abs(lo) + 1 if lo is not None else None,
+        prev_close=abs(pc) + 1 if pc is not None else None,
+        change=c,
+        change_percent=cp,
+        market_status=status,
+        received_at=at + timedelta(seconds=1),
+    )
     r = quote_row(u)
     assert quote_line(u) == client_text(r.table, r.symbols, r.columns, r.at)
 

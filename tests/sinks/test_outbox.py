@@ -59,6 +59,7 @@ def test_oldest_age(tmp_path):
     assert box.oldest_age() is None
     box.append([quote("PKN", 1.0)])
     import time
+
     assert 0 <= box.oldest_age(time.time() + 5) - 5 < 1
 
 
@@ -89,6 +90,7 @@ def test_a_partly_refused_block_leaves_only_its_refused_rows_aside(tmp_path):
 
 def test_an_outbox_from_before_row_counts_opens_and_delivers(tmp_path):
     import sqlite3
+
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path)
     db.executescript("""

@@ -12,7 +12,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -29,14 +29,16 @@ from streamer.model import MarketStatus, StockUpdate, format_timestamp
 from tests.pb_realtime import RealtimeSubscriber
 
 servers = pytest.mark.servers
-T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 
 # --- pure helpers (no server) -----------------------------------------------------------------
 
+
 def quote(symbol: str, price: float = 10.0, at: datetime = T0, pct: float | None = None) -> StockUpdate:
-    return StockUpdate(symbol=symbol, price=price, timestamp=at, data_source="test", volume=100,
-                       change_percent=pct, received_at=at)
+    return StockUpdate(
+        symbol=symbol, price=price, timestamp=at, data_source="test", volume=100, change_percent=pct, received_at=at
+    )
 
 
 def test_record_ids_are_valid_and_deterministic() -> None:
@@ -49,8 +51,14 @@ def test_record_ids_are_valid_and_deterministic() -> None:
 
 
 def test_movers_orders_gainers_and_losers() -> None:
-    ups = [quote("A", pct=1.0), quote("B", pct=3.0), quote("C", pct=-2.0), quote("D"), quote("E", pct=-0.5),
-           quote("F", pct=3.0)]
+    ups = [
+        quote("A", pct=1.0),
+        quote("B", pct=3.0),
+        quote("C", pct=-2.0),
+        quote("D"),
+        quote("E", pct=-0.5),
+        quote("F", pct=3.0),
+    ]
     m = movers(ups, 2)
     assert [g["symbol"] for g in m["gainers"]] == ["B", "F"]
     assert [x["symbol"] for x in m["losers"]] == ["C", "E"]
@@ -58,9 +66,16 @@ def test_movers_orders_gainers_and_losers() -> None:
 
 
 def test_collection_patch_keeps_existing_fields_and_fixes_rules() -> None:
-    existing = {"name": "stock_data", "listRule": None, "viewRule": "", "createRule": "", "updateRule": None,
-                "deleteRule": None, "fields": [{"id": "x1", "name": "symbol", "type": "text"}],
-                "indexes": ["CREATE UNIQUE INDEX `idx_stock_data_symbol` ON `stock_data` (`symbol`)"]}
+    existing = {
+        "name": "stock_data",
+        "listRule": None,
+        "viewRule": "",
+        "createRule": "",
+        "updateRule": None,
+        "deleteRule": None,
+        "fields": [{"id": "x1", "name": "symbol", "type": "text"}],
+        "indexes": ["CREATE UNIQUE INDEX `idx_stock_data_symbol` ON `stock_data` (`symbol`)"],
+    }
     patch = collection_patch(existing, "public")
     assert patch["listRule"] == "" and patch["createRule"] is None and "viewRule" not in patch
     assert patch["fields"][0] == {"id": "x1", "name": "symbol", "type": "text"}
@@ -68,6 +83,7 @@ def test_collection_patch_keeps_existing_fields_and_fixes_rules() -> None:
 
 
 # --- the server -------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def _local_pocketbase(pocketbase_config) -> PocketBaseSinkConfig:
@@ -81,7 +97,7 @@ def symbol() -> str:
 
 def cycle_of(updates: list[StockUpdate], status: MarketStatus = MarketStatus.OPEN) -> QuoteBatch:
     # A random cycle number and time keep market_updates ids distinct between tests and runs.
-    ready = datetime.now(timezone.utc) - timedelta(milliseconds=random.randrange(10**9))
+    ready = datetime.now(UTC) - timedelta(milliseconds=random.randrange(10**9))
     return QuoteBatch(cycle=random.randrange(10**9), updates=tuple(updates), market_status=status, ready_at=ready)
 
 
@@ -122,8 +138,9 @@ class Http:
             return r.status, json.loads(text) if text else None
 
     async def records(self, collection: str, filter_: str) -> list[dict]:
-        status, body = await self.call("GET", f"/api/collections/{collection}/records?perPage=500&filter="
-                                       + urllib.request.quote(filter_))
+        status, body = await self.call(
+            "GET", f"/api/collections/{collection}/records?perPage=500&filter=" + urllib.request.quote(filter_)
+        )
         assert status == 200, body
         return body["items"]
 
@@ -136,8 +153,11 @@ class Http:
 async def http(_local_pocketbase: PocketBaseSinkConfig) -> AsyncIterator[Http]:
     cfg = _local_pocketbase
     h = Http(cfg.url, None)
-    status, body = await h.call("POST", "/api/collections/_superusers/auth-with-password",
-                                {"identity": cfg.admin_email, "password": cfg.admin_password.get_secret_value()})
+    status, body = await h.call(
+        "POST",
+        "/api/collections/_superusers/auth-with-password",
+        {"identity": cfg.admin_email, "password": cfg.admin_password.get_secret_value()},
+    )
     assert status == 200, body
     h.token = body["token"]
     yield h
@@ -164,8 +184,10 @@ async def test_collections_have_fields_unique_index_and_rules(backend, http: Htt
     assert types["timestamp"] == types["received_at"] == "date"
     assert types["created"] == types["updated"] == "autodate"
     assert any("UNIQUE" in ix.upper() and "symbol" in ix for ix in coll["indexes"])
-    for name, fields in (("market_updates", {"status", "count", "time", "movers", "cycle"}),
-                         ("alerts", {"symbol", "rule", "kind", "message", "price", "value", "threshold", "time"})):
+    for name, fields in (
+        ("market_updates", {"status", "count", "time", "movers", "cycle"}),
+        ("alerts", {"symbol", "rule", "kind", "message", "price", "value", "threshold", "time"}),
+    ):
         status, other = await http.call("GET", f"/api/collections/{name}")
         assert status == 200 and fields <= {f["name"] for f in other["fields"]}
         assert (other["listRule"], other["viewRule"], other["createRule"]) == ("", "", None)
@@ -179,13 +201,16 @@ async def test_anonymous_writes_are_refused(backend, http: Http) -> None:
     sym = symbol()
     await b.write(b.entries_for(cycle_of([quote(sym)])))
     record = await http.stock(sym)
-    for collection, body in (("stock_data", {"symbol": symbol(), "price": 1, "timestamp": format_timestamp(T0)}),
-                             ("market_updates", {"status": "open", "time": format_timestamp(T0)}),
-                             ("alerts", {"symbol": sym, "time": format_timestamp(T0)})):
+    for collection, body in (
+        ("stock_data", {"symbol": symbol(), "price": 1, "timestamp": format_timestamp(T0)}),
+        ("market_updates", {"status": "open", "time": format_timestamp(T0)}),
+        ("alerts", {"symbol": sym, "time": format_timestamp(T0)}),
+    ):
         status, _ = await http.call("POST", f"/api/collections/{collection}/records", body, anonymous=True)
         assert status in (400, 403), collection
-    status, _ = await http.call("PATCH", f"/api/collections/stock_data/records/{record['id']}", {"price": 1},
-                                anonymous=True)
+    status, _ = await http.call(
+        "PATCH", f"/api/collections/stock_data/records/{record['id']}", {"price": 1}, anonymous=True
+    )
     assert status in (403, 404)
     assert (await http.stock(sym))["price"] == 10.0
 
@@ -193,11 +218,13 @@ async def test_anonymous_writes_are_refused(backend, http: Http) -> None:
 async def user_token(http: Http) -> tuple[str, str]:
     """Create an ordinary `users` record and sign in as it: (record id, token)."""
     email, password = f"{uuid.uuid4().hex[:12]}@example.com", "reader-pass-123"
-    status, body = await http.call("POST", "/api/collections/users/records",
-                                   {"email": email, "password": password, "passwordConfirm": password})
+    status, body = await http.call(
+        "POST", "/api/collections/users/records", {"email": email, "password": password, "passwordConfirm": password}
+    )
     assert status == 200, body
-    status, body = await http.call("POST", "/api/collections/users/auth-with-password",
-                                   {"identity": email, "password": password}, anonymous=True)
+    status, body = await http.call(
+        "POST", "/api/collections/users/auth-with-password", {"identity": email, "password": password}, anonymous=True
+    )
     assert status == 200, body
     return body["record"]["id"], body["token"]
 
@@ -298,7 +325,8 @@ async def test_an_older_quote_never_replaces_a_newer_one(backend, _local_pocketb
         await fresh.write(fresh.entries_for(cycle_of([quote(sym, 13.0, T0 + timedelta(minutes=6))])))
         record = await http.stock(sym)
         assert record["price"] == 13.0 and record["timestamp"].startswith(
-            format_timestamp(T0 + timedelta(minutes=6))[:19].replace("T", " "))
+            format_timestamp(T0 + timedelta(minutes=6))[:19].replace("T", " ")
+        )
     finally:
         await fresh.close()
 
@@ -313,9 +341,21 @@ async def test_same_entries_twice_leave_one_market_update(backend, http: Http) -
     await b.write(entries[-1:])
     assert len(await http.records("market_updates", f"cycle={batch.cycle}")) == 1
     sym, rule = symbol(), "system-" + uuid.uuid4().hex
-    alerts = [*b.entries_for(Alert(rule="pkn-up-5", kind="change_percent", symbol=sym, message="up 5.2%", at=T0,
-                                   price=10.5, value=5.2, threshold=5.0)),
-              *b.entries_for(Alert(rule=rule, kind="system", symbol=None, message="outbox full", at=T0))]
+    alerts = [
+        *b.entries_for(
+            Alert(
+                rule="pkn-up-5",
+                kind="change_percent",
+                symbol=sym,
+                message="up 5.2%",
+                at=T0,
+                price=10.5,
+                value=5.2,
+                threshold=5.0,
+            )
+        ),
+        *b.entries_for(Alert(rule=rule, kind="system", symbol=None, message="outbox full", at=T0)),
+    ]
     assert [e.kind for e in alerts] == ["alert", "alert"]
     await b.write(alerts)
     await b.write(alerts)
@@ -327,8 +367,9 @@ async def test_same_entries_twice_leave_one_market_update(backend, http: Http) -
 
 
 @servers
-async def test_a_batch_api_nobody_configured_is_enabled_with_room_for_a_whole_cycle(_local_pocketbase,
-                                                                                   http: Http) -> None:
+async def test_a_batch_api_nobody_configured_is_enabled_with_room_for_a_whole_cycle(
+    _local_pocketbase, http: Http
+) -> None:
     _, settings = await http.call("GET", "/api/settings")
     await http.call("PATCH", "/api/settings", {"batch": {**settings["batch"], "enabled": False, "maxRequests": 50}})
     b, calls = traced(_local_pocketbase)
@@ -365,8 +406,9 @@ async def test_server_batch_limit_lowered_after_connect(backend, http: Http) -> 
 async def test_a_record_created_elsewhere_is_adopted(backend, http: Http) -> None:
     b, _ = backend
     sym = symbol()
-    status, other = await http.call("POST", "/api/collections/stock_data/records",
-                                    {"symbol": sym, "price": 5, "timestamp": format_timestamp(T0)})
+    status, other = await http.call(
+        "POST", "/api/collections/stock_data/records", {"symbol": sym, "price": 5, "timestamp": format_timestamp(T0)}
+    )
     assert status == 200, other
     entries = b.entries_for(cycle_of([quote(sym, 6.0, T0 + timedelta(seconds=1))]))
     with pytest.raises(Exception) as info:  # our id clashes on the unique symbol: learn the real id, retry
@@ -395,11 +437,15 @@ async def test_a_rejected_record_does_not_stop_the_others(backend, http: Http) -
 @servers
 async def test_token_renewal_and_revoked_token(_local_pocketbase, http: Http) -> None:
     email, password = f"{uuid.uuid4().hex[:12]}@example.com", "another-pass-123"
-    status, user = await http.call("POST", "/api/collections/_superusers/records",
-                                   {"email": email, "password": password, "passwordConfirm": password})
+    status, user = await http.call(
+        "POST",
+        "/api/collections/_superusers/records",
+        {"email": email, "password": password, "passwordConfirm": password},
+    )
     assert status == 200, user
-    b, calls = traced(_local_pocketbase.model_copy(update={"admin_email": email,
-                                                           "admin_password": SecretStr(password)}))
+    b, calls = traced(
+        _local_pocketbase.model_copy(update={"admin_email": email, "admin_password": SecretStr(password)})
+    )
     try:
         await b.connect()
         b.client.expire_soon()
@@ -411,8 +457,11 @@ async def test_token_renewal_and_revoked_token(_local_pocketbase, http: Http) ->
         assert calls == [("POST", "/api/batch")]  # the renewed token is good for most of a day again
         assert await http.stock(sym)
         # Setting the password (even to the same value) rotates the token key: every issued token dies.
-        await http.call("PATCH", f"/api/collections/_superusers/records/{user['id']}",
-                        {"password": password, "passwordConfirm": password})
+        await http.call(
+            "PATCH",
+            f"/api/collections/_superusers/records/{user['id']}",
+            {"password": password, "passwordConfirm": password},
+        )
         calls.clear()
         await b.write(b.entries_for(cycle_of([quote(sym2 := symbol())])))
         assert calls.paths("/api/collections/_superusers/auth-with-password") == 1
@@ -437,8 +486,9 @@ async def test_unreachable_server_raises_quickly() -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    b = PocketBaseBackend(PocketBaseSinkConfig(url=f"http://127.0.0.1:{port}", admin_password=SecretStr("x" * 12),
-                                               request_timeout=2))
+    b = PocketBaseBackend(
+        PocketBaseSinkConfig(url=f"http://127.0.0.1:{port}", admin_password=SecretStr("x" * 12), request_timeout=2)
+    )
     started = time.monotonic()
     for attempt in (b.connect(), b.write(b.entries_for(cycle_of([quote(symbol())])))):
         with pytest.raises(Exception) as info:

@@ -9,7 +9,7 @@ import dataclasses
 import socket
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -19,16 +19,15 @@ from sinks.questdb import QuestDBBackend
 from sinks.questdb_read import QuestDBReader
 from sinks.questdb_schema import ALERT_COLUMNS, MARKET_STATUS_COLUMNS, QUOTE_COLUMNS, create_table_sql
 from streamer.config import QuestDBSinkConfig
-from tests.helpers import qdb_query
-from streamer.events import (Alert, EventType, MarketStatusChanged, ProviderState, ProviderStatusChanged,
-                             QuoteBatch)
+from streamer.events import Alert, EventType, MarketStatusChanged, ProviderState, ProviderStatusChanged, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
+from tests.helpers import qdb_query
 
 pytestmark = pytest.mark.servers
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
-FAR = datetime(2100, 1, 1, tzinfo=timezone.utc)
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+FAR = datetime(2100, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="session")
@@ -58,8 +57,15 @@ def sym() -> str:
 
 def quote(symbol: str, at: datetime, price: float = 10.0, volume: int = 100, **kw) -> StockUpdate:
     kw.setdefault("received_at", at + timedelta(seconds=1))
-    return StockUpdate.with_change(symbol=symbol, price=price, timestamp=at, data_source="test", volume=volume,
-                                   prev_close=kw.pop("prev_close", 9.5), **kw)
+    return StockUpdate.with_change(
+        symbol=symbol,
+        price=price,
+        timestamp=at,
+        data_source="test",
+        volume=volume,
+        prev_close=kw.pop("prev_close", 9.5),
+        **kw,
+    )
 
 
 def entries(*updates: StockUpdate, prefix: str = "") -> list[Entry]:
@@ -85,17 +91,23 @@ sql = qdb_query  # the shared helper: one PG-wire query against the test QuestDB
 
 # --- schema ----------------------------------------------------------------------------------------
 
+
 async def test_connect_creates_the_tables_with_the_intended_schema(backend, _local_questdb):
     await backend.connect()  # a second connect is harmless: IF NOT EXISTS
-    for table, columns, keys in [("stock_prices", QUOTE_COLUMNS, {"timestamp", "symbol"}),
-                                 ("market_status", MARKET_STATUS_COLUMNS, {"timestamp", "status"}),
-                                 ("alerts", ALERT_COLUMNS, {"timestamp", "symbol", "rule"})]:
+    for table, columns, keys in [
+        ("stock_prices", QUOTE_COLUMNS, {"timestamp", "symbol"}),
+        ("market_status", MARKET_STATUS_COLUMNS, {"timestamp", "status"}),
+        ("alerts", ALERT_COLUMNS, {"timestamp", "symbol", "rule"}),
+    ]:
         [(ts, part, wal, dedup)] = await sql(
-            _local_questdb, "SELECT designatedTimestamp, partitionBy, walEnabled, dedup FROM tables() "
-                            "WHERE table_name = %s", [table])
+            _local_questdb,
+            "SELECT designatedTimestamp, partitionBy, walEnabled, dedup FROM tables() WHERE table_name = %s",
+            [table],
+        )
         assert (ts, part, wal, dedup) == ("timestamp", "DAY", True, True), table
-        cols = await sql(_local_questdb,
-                         f"SELECT \"column\", type, designated, upsertKey FROM table_columns('{table}')")
+        cols = await sql(
+            _local_questdb, f"SELECT \"column\", type, designated, upsertKey FROM table_columns('{table}')"
+        )
         assert {c: t for c, t, _, _ in cols} == columns, table
         assert {c for c, _, designated, _ in cols if designated} == {"timestamp"}, table
         assert {c for c, _, _, upsert in cols if upsert} == keys, table
@@ -111,8 +123,10 @@ def test_entries_for_maps_events_to_outbox_entries():
     assert [line.split(",", 2)[1] for line in block.payload["lines"]] == ["symbol=AAA", "symbol=BBB"]
     change = MarketStatusChanged(MarketStatus.OPEN, MarketStatus.PRE_MARKET, T0)
     [status] = b.entries_for(change)
-    assert status.payload == {"table": "market_status", "lines": [
-        f"market_status,status=open,previous=pre_market {int(T0.timestamp()) * 10**9}\n"]}
+    assert status.payload == {
+        "table": "market_status",
+        "lines": [f"market_status,status=open,previous=pre_market {int(T0.timestamp()) * 10**9}\n"],
+    }
     alert = Alert("up5", "change_percent", "AAA", "AAA +5%", T0, 10.5, 5.0, 5.0)
     [stored] = b.entries_for(alert)
     assert stored.payload["table"] == "alerts" and 'message="AAA +5%"' in stored.payload["lines"][0]
@@ -121,35 +135,52 @@ def test_entries_for_maps_events_to_outbox_entries():
 
 # --- writing ---------------------------------------------------------------------------------------
 
+
 async def test_quotes_land_with_their_types_and_exact_timestamps(backend, reader):
     s = sym()
     full = quote(s, T0, price=12.34, volume=5_000_000_000)  # beyond 32 bits: must be a LONG
-    sparse = StockUpdate(symbol=s, price=11, timestamp=T0 + timedelta(seconds=30), data_source="test",
-                         received_at=T0 + timedelta(seconds=31))  # int price, no optional fields
+    sparse = StockUpdate(
+        symbol=s,
+        price=11,
+        timestamp=T0 + timedelta(seconds=30),
+        data_source="test",
+        received_at=T0 + timedelta(seconds=31),
+    )  # int price, no optional fields
     micro = quote(s, T0 + timedelta(minutes=1, microseconds=123_456))
-    payload = micro.to_dict() | {"timestamp": "2026-03-02T09:01:00.123456Z",  # to_dict keeps only ms
-                                 "received_at": "2026-03-02T09:01:01.654321+00:00"}
+    payload = micro.to_dict() | {
+        "timestamp": "2026-03-02T09:01:00.123456Z",  # to_dict keeps only ms
+        "received_at": "2026-03-02T09:01:01.654321+00:00",
+    }
     # The third as an outbox written before cycles were stored as ILP blocks keeps it: one JSON row.
-    await backend.write(entries(full, sparse) + [Entry("quote", payload, id=3)])
+    await backend.write([*entries(full, sparse), Entry("quote", payload, id=3)])
     rows = await wait_for_rows(reader, s, 3)
     assert rows[0] == StockUpdate.from_dict(full.to_dict())
     assert rows[1] == sparse and rows[1].open is None and rows[1].change is None and rows[1].volume == 0
-    assert rows[2].timestamp == datetime(2026, 3, 2, 9, 1, 0, 123_456, tzinfo=timezone.utc)
-    assert rows[2].received_at == datetime(2026, 3, 2, 9, 1, 1, 654_321, tzinfo=timezone.utc)
+    assert rows[2].timestamp == datetime(2026, 3, 2, 9, 1, 0, 123_456, tzinfo=UTC)
+    assert rows[2].received_at == datetime(2026, 3, 2, 9, 1, 1, 654_321, tzinfo=UTC)
 
 
 async def test_one_write_spanning_tables_lands_in_each(backend, reader, _local_questdb):
     s = sym()
     at = T0 + timedelta(days=1, milliseconds=uuid.uuid4().int % 86_400_000)  # a key of its own in the shared table
-    change = MarketStatusChanged(MarketStatus.OPEN, MarketStatus.PRE_MARKET, at, MarketStatus.AFTER_HOURS,
-                                 at + timedelta(hours=8))
-    mixed = entries(quote(s, T0)) + [Entry("market_status", change.to_dict(), id=3)] + entries(
-        quote(s, T0 + timedelta(minutes=1)))
+    change = MarketStatusChanged(
+        MarketStatus.OPEN, MarketStatus.PRE_MARKET, at, MarketStatus.AFTER_HOURS, at + timedelta(hours=8)
+    )
+    mixed = [
+        *entries(quote(s, T0)),
+        Entry("market_status", change.to_dict(), id=3),
+        *entries(quote(s, T0 + timedelta(minutes=1))),
+    ]
     await backend.write(mixed)
     await wait_for_rows(reader, s, 2)
     deadline = time.monotonic() + 15
-    while not (rows := await sql(_local_questdb, "SELECT status, previous, next_status, next_change "
-                                                 "FROM market_status WHERE timestamp = %s", [at])):
+    while not (
+        rows := await sql(
+            _local_questdb,
+            "SELECT status, previous, next_status, next_change FROM market_status WHERE timestamp = %s",
+            [at],
+        )
+    ):
         assert time.monotonic() < deadline, "market_status row not visible"
         await asyncio.sleep(0.05)
     assert rows == [("open", "pre_market", "after_hours", (at + timedelta(hours=8)).replace(tzinfo=None))]
@@ -164,15 +195,19 @@ async def test_alerts_land_and_a_repeated_alert_is_one_row(backend, _local_quest
     await backend.write(batch)
     marker = Alert(f"marker_{s}", "system", None, "applied", T0)  # visible => both writes applied (WAL order)
     await backend.write([Entry("alert", marker.to_dict(), id=9)])
-    query = ("SELECT symbol, rule, kind, message, price, value, threshold FROM alerts "
-             "WHERE timestamp = %s AND (symbol = %s OR rule IN (%s, %s)) ORDER BY rule DESC")
+    query = (
+        "SELECT symbol, rule, kind, message, price, value, threshold FROM alerts "
+        "WHERE timestamp = %s AND (symbol = %s OR rule IN (%s, %s)) ORDER BY rule DESC"
+    )
     deadline = time.monotonic() + 15
     while len(rows := await sql(_local_questdb, query, [T0, s, system.rule, marker.rule])) < 3:
         assert time.monotonic() < deadline, f"alerts not visible: {rows}"
         await asyncio.sleep(0.05)
-    assert rows == [(s, "up5", "change_percent", f"{s} +5.2%", 10.52, 5.2, 5.0),
-                    (None, system.rule, "system", "outbox full", None, None, None),
-                    (None, marker.rule, "system", "applied", None, None, None)]
+    assert rows == [
+        (s, "up5", "change_percent", f"{s} +5.2%", 10.52, 5.2, 5.0),
+        (None, system.rule, "system", "outbox full", None, None, None),
+        (None, marker.rule, "system", "applied", None, None, None),
+    ]
 
 
 async def test_the_same_batch_twice_leaves_one_copy(backend, reader):
@@ -197,14 +232,16 @@ async def test_refused_rows_are_rejected_with_the_reason_and_good_rows_land(_loc
     try:
         await b.connect()
         s = sym()
-        good = [StockUpdate(symbol=s, price=10 + i, timestamp=T0 + timedelta(minutes=i), data_source="test",
-                            received_at=T0) for i in range(4)]
+        good = [
+            StockUpdate(symbol=s, price=10 + i, timestamp=T0 + timedelta(minutes=i), data_source="test", received_at=T0)
+            for i in range(4)
+        ]
         bad = [quote(s, T0 + timedelta(minutes=10 + i)) for i in range(2)]
         batch = entries(good[0], bad[0], good[1], good[2], bad[1], good[3], prefix=prefix)
         broken = Entry("quote", {"symbol": s, "timestamp": "2026-03-02T09:00:00Z"}, id=99)  # no price
         garbled = Entry("market_status", {"status": "open", "at": 1234}, id=100)  # not a timestamp
         with pytest.raises(Rejected) as info:
-            await b.write(batch + [broken, garbled])
+            await b.write([*batch, broken, garbled])
         part, *others = info.value.entries
         assert [e.id for e in others] == [99, 100]
         # Of the cycle's block only the two refused lines come back (same id): the other four were written.
@@ -223,9 +260,11 @@ async def test_refused_rows_are_rejected_with_the_reason_and_good_rows_land(_loc
 
 
 def test_parse_refusal_tells_data_from_server_trouble():
-    body = ('{"code":"invalid","message":"failed to parse line protocol:errors encountered on line(s):\\n'
-            'error in line 2: table: x, column: price; cast error from protocol type: STRING to column type: '
-            'DOUBLE","line":2,"errorId":"e-1"}')  # QuestDB 9.3's answer, as captured
+    body = (
+        '{"code":"invalid","message":"failed to parse line protocol:errors encountered on line(s):\\n'
+        "error in line 2: table: x, column: price; cast error from protocol type: STRING to column type: "
+        'DOUBLE","line":2,"errorId":"e-1"}'
+    )  # QuestDB 9.3's answer, as captured
     assert parse_refusal(400, body).line == 2
     assert parse_refusal(400, body).reason.startswith("table: x, column: price;")
     assert parse_refusal(413, "").split_only
@@ -236,6 +275,7 @@ def test_parse_refusal_tells_data_from_server_trouble():
 
 
 # --- connection failures ---------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -284,6 +324,7 @@ class Proxy:
             finally:
                 dst.transport.abort()
                 self.conns.discard(dst)
+
         await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
 
 
@@ -311,6 +352,7 @@ async def test_server_gone_mid_session_raises_then_recovers_after_connect(_local
 
 # --- read side -------------------------------------------------------------------------------------
 
+
 async def test_latest_returns_the_newest_row_per_requested_symbol(backend, reader):
     a, c = sym(), sym()
     await backend.write(entries(*(quote(x, T0 + timedelta(minutes=i), price=20 + i) for x in (a, c) for i in range(3))))
@@ -318,7 +360,8 @@ async def test_latest_returns_the_newest_row_per_requested_symbol(backend, reade
     await wait_for_rows(reader, c, 3)
     latest = await reader.latest([c, a, "NO-SUCH"])
     assert [(u.symbol, u.price, u.timestamp) for u in latest] == sorted(
-        [(a, 22, T0 + timedelta(minutes=2)), (c, 22, T0 + timedelta(minutes=2))])
+        [(a, 22, T0 + timedelta(minutes=2)), (c, 22, T0 + timedelta(minutes=2))]
+    )
     assert await reader.latest([]) == []
     assert {a, c} <= {u.symbol for u in await reader.latest()}
 
@@ -341,16 +384,24 @@ async def test_history_is_a_half_open_time_ordered_range_with_a_limit(backend, r
 
 async def test_one_minute_bars_have_the_ohlc_and_volume_of_their_rows(backend, reader):
     s = sym()
-    ticks = [(0, 10.0, 100), (15, 12.0, 150), (40, 9.0, 180), (59, 11.0, 200),  # 09:00
-             (65, 11.5, 260), (100, 10.5, 300),                                # 09:01
-             (190, 13.0, 420)]                                                  # 09:03 (09:02 empty)
+    ticks = [
+        (0, 10.0, 100),
+        (15, 12.0, 150),
+        (40, 9.0, 180),
+        (59, 11.0, 200),  # 09:00
+        (65, 11.5, 260),
+        (100, 10.5, 300),  # 09:01
+        (190, 13.0, 420),
+    ]  # 09:03 (09:02 empty)
     await backend.write(entries(*(quote(s, T0 + timedelta(seconds=t), price=p, volume=v) for t, p, v in ticks)))
     await wait_for_rows(reader, s, len(ticks))
     bars = await reader.bars(s, T0, T0 + timedelta(hours=1), "1m", limit=10)
     got = [(b.timestamp, b.open, b.high, b.low, b.close, b.volume, b.quotes) for b in bars]
-    assert got == [(T0, 10.0, 12.0, 9.0, 11.0, 100, 4),
-                   (T0 + timedelta(minutes=1), 11.5, 11.5, 10.5, 10.5, 40, 2),
-                   (T0 + timedelta(minutes=3), 13.0, 13.0, 13.0, 13.0, 0, 1)]
+    assert got == [
+        (T0, 10.0, 12.0, 9.0, 11.0, 100, 4),
+        (T0 + timedelta(minutes=1), 11.5, 11.5, 10.5, 10.5, 40, 2),
+        (T0 + timedelta(minutes=3), 13.0, 13.0, 13.0, 13.0, 0, 1),
+    ]
     assert bars[0].to_dict()["timestamp"] == "2026-03-02T09:00:00.000Z"
     assert len(await reader.bars(s, T0, T0 + timedelta(hours=1), "1m", limit=2)) == 2
     [day] = await reader.bars(s, T0 - timedelta(hours=9), T0 + timedelta(hours=15), "1d")
@@ -360,6 +411,7 @@ async def test_one_minute_bars_have_the_ohlc_and_volume_of_their_rows(backend, r
 
 
 # --- throughput ------------------------------------------------------------------------------------
+
 
 async def test_ten_thousand_rows_in_one_write(backend, reader):
     s = sym()

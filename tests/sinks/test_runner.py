@@ -3,7 +3,7 @@
 The real backends are tested against the real servers in test_questdb.py / test_pocketbase.py."""
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sinks.base import Entry, Rejected
 from sinks.runner import OutboxSink, SinkState
@@ -12,7 +12,7 @@ from streamer.config import OutboxConfig, ReconnectConfig
 from streamer.events import EventType, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
 
-T = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+T = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 FAST = ReconnectConfig(initial_delay=0.01, max_delay=0.04, failed_after=3)
 
 
@@ -50,8 +50,7 @@ class RemoteDouble:
 
 
 def batch(n, symbol="PKN"):
-    return QuoteBatch(n, (StockUpdate(symbol=symbol, price=10.0 + n, timestamp=T, data_source="t"),),
-                      MarketStatus.OPEN)
+    return QuoteBatch(n, (StockUpdate(symbol=symbol, price=10.0 + n, timestamp=T, data_source="t"),), MarketStatus.OPEN)
 
 
 async def until(condition, timeout=5.0):
@@ -80,7 +79,7 @@ async def test_healthy_backend_gets_one_write_per_batch_in_order(tmp_path):
     bus, sink, states = await start(tmp_path, backend)
     for n in range(5):
         await bus.publish(batch(n))
-        await until(lambda: len(backend.rows) == n + 1)
+        await until(lambda n=n: len(backend.rows) == n + 1)
     assert [r["price"] for r in backend.rows] == [10.0, 11.0, 12.0, 13.0, 14.0]
     assert backend.writes == 5 and sink.outbox.depth == 0
     assert await bus.drain(5)
@@ -125,10 +124,16 @@ async def test_a_lost_connection_reconnects_with_backoff(tmp_path):
 async def test_rejected_entries_are_set_aside_and_the_rest_delivered(tmp_path):
     backend = RemoteDouble()
     bus, sink, _ = await start(tmp_path, backend)
-    await bus.publish(QuoteBatch(1, (
-        StockUpdate(symbol="PKN", price=1.0, timestamp=T, data_source="t"),
-        StockUpdate(symbol="BAD", price=2.0, timestamp=T, data_source="t"),
-    ), MarketStatus.OPEN))
+    await bus.publish(
+        QuoteBatch(
+            1,
+            (
+                StockUpdate(symbol="PKN", price=1.0, timestamp=T, data_source="t"),
+                StockUpdate(symbol="BAD", price=2.0, timestamp=T, data_source="t"),
+            ),
+            MarketStatus.OPEN,
+        )
+    )
     await until(lambda: sink.rejected == 1)
     assert [r["symbol"] for r in backend.rows] == ["PKN"]
     assert sink.outbox.depth == 0 and sink.outbox.rejected_count() == 1
@@ -154,8 +159,16 @@ class BlockDouble(RemoteDouble):
 async def test_rows_not_entries_are_counted_and_only_refused_rows_set_aside(tmp_path):
     backend = BlockDouble()
     bus, sink, _ = await start(tmp_path, backend)
-    await bus.publish(QuoteBatch(1, tuple(StockUpdate(symbol=s, price=1.0, timestamp=T, data_source="t")
-                                          for s in ("PKN", "BAD", "PKO", "BAD", "CDR")), MarketStatus.OPEN))
+    await bus.publish(
+        QuoteBatch(
+            1,
+            tuple(
+                StockUpdate(symbol=s, price=1.0, timestamp=T, data_source="t")
+                for s in ("PKN", "BAD", "PKO", "BAD", "CDR")
+            ),
+            MarketStatus.OPEN,
+        )
+    )
     await until(lambda: sink.rejected)
     assert backend.rows == ["PKN", "PKO", "CDR"]
     assert (sink.delivered, sink.rejected) == (3, 2)
@@ -171,7 +184,7 @@ async def test_a_killed_daemon_delivers_its_outbox_on_the_next_start(tmp_path):
     await until(lambda: sink.outbox.depth == 3)
     sink._task.cancel()  # the process dies: no stop(), no flush
     backend = RemoteDouble()
-    bus2, sink2, _ = await start(tmp_path, backend)
+    _bus2, sink2, _ = await start(tmp_path, backend)
     await until(lambda: len(backend.rows) == 3)
     assert [r["price"] for r in backend.rows] == [10.0, 11.0, 12.0]
     await sink2.stop(1)

@@ -7,7 +7,7 @@ import itertools
 import json
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -23,8 +23,7 @@ _cycles = itertools.count(1)
 
 
 def quote(symbol: str, price: float = 10.0, **fields: Any) -> StockUpdate:
-    return StockUpdate(symbol=symbol, price=price, timestamp=datetime.now(timezone.utc), data_source="test",
-                       **fields)
+    return StockUpdate(symbol=symbol, price=price, timestamp=datetime.now(UTC), data_source="test", **fields)
 
 
 def batch(*symbols: str, price: float = 10.0) -> QuoteBatch:
@@ -32,13 +31,25 @@ def batch(*symbols: str, price: float = 10.0) -> QuoteBatch:
 
 
 @asynccontextmanager
-async def running_server(*, symbols: Iterable[str] | None = SYMBOLS, pocketbase_url: str | None = None,
-                         auth_timeout: float = 2.0, close_timeout: float = 1.0, clock=None, **config: Any
-                         ) -> AsyncIterator[tuple[WebSocketServer, EventBus]]:
+async def running_server(
+    *,
+    symbols: Iterable[str] | None = SYMBOLS,
+    pocketbase_url: str | None = None,
+    auth_timeout: float = 2.0,
+    close_timeout: float = 1.0,
+    clock=None,
+    **config: Any,
+) -> AsyncIterator[tuple[WebSocketServer, EventBus]]:
     bus = EventBus()
     extra = {"clock": clock} if clock is not None else {}
-    server = WebSocketServer(WebSocketConfig(port=0, **config), symbols=symbols, pocketbase_url=pocketbase_url,
-                             auth_timeout=auth_timeout, close_timeout=close_timeout, **extra)
+    server = WebSocketServer(
+        WebSocketConfig(port=0, **config),
+        symbols=symbols,
+        pocketbase_url=pocketbase_url,
+        auth_timeout=auth_timeout,
+        close_timeout=close_timeout,
+        **extra,
+    )
     await server.start(bus)
     try:
         yield server, bus

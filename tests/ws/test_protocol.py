@@ -1,7 +1,7 @@
 """The WebSocket protocol without sockets: parsing, validation, subscription changes, rate limit, messages."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 
 import pytest
@@ -31,28 +31,31 @@ def test_parse_every_client_message():
     assert "s3cret" not in repr(p.Auth("s3cret"))
 
 
-@pytest.mark.parametrize("data, code", [
-    ("{not json", ErrorCode.INVALID_JSON),
-    (b"\xff\xfe", ErrorCode.INVALID_JSON),
-    ("[1, 2]", ErrorCode.INVALID_MESSAGE),
-    ('{"symbols":["PKN"]}', ErrorCode.INVALID_MESSAGE),
-    ('{"type":5}', ErrorCode.INVALID_MESSAGE),
-    ('{"type":"subscribe","symbols":"PKN"}', ErrorCode.INVALID_MESSAGE),
-    ('{"type":"subscribe","symbols":[]}', ErrorCode.INVALID_MESSAGE),
-    ('{"type":"subscribe","symbols":[1]}', ErrorCode.INVALID_MESSAGE),
-    ('{"type":"subscribe","symbols":["P K N"]}', ErrorCode.INVALID_MESSAGE),
-    ('{"type":"subscribe","symbols":["' + "X" * 33 + '"]}', ErrorCode.INVALID_MESSAGE),
-    ('{"type":"subscribe","since_seq":"3","epoch":"e"}', ErrorCode.INVALID_MESSAGE),
-    ('{"type":"subscribe","since_seq":-1,"epoch":"e"}', ErrorCode.INVALID_MESSAGE),
-    ('{"type":"subscribe","since_seq":true,"epoch":"e"}', ErrorCode.INVALID_MESSAGE),
-    ('{"type":"subscribe","since_seq":3}', ErrorCode.INVALID_MESSAGE),
-    ('{"type":"subscribe","since_seq":3,"epoch":4}', ErrorCode.INVALID_MESSAGE),
-    ('{"type":"ping","id":{"a":1}}', ErrorCode.INVALID_MESSAGE),
-    ('{"type":"ping","id":"' + "x" * 200 + '"}', ErrorCode.INVALID_MESSAGE),
-    ('{"type":"auth"}', ErrorCode.INVALID_MESSAGE),
-    ('{"type":"auth","token":""}', ErrorCode.INVALID_MESSAGE),
-    ('{"type":"dance"}', ErrorCode.UNKNOWN_TYPE),
-])
+@pytest.mark.parametrize(
+    "data, code",
+    [
+        ("{not json", ErrorCode.INVALID_JSON),
+        (b"\xff\xfe", ErrorCode.INVALID_JSON),
+        ("[1, 2]", ErrorCode.INVALID_MESSAGE),
+        ('{"symbols":["PKN"]}', ErrorCode.INVALID_MESSAGE),
+        ('{"type":5}', ErrorCode.INVALID_MESSAGE),
+        ('{"type":"subscribe","symbols":"PKN"}', ErrorCode.INVALID_MESSAGE),
+        ('{"type":"subscribe","symbols":[]}', ErrorCode.INVALID_MESSAGE),
+        ('{"type":"subscribe","symbols":[1]}', ErrorCode.INVALID_MESSAGE),
+        ('{"type":"subscribe","symbols":["P K N"]}', ErrorCode.INVALID_MESSAGE),
+        ('{"type":"subscribe","symbols":["' + "X" * 33 + '"]}', ErrorCode.INVALID_MESSAGE),
+        ('{"type":"subscribe","since_seq":"3","epoch":"e"}', ErrorCode.INVALID_MESSAGE),
+        ('{"type":"subscribe","since_seq":-1,"epoch":"e"}', ErrorCode.INVALID_MESSAGE),
+        ('{"type":"subscribe","since_seq":true,"epoch":"e"}', ErrorCode.INVALID_MESSAGE),
+        ('{"type":"subscribe","since_seq":3}', ErrorCode.INVALID_MESSAGE),
+        ('{"type":"subscribe","since_seq":3,"epoch":4}', ErrorCode.INVALID_MESSAGE),
+        ('{"type":"ping","id":{"a":1}}', ErrorCode.INVALID_MESSAGE),
+        ('{"type":"ping","id":"' + "x" * 200 + '"}', ErrorCode.INVALID_MESSAGE),
+        ('{"type":"auth"}', ErrorCode.INVALID_MESSAGE),
+        ('{"type":"auth","token":""}', ErrorCode.INVALID_MESSAGE),
+        ('{"type":"dance"}', ErrorCode.UNKNOWN_TYPE),
+    ],
+)
 def test_bad_messages_get_an_error_code(data, code):
     assert violation(data) is code
 
@@ -102,23 +105,33 @@ def test_rate_limit_allows_a_burst_then_refills_at_the_rate():
 def test_stock_updates_splices_pre_encoded_quotes():
     quotes = [p.encode({"symbol": "PKN", "price": 61.5}), p.encode({"symbol": "PKO", "price": 70.0})]
     msg = json.loads(p.stock_updates(seq=9, prev_seq=7, epoch="e1", timestamp="t", quotes=quotes))
-    assert msg == {"type": "stock_updates", "timestamp": "t", "seq": 9, "prev_seq": 7, "epoch": "e1", "count": 2,
-                   "data": [{"symbol": "PKN", "price": 61.5}, {"symbol": "PKO", "price": 70.0}]}
+    assert msg == {
+        "type": "stock_updates",
+        "timestamp": "t",
+        "seq": 9,
+        "prev_seq": 7,
+        "epoch": "e1",
+        "count": 2,
+        "data": [{"symbol": "PKN", "price": 61.5}, {"symbol": "PKO", "price": 70.0}],
+    }
     assert json.loads(p.stock_updates(seq=1, prev_seq=0, epoch="e", timestamp="t", quotes=[]))["data"] == []
 
 
 def test_server_messages_are_json_with_their_type():
     snap = [p.encode({"symbol": "PKN"})]
     built = {
-        "connection": p.connection(version="1", epoch="e", seq=3, timestamp="t", market_status="open",
-                                   authenticated=False),
-        "subscription_confirmed": p.subscription_confirmed(key=frozenset({"PKN"}), epoch="e", seq=3,
-                                                           timestamp="t", snapshot=snap),
+        "connection": p.connection(
+            version="1", epoch="e", seq=3, timestamp="t", market_status="open", authenticated=False
+        ),
+        "subscription_confirmed": p.subscription_confirmed(
+            key=frozenset({"PKN"}), epoch="e", seq=3, timestamp="t", snapshot=snap
+        ),
         "resync": p.resync(reason="epoch_changed", key=ALL, epoch="e", seq=3, timestamp="t", snapshot=snap),
-        "status": p.status(key=NOTHING, timestamp="t", clients=1, epoch="e", seq=3, history=3,
-                           market_status=None, version="1"),
+        "status": p.status(
+            key=NOTHING, timestamp="t", clients=1, epoch="e", seq=3, history=3, market_status=None, version="1"
+        ),
         "market_status": p.market_status(timestamp="t", data={"status": "open"}),
-        "alert": p.alert(timestamp="t", symbol="PKN", data={"at": datetime(2026, 1, 2, tzinfo=timezone.utc)}),
+        "alert": p.alert(timestamp="t", symbol="PKN", data={"at": datetime(2026, 1, 2, tzinfo=UTC)}),
         "pong": p.pong(timestamp="t", ping_id=4),
         "error": p.error(ErrorCode.UNKNOWN_SYMBOLS, "no", timestamp="t", symbols=["X"]),
     }
@@ -127,8 +140,13 @@ def test_server_messages_are_json_with_their_type():
     assert json.loads(built["subscription_confirmed"])["snapshot"] == [{"symbol": "PKN"}]
     assert json.loads(built["resync"])["all"] is True
     assert json.loads(built["alert"])["data"] == {"at": "2026-01-02T00:00:00.000Z"}
-    assert json.loads(built["error"]) == {"type": "error", "timestamp": "t", "code": "unknown_symbols",
-                                          "message": "no", "symbols": ["X"]}
+    assert json.loads(built["error"]) == {
+        "type": "error",
+        "timestamp": "t",
+        "code": "unknown_symbols",
+        "message": "no",
+        "symbols": ["X"],
+    }
 
 
 def test_encode_handles_enums_and_refuses_other_objects():

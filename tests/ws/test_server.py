@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -31,8 +31,20 @@ from streamer.model import MarketStatus
 from streamer.ws import PROTOCOL_VERSION
 from streamer.ws.auth import Authenticator, RedactTokens, origins, token_from_header
 
-from . import (ANY, SYMBOLS, batch, client, expect, quote, recv_json, running_server, send, still_open, subscribed,
-               wait_until)
+from . import (
+    ANY,
+    SYMBOLS,
+    batch,
+    client,
+    expect,
+    quote,
+    recv_json,
+    running_server,
+    send,
+    still_open,
+    subscribed,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,9 +79,19 @@ async def test_connection_message_names_server_protocol_epoch_and_seq():
         await bus.drain(5)
         async with connect(server.url) as ws:
             hello = await expect(ws, "connection")
-    assert hello == {"type": "connection", "status": "connected", "server": "stock-streamer", "version": __version__,
-                     "protocol": PROTOCOL_VERSION, "timestamp": ANY, "epoch": server.history.epoch, "seq": 1,
-                     "market_status": "open", "authenticated": False, "message": ANY}
+    assert hello == {
+        "type": "connection",
+        "status": "connected",
+        "server": "stock-streamer",
+        "version": __version__,
+        "protocol": PROTOCOL_VERSION,
+        "timestamp": ANY,
+        "epoch": server.history.epoch,
+        "seq": 1,
+        "market_status": "open",
+        "authenticated": False,
+        "message": ANY,
+    }
 
 
 async def test_each_client_receives_only_its_symbols_with_a_prev_seq_chain():
@@ -87,8 +109,11 @@ async def test_each_client_receives_only_its_symbols_with_a_prev_seq_chain():
                 await still_open(ws)  # and nothing else was sent to it
     assert [(m["seq"], m["prev_seq"], symbols_of(m)) for m in got_a] == [(2, 0, ["PKN"]), (4, 2, ["PKN"])]
     assert [(m["seq"], m["prev_seq"]) for m in got_b] == [(1, 0), (2, 1), (3, 2), (4, 3)]
-    assert [(m["seq"], m["prev_seq"], symbols_of(m)) for m in got_c] == [(1, 0, ["PKO"]), (2, 1, ["PKO"]),
-                                                                         (3, 2, ["KGH"])]
+    assert [(m["seq"], m["prev_seq"], symbols_of(m)) for m in got_c] == [
+        (1, 0, ["PKO"]),
+        (2, 1, ["PKO"]),
+        (3, 2, ["KGH"]),
+    ]
     assert got_b[1]["count"] == 2 and got_b[1]["epoch"] == server.history.epoch
 
 
@@ -132,9 +157,18 @@ async def test_unsubscribe_and_status():
             await bus.publish(batch("PKN"))
             await bus.drain(5)
             await still_open(ws)
-    assert status == {"type": "status", "timestamp": ANY, "subscriptions": {"all": False, "symbols": ["PKN"]},
-                      "clients": 2, "epoch": server.history.epoch, "seq": 2, "history": 2, "market_status": "open",
-                      "version": __version__, "protocol": PROTOCOL_VERSION}
+    assert status == {
+        "type": "status",
+        "timestamp": ANY,
+        "subscriptions": {"all": False, "symbols": ["PKN"]},
+        "clients": 2,
+        "epoch": server.history.epoch,
+        "seq": 2,
+        "history": 2,
+        "market_status": "open",
+        "version": __version__,
+        "protocol": PROTOCOL_VERSION,
+    }
 
 
 async def test_market_status_goes_to_everyone_and_alerts_to_subscribers_of_the_symbol():
@@ -143,11 +177,11 @@ async def test_market_status_goes_to_everyone_and_alerts_to_subscribers_of_the_s
         async with client(server.url) as pkn, client(server.url) as pko, client(server.url) as idle:
             await subscribed(pkn, "PKN")
             await subscribed(pko, "PKO")
-            change = MarketStatusChanged(MarketStatus.CLOSED, MarketStatus.OPEN, datetime.now(timezone.utc))
+            change = MarketStatusChanged(MarketStatus.CLOSED, MarketStatus.OPEN, datetime.now(UTC))
             await bus.publish(change)
             for ws in (pkn, pko, idle):
                 assert (await expect(ws, "market_status"))["data"] == change.to_dict()
-            at = datetime(2026, 1, 5, 10, tzinfo=timezone.utc)
+            at = datetime(2026, 1, 5, 10, tzinfo=UTC)
             await bus.publish(Alert("pkn_up", "change_percent", "PKN", "PKN up 5%", at, 66.0, 5.0, 5.0))
             await bus.publish(Alert("pko_down", "change_percent", "PKO", "PKO down 5%", at, 60.0, -5.0, 5.0))
             alert = await expect(pkn, "alert")
@@ -157,10 +191,21 @@ async def test_market_status_goes_to_everyone_and_alerts_to_subscribers_of_the_s
             await bus.publish(Alert("outbox_full", "system", None, "questdb outbox is full", at))
             for ws in (pkn, pko, idle):  # a system alert is about no symbol: everyone gets it
                 assert (await expect(ws, "alert"))["data"]["kind"] == "system"
-    assert alert == {"type": "alert", "timestamp": ANY, "symbol": "PKN",
-                     "data": {"timestamp": "2026-01-05T10:00:00.000Z", "rule": "pkn_up", "kind": "change_percent",
-                              "symbol": "PKN", "message": "PKN up 5%", "price": 66.0, "value": 5.0,
-                              "threshold": 5.0}}
+    assert alert == {
+        "type": "alert",
+        "timestamp": ANY,
+        "symbol": "PKN",
+        "data": {
+            "timestamp": "2026-01-05T10:00:00.000Z",
+            "rule": "pkn_up",
+            "kind": "change_percent",
+            "symbol": "PKN",
+            "message": "PKN up 5%",
+            "price": 66.0,
+            "value": 5.0,
+            "threshold": 5.0,
+        },
+    }
 
 
 # --- resume and resync ------------------------------------------------------------------------------
@@ -220,8 +265,16 @@ async def test_resync_when_the_epoch_changed():
             resync = await expect(ws, "resync")
             await bus.publish(batch("PKN"))
             assert (await expect(ws, "stock_updates"))["prev_seq"] <= resync["seq"]
-    assert resync == {"type": "resync", "timestamp": ANY, "reason": "epoch_changed", "all": False,
-                      "symbols": ["PKN"], "epoch": server.history.epoch, "seq": 1, "snapshot": [ANY]}
+    assert resync == {
+        "type": "resync",
+        "timestamp": ANY,
+        "reason": "epoch_changed",
+        "all": False,
+        "symbols": ["PKN"],
+        "epoch": server.history.epoch,
+        "seq": 1,
+        "snapshot": [ANY],
+    }
     assert resync["snapshot"][0]["price"] == 12
 
 
@@ -246,18 +299,21 @@ async def test_resync_when_the_missed_batches_are_older_than_the_history():
 # --- malformed input and limits ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("raw, code", [
-    ("not json at all", "invalid_json"),
-    ('{"type": "subscribe", "symbols": "PKN"}', "invalid_message"),
-    ('{"type": "subscribe", "since_seq": "1", "epoch": "e"}', "invalid_message"),
-    ('{"type": "ping", "id": [1]}', "invalid_message"),
-    ('["subscribe"]', "invalid_message"),
-    ('{"type": "teleport"}', "unknown_type"),
-    ('{"type": "subscribe", "symbols": ["PKN", "NOPE"]}', "unknown_symbols"),
-    ('{"type": "auth", "token": "late"}', "already_authenticated"),
-])
+@pytest.mark.parametrize(
+    "raw, code",
+    [
+        ("not json at all", "invalid_json"),
+        ('{"type": "subscribe", "symbols": "PKN"}', "invalid_message"),
+        ('{"type": "subscribe", "since_seq": "1", "epoch": "e"}', "invalid_message"),
+        ('{"type": "ping", "id": [1]}', "invalid_message"),
+        ('["subscribe"]', "invalid_message"),
+        ('{"type": "teleport"}', "unknown_type"),
+        ('{"type": "subscribe", "symbols": ["PKN", "NOPE"]}', "unknown_symbols"),
+        ('{"type": "auth", "token": "late"}', "already_authenticated"),
+    ],
+)
 async def test_malformed_input_gets_an_error_and_the_connection_stays_open(raw, code):
-    async with running_server() as (server, bus):
+    async with running_server() as (server, _bus):
         async with client(server.url) as ws:
             await ws.send(raw)
             error = await expect(ws, "error")
@@ -269,7 +325,7 @@ async def test_malformed_input_gets_an_error_and_the_connection_stays_open(raw, 
 
 
 async def test_a_frame_over_the_size_limit_is_closed_with_1009():
-    async with running_server(max_frame_bytes=1024) as (server, bus):
+    async with running_server(max_frame_bytes=1024) as (server, _bus):
         async with client(server.url) as ws:
             await send(ws, type="ping", id="x" * 100)
             await expect(ws, "pong")
@@ -279,7 +335,7 @@ async def test_a_frame_over_the_size_limit_is_closed_with_1009():
 
 
 async def test_too_many_subscriptions_is_refused_as_a_whole():
-    async with running_server(max_subscriptions=2) as (server, bus):
+    async with running_server(max_subscriptions=2) as (server, _bus):
         async with client(server.url) as ws:
             await send(ws, type="subscribe", symbols=["PKN", "PKO", "KGH"])
             assert (await expect(ws, "error"))["code"] == "too_many_subscriptions"
@@ -292,7 +348,7 @@ async def test_too_many_subscriptions_is_refused_as_a_whole():
 
 async def test_rate_limit_answers_once_per_burst_then_recovers():
     now = [1000.0]
-    async with running_server(max_messages_per_second=5, clock=lambda: now[0]) as (server, bus):
+    async with running_server(max_messages_per_second=5, clock=lambda: now[0]) as (server, _bus):
         async with client(server.url) as ws:
             for i in range(8):
                 await send(ws, type="ping", id=i)
@@ -304,7 +360,7 @@ async def test_rate_limit_answers_once_per_burst_then_recovers():
 
 
 async def test_a_client_that_keeps_flooding_is_closed_with_1008():
-    async with running_server(max_messages_per_second=5, clock=lambda: 1000.0) as (server, bus):
+    async with running_server(max_messages_per_second=5, clock=lambda: 1000.0) as (server, _bus):
         async with client(server.url) as ws:
             with contextlib.suppress(ConnectionClosed):  # the server may close before the last ones are sent
                 for i in range(30):
@@ -356,7 +412,7 @@ async def test_a_stalled_client_is_closed_with_1013_and_does_not_slow_the_others
 
 
 async def test_keepalive_closes_a_peer_that_stopped_answering_pings():
-    async with running_server(ping_interval=0.1, ping_timeout=0.1, close_timeout=0.2) as (server, bus):
+    async with running_server(ping_interval=0.1, ping_timeout=0.1, close_timeout=0.2) as (server, _bus):
         async with client(server.url, ping_interval=None, close_timeout=0.1) as ws:
             await wait_until(lambda: server.status()["clients"] == 1)
             ws.transport.pause_reading()  # pings are no longer answered
@@ -364,7 +420,7 @@ async def test_keepalive_closes_a_peer_that_stopped_answering_pings():
 
 
 async def test_stop_does_not_wait_past_its_timeout_for_a_client_that_stopped_reading():
-    async with running_server(close_timeout=30) as (server, bus):
+    async with running_server(close_timeout=30) as (server, _bus):
         async with client(server.url, close_timeout=0.1) as ws:
             await subscribed(ws)
             ws.transport.pause_reading()  # cannot answer the closing handshake
@@ -374,7 +430,7 @@ async def test_stop_does_not_wait_past_its_timeout_for_a_client_that_stopped_rea
 
 
 async def test_stop_closes_clients_with_1001_and_reports_status():
-    async with running_server() as (server, bus):
+    async with running_server() as (server, _bus):
         async with client(server.url) as ws:
             await subscribed(ws, "PKN")
             status = server.status()
@@ -389,9 +445,30 @@ async def test_stop_closes_clients_with_1001_and_reports_status():
 
 async def test_wss_with_a_self_signed_certificate(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     trust = ssl.create_default_context(cafile=str(cert))
     async with running_server(tls_cert=cert, tls_key=key) as (server, bus):
         assert server.url.startswith("wss://")
@@ -437,8 +514,9 @@ async def test_an_idle_client_costs_the_server_less_than_20_kib():
         tracemalloc.start()
         try:
             before = tracemalloc.take_snapshot()
-            clients = await asyncio.create_subprocess_exec(sys.executable, "-c", IDLE_CLIENTS, server.url, str(n),
-                                                           stdout=asyncio.subprocess.PIPE)
+            clients = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", IDLE_CLIENTS, server.url, str(n), stdout=asyncio.subprocess.PIPE
+            )
             try:
                 assert await asyncio.wait_for(clients.stdout.readline(), 30) == b"ready\n"
                 await bus.publish(batch(*SYMBOLS))
@@ -462,7 +540,7 @@ TOKEN = "shared-secret-token-1"
 
 
 async def test_auth_required_refuses_a_client_without_a_token():
-    async with running_server(require_auth=True, tokens=[TOKEN], auth_timeout=0.3) as (server, bus):
+    async with running_server(require_auth=True, tokens=[TOKEN], auth_timeout=0.3) as (server, _bus):
         async with connect(server.url) as ws:
             assert await closed_with(ws) == (1008, "authentication required")
         async with connect(server.url) as ws:
@@ -473,7 +551,7 @@ async def test_auth_required_refuses_a_client_without_a_token():
 
 async def test_auth_required_refuses_a_wrong_token(caplog):
     caplog.set_level(logging.DEBUG)
-    async with running_server(require_auth=True, tokens=[TOKEN]) as (server, bus):
+    async with running_server(require_auth=True, tokens=[TOKEN]) as (server, _bus):
         async with connect(server.url, additional_headers={"Authorization": "Bearer wrong-token-2"}) as ws:
             assert await closed_with(ws) == (1008, "authentication failed")
         async with connect(server.url) as ws:
@@ -485,7 +563,7 @@ async def test_auth_required_refuses_a_wrong_token(caplog):
 @pytest.mark.parametrize("header", [f"Bearer {TOKEN}", TOKEN])
 async def test_a_good_shared_token_in_the_header_is_accepted(header, caplog):
     caplog.set_level(logging.DEBUG)
-    async with running_server(require_auth=True, tokens=["other", TOKEN]) as (server, bus):
+    async with running_server(require_auth=True, tokens=["other", TOKEN]) as (server, _bus):
         async with connect(server.url, additional_headers={"Authorization": header}) as ws:
             assert (await expect(ws, "connection"))["authenticated"] is True
             await still_open(ws)
@@ -494,7 +572,7 @@ async def test_a_good_shared_token_in_the_header_is_accepted(header, caplog):
 
 async def test_a_good_shared_token_in_the_first_message_is_accepted(caplog):
     caplog.set_level(logging.DEBUG)
-    async with running_server(require_auth=True, tokens=[TOKEN]) as (server, bus):
+    async with running_server(require_auth=True, tokens=[TOKEN]) as (server, _bus):
         async with connect(server.url) as ws:
             await send(ws, type="auth", token=TOKEN)
             await expect(ws, "connection")
@@ -503,7 +581,7 @@ async def test_a_good_shared_token_in_the_first_message_is_accepted(caplog):
 
 
 async def test_a_browser_origin_outside_the_allow_list_is_refused_at_the_handshake():
-    async with running_server(allowed_origins=["https://app.example.com"]) as (server, bus):
+    async with running_server(allowed_origins=["https://app.example.com"]) as (server, _bus):
         with pytest.raises(InvalidStatus) as refused:
             await connect(server.url, origin="https://evil.example.net")
         assert refused.value.response.status_code == 403
@@ -522,8 +600,9 @@ async def fake_pocketbase():
         calls.append(request.headers.get("Authorization", ""))
         if request.headers.get("Authorization") == "pb-user-token":
             return web.json_response({"token": "pb-user-token-refreshed", "record": {"id": "u1"}})
-        return web.json_response({"status": 401, "message": "The request requires valid record authorization "
-                                  "token.", "data": {}}, status=401)
+        return web.json_response(
+            {"status": 401, "message": "The request requires valid record authorization token.", "data": {}}, status=401
+        )
 
     app = web.Application()
     app.router.add_post("/api/collections/users/auth-refresh", auth_refresh)
@@ -538,7 +617,7 @@ async def fake_pocketbase():
 
 async def test_a_pocketbase_user_token_is_checked_against_pocketbase_and_cached(fake_pocketbase):
     url, calls = fake_pocketbase
-    async with running_server(require_auth=True, pocketbase_url=url) as (server, bus):
+    async with running_server(require_auth=True, pocketbase_url=url) as (server, _bus):
         for _ in range(2):
             async with connect(server.url, additional_headers={"Authorization": "pb-user-token"}) as ws:
                 await expect(ws, "connection")
@@ -552,7 +631,7 @@ async def test_a_pocketbase_token_is_refused_when_pocketbase_is_unreachable():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # bound, not listening: connection refused
-        async with running_server(require_auth=True, pocketbase_url=dead) as (server, bus):
+        async with running_server(require_auth=True, pocketbase_url=dead) as (server, _bus):
             async with connect(server.url, additional_headers={"Authorization": "pb-user-token"}) as ws:
                 assert await closed_with(ws) == (1008, "authentication failed")
 
@@ -579,8 +658,9 @@ def test_auth_helpers():
     assert origins(["https://a.example/"]) == ["https://a.example", None]
     assert Authenticator([SecretStr("x"), SecretStr("y")]).shared_token_ok("y")
     assert not Authenticator([]).shared_token_ok("y")
-    record = logging.LogRecord("websockets.server", logging.DEBUG, "f", 1, "< %s: %s", ("Authorization", "Bearer s"),
-                               None)
+    record = logging.LogRecord(
+        "websockets.server", logging.DEBUG, "f", 1, "< %s: %s", ("Authorization", "Bearer s"), None
+    )
     RedactTokens().filter(record)
     assert record.getMessage() == "< Authorization: ***"
 
@@ -592,14 +672,22 @@ async def test_a_real_pocketbase_user_token_is_accepted(request):
     pb = request.getfixturevalue("pocketbase_config")
     email, password = f"ws-{time.time_ns()}@example.com", "ws-test-password-1"
     async with aiohttp.ClientSession(base_url=pb.url) as http:
-        admin = await (await http.post("/api/collections/_superusers/auth-with-password", json={
-            "identity": pb.admin_email, "password": pb.admin_password.get_secret_value()})).json()
-        created = await http.post("/api/collections/users/records", headers={"Authorization": admin["token"]},
-                                  json={"email": email, "password": password, "passwordConfirm": password})
+        admin = await (
+            await http.post(
+                "/api/collections/_superusers/auth-with-password",
+                json={"identity": pb.admin_email, "password": pb.admin_password.get_secret_value()},
+            )
+        ).json()
+        created = await http.post(
+            "/api/collections/users/records",
+            headers={"Authorization": admin["token"]},
+            json={"email": email, "password": password, "passwordConfirm": password},
+        )
         assert created.status == 200, await created.text()
-        user = await (await http.post("/api/collections/users/auth-with-password",
-                                      json={"identity": email, "password": password})).json()
-    async with running_server(require_auth=True, pocketbase_url=pb.url) as (server, bus):
+        user = await (
+            await http.post("/api/collections/users/auth-with-password", json={"identity": email, "password": password})
+        ).json()
+    async with running_server(require_auth=True, pocketbase_url=pb.url) as (server, _bus):
         async with connect(server.url, additional_headers={"Authorization": user["token"]}) as ws:
             await expect(ws, "connection")
         async with connect(server.url, additional_headers={"Authorization": user["token"][:-2]}) as ws:

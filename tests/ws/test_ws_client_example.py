@@ -16,13 +16,15 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ws_client.py"
 
 
 async def start_example(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(sys.executable, str(EXAMPLE), *args,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    return await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLE), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
 
 
 @contextlib.asynccontextmanager
 async def publishing(bus, *symbols: str, every: float = 0.02):
     """Publish a batch every `every` seconds while the block runs (a stand-in for the polling manager)."""
+
     async def loop():
         while True:
             await bus.publish(batch(*symbols))
@@ -85,8 +87,9 @@ class Proxy:
 
 async def test_demo_prints_a_table_of_the_subscribed_symbols_and_exits_0():
     async with running_server() as (server, bus):
-        proc = await start_example("--url", server.url, "demo", "--symbols", "PKN", "pko", "--count", "4",
-                                   "--timeout", "15")
+        proc = await start_example(
+            "--url", server.url, "demo", "--symbols", "PKN", "pko", "--count", "4", "--timeout", "15"
+        )
         async with publishing(bus, "PKN", "PKO", "KGH"):
             out, err = await asyncio.wait_for(proc.communicate(), 20)
     text = out.decode()

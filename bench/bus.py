@@ -16,7 +16,7 @@ import sys
 import time
 
 from streamer.bus import EventBus, Overflow
-from streamer.events import QuoteBatch
+from streamer.events import Event, QuoteBatch
 from streamer.model import MarketStatus
 
 from .common import Report, cpu_seconds, finish, num, parser
@@ -27,11 +27,11 @@ class Counter:
     def __init__(self) -> None:
         self.n = 0
 
-    async def handle(self, event) -> None:
+    async def handle(self, event: Event) -> None:
         self.n += 1
 
 
-async def through_bus(event, events: int, subscribers: int, stalled: bool) -> dict:
+async def through_bus(event: Event, events: int, subscribers: int, stalled: bool) -> dict[str, float]:
     bus = EventBus()
     counters = [Counter() for _ in range(subscribers)]
     for i, c in enumerate(counters):
@@ -39,7 +39,7 @@ async def through_bus(event, events: int, subscribers: int, stalled: bool) -> di
     if stalled:
         never = asyncio.Event()
 
-        async def stuck(_event) -> None:
+        async def stuck(_event: Event) -> None:
             await never.wait()
 
         bus.subscribe("stalled", stuck, [event.type], maxsize=1000, overflow=Overflow.DROP_OLDEST)
@@ -55,7 +55,7 @@ async def through_bus(event, events: int, subscribers: int, stalled: bool) -> di
     return {"took": took, "cpu": cpu, "deliveries": events * subscribers, "dropped": dropped}
 
 
-async def direct(event, events: int, subscribers: int) -> dict:
+async def direct(event: Event, events: int, subscribers: int) -> dict[str, float]:
     counters = [Counter() for _ in range(subscribers)]
     cpu0, t0 = cpu_seconds(), time.perf_counter()
     for _ in range(events):
@@ -97,7 +97,7 @@ async def run(args: argparse.Namespace) -> Report:
                     num(r["deliveries"] / r["took"]),
                     f"{r['cpu'] / args.events * 1e6:.2f}",
                     f"{r['cpu'] / r['deliveries'] * 1e6:.2f}",
-                    r["dropped"],
+                    num(r["dropped"]),
                 ]
             )
             print(report.rows[-1], flush=True)

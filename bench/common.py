@@ -11,9 +11,11 @@ import resource
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +42,8 @@ def machine() -> str:
         ),
         platform.processor() or "?",
     )
-    mem = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 2**20
+    total = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())
+    mem = int(total.group(1)) / 2**20 if total else float("nan")
     return f"{os.cpu_count()} cores, {mem:.1f} GiB RAM, {cpu}, Linux {platform.release()}"
 
 
@@ -90,7 +93,7 @@ def open_fds(pid: int | str = "self") -> int:
 # --- figures ---------------------------------------------------------------------------------------
 
 
-def pct(values, *qs: float) -> list[float]:
+def pct(values: Iterable[float] | np.ndarray[Any, Any], *qs: float) -> list[float]:
     """Percentiles (0-100) of `values`; NaN for an empty sample."""
     a = np.asarray(values, dtype=float)
     if a.size == 0:

@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ P99_LIMIT = 0.200
 
 
 class ServerProcess:
-    def __init__(self, proc: asyncio.subprocess.Process, hello: dict) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, hello: dict[str, Any]) -> None:
         self.proc, self.hello = proc, hello
 
     @classmethod
@@ -44,16 +45,19 @@ class ServerProcess:
             stdout=asyncio.subprocess.PIPE,
             limit=2**24,
         )
+        assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), 120)
         return cls(proc, json.loads(line))
 
-    async def command(self, cmd: str, timeout: float = 600, **extra) -> dict:
+    async def command(self, cmd: str, timeout: float = 600, **extra: object) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write((json.dumps({"cmd": cmd, **extra}) + "\n").encode())
         await self.proc.stdin.drain()
-        return json.loads(await asyncio.wait_for(self.proc.stdout.readline(), timeout))
+        answer: dict[str, Any] = json.loads(await asyncio.wait_for(self.proc.stdout.readline(), timeout))
+        return answer
 
     async def stop(self) -> None:
-        if self.proc.returncode is None:
+        if self.proc.returncode is None and self.proc.stdin is not None:
             self.proc.stdin.write(b'{"cmd": "stop"}\n')
             try:
                 await asyncio.wait_for(self.proc.wait(), 30)
@@ -87,7 +91,7 @@ async def wait_delivered(loads: list[LoadProcess], expected: int, timeout: float
     return got
 
 
-async def measure(kind: str, n: int, args: argparse.Namespace, lists: Path, work: Path) -> dict:
+async def measure(kind: str, n: int, args: argparse.Namespace, lists: Path, work: Path) -> dict[str, Any]:
     server = await ServerProcess.start(kind)
     url = f"ws://127.0.0.1:{server.hello['port']}"
     loads: list[LoadProcess] = []

@@ -18,6 +18,7 @@ import random
 import sys
 import time
 from array import array
+from typing import Any
 
 import numpy as np
 from websockets.client import ClientProtocol
@@ -54,7 +55,7 @@ class Load:
         self.times.append(now)
         self.messages += 1
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, int]:
         return {
             "open": self.open,
             "connects": self.connects,
@@ -65,7 +66,7 @@ class Load:
 
 
 class Client(asyncio.Protocol):
-    def __init__(self, load: Load, symbols: list[str], confirmed: asyncio.Future) -> None:
+    def __init__(self, load: Load, symbols: list[str], confirmed: asyncio.Future[bool]) -> None:
         self.load = load
         self.symbols = symbols
         self.confirmed = confirmed
@@ -73,7 +74,8 @@ class Client(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.leaving = False
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.ws.send_request(self.ws.connect())
         self.flush()
@@ -84,7 +86,7 @@ class Client(asyncio.Protocol):
         for event in self.ws.events_received():
             if isinstance(event, Frame):
                 if event.opcode is Opcode.TEXT:
-                    payload = event.data
+                    payload = bytes(event.data)
                     if payload.startswith(UPDATES):
                         self.load.record(payload, now)
                     elif payload.startswith(CONFIRMED) and not self.confirmed.done():
@@ -97,6 +99,8 @@ class Client(asyncio.Protocol):
         self.flush()
 
     def flush(self) -> None:
+        if self.transport is None:
+            return
         for chunk in self.ws.data_to_send():
             if chunk:
                 self.transport.write(chunk)
@@ -113,9 +117,10 @@ class Client(asyncio.Protocol):
     def fail(self, exc: BaseException) -> None:
         if not self.confirmed.done():
             self.confirmed.set_exception(exc)
-        self.transport.abort()
+        if self.transport is not None:
+            self.transport.abort()
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         if not self.confirmed.done():
             self.confirmed.set_exception(exc or ConnectionError("closed before subscription_confirmed"))
         elif not self.leaving and not self.load.stopping:
@@ -144,6 +149,7 @@ async def connect(load: Load, index: int, gate: asyncio.Semaphore) -> Client | N
 
 async def churn_forever(load: Load, index: int, gate: asyncio.Semaphore) -> None:
     """One client slot: connect, stay a random while, leave, reconnect, for as long as the process runs."""
+    assert load.churn is not None
     lo, hi = load.churn
     while not load.stopping:
         client = await connect(load, index, gate)
@@ -160,7 +166,10 @@ async def main_async(args: argparse.Namespace) -> None:
     raise_fd_limit()
     with open(args.watchlists) as f:
         watchlists = json.load(f)
-    churn = tuple(float(x) for x in args.churn.split(",")) if args.churn else None
+    churn = None
+    if args.churn:
+        lo, hi = (float(x) for x in args.churn.split(","))
+        churn = (lo, hi)
     load = Load(args.url, watchlists, churn)
     gate = asyncio.Semaphore(args.concurrency)
     indices = range(args.first, args.first + args.clients)
@@ -194,7 +203,8 @@ async def main_async(args: argparse.Namespace) -> None:
     for slot in slots:
         slot.cancel()
     for client in clients:
-        client.transport.abort()
+        if client.transport is not None:
+            client.transport.abort()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,7 +226,7 @@ if __name__ == "__main__":
 class LoadProcess:
     """A load generator subprocess, driven from the benchmark's event loop."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, ready: dict) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, ready: dict[str, Any]) -> None:
         self.proc = proc
         self.ready = ready
 
@@ -256,23 +266,25 @@ class LoadProcess:
         self.ready = await self._answer("ready", timeout)
         return self
 
-    async def _answer(self, event: str, timeout: float = 120) -> dict:
+    async def _answer(self, event: str, timeout: float = 120) -> dict[str, Any]:
+        assert self.proc.stdout is not None
         while True:
             line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
             if not line:
                 raise RuntimeError(f"load generator exited (code {await self.proc.wait()}) before '{event}'")
-            answer = json.loads(line)
+            answer: dict[str, Any] = json.loads(line)
             if answer.get("event") == event:
                 return answer
             print("loadgen:", answer, file=sys.stderr, flush=True)
 
-    async def command(self, cmd: str, **extra) -> dict:
+    async def command(self, cmd: str, **extra: object) -> dict[str, Any]:
+        assert self.proc.stdin is not None
         self.proc.stdin.write((json.dumps({"cmd": cmd, **extra}) + "\n").encode())
         await self.proc.stdin.drain()
         return await self._answer(cmd)
 
     async def stop(self) -> None:
-        if self.proc.returncode is None:
+        if self.proc.returncode is None and self.proc.stdin is not None:
             try:
                 self.proc.stdin.write(b'{"cmd": "stop"}\n')
                 await self.proc.stdin.drain()

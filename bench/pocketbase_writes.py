@@ -18,13 +18,13 @@ import sys
 import time
 
 from sinks.pocketbase import PocketBaseBackend
-from sinks.pocketbase_schema import STOCK_DATA, plan_record
+from sinks.pocketbase_schema import STOCK_DATA, Planned, plan_record
 from streamer.events import QuoteBatch
 from streamer.model import MarketStatus
 
 from .common import Report, ms, num, parser, pct
 from .fanout_server import replay_cycles
-from .servers import run_against_servers
+from .servers import Servers, run_against_servers
 
 
 class Cycles:
@@ -44,7 +44,7 @@ class Cycles:
         return QuoteBatch(self.k, updates, MarketStatus.OPEN, ready_at=at)
 
 
-async def run(args: argparse.Namespace, servers) -> Report:
+async def run(args: argparse.Namespace, servers: Servers) -> Report:
     report = Report(
         "4. PocketBase writes",
         f"One 80-symbol cycle written to PocketBase `stock_data`, {args.cycles} cycles per path (paths interleaved).",
@@ -67,10 +67,10 @@ async def run(args: argparse.Namespace, servers) -> Report:
         finally:
             backend.batch_size = size
 
-    def planned():
+    def planned() -> list[Planned]:
         return [plan_record("stock_data", u.to_dict()) for u in cycles.next().updates]
 
-    async def patch(p) -> None:
+    async def patch(p: Planned) -> None:
         status, body = await client.update_record(STOCK_DATA, p.record_id, p.body)
         if status != 200:
             raise RuntimeError(f"PATCH {p.record_id}: {status} {body}")

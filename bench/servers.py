@@ -12,6 +12,7 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from pydantic import SecretStr
 
 from streamer.config import PocketBaseSinkConfig, QuestDBSinkConfig, ReconnectConfig
 
-from .common import REPO
+from .common import REPO, Report
 
 PB_EMAIL = "bench@example.com"
 FAST_RECONNECT = ReconnectConfig(initial_delay=0.2, max_delay=2, failed_after=5)
@@ -90,7 +91,7 @@ class Servers:
             )
         return env
 
-    def _script(self, which: str, command: str) -> subprocess.CompletedProcess:
+    def _script(self, which: str, command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(REPO / "scripts" / f"run_{which}.sh"), command],
             env=self._env(which),
@@ -114,7 +115,7 @@ class Servers:
             started.append(which)
         return started
 
-    def stop(self, names=("pocketbase", "questdb")) -> None:
+    def stop(self, names: Iterable[str] = ("pocketbase", "questdb")) -> None:
         for which in names:
             self._script(which, "stop")
 
@@ -138,7 +139,7 @@ class Servers:
 
 
 @contextmanager
-def running_servers(ports: Ports = Ports()):
+def running_servers(ports: Ports = Ports()) -> Iterator[Servers]:
     """The bench servers, started if needed; those started here are stopped on exit."""
     servers = Servers(ports)
     started = servers.start()
@@ -170,13 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_against_servers(run, args) -> int:
+def run_against_servers(
+    run: Callable[[argparse.Namespace, Servers], Awaitable[Report]], args: argparse.Namespace
+) -> int:
     """`await run(args, servers)` with the bench servers up; print its report (`--no-record`) or publish it."""
     import asyncio
 
     from .common import finish
 
-    async def go():
+    async def go() -> Report:
         with running_servers() as servers:
             return await run(args, servers)
 

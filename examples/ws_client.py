@@ -37,7 +37,7 @@ class StreamClient:
         *,
         token: str | None,
         symbols: list[str] | None,
-        on_quote: Callable[[int | str, dict], None],
+        on_quote: Callable[[int | str, dict[str, Any]], None],
         max_delay: float = 30.0,
     ) -> None:
         self.url = url
@@ -144,7 +144,7 @@ class Table:
     def __init__(self) -> None:
         self.rows = 0
 
-    def row(self, seq: int | str, q: dict) -> None:
+    def row(self, seq: int | str, q: dict[str, Any]) -> None:
         if self.rows % 40 == 0:
             say(self.HEADER)
         self.rows += 1
@@ -155,7 +155,7 @@ class Table:
 async def demo(args: argparse.Namespace) -> int:
     table, done = Table(), asyncio.Event()
 
-    def on_quote(seq: int | str, quote: dict) -> None:
+    def on_quote(seq: int | str, quote: dict[str, Any]) -> None:
         if seq == "snap" or done.is_set():
             return  # the demo counts live updates; the snapshot is only announced
         table.row(seq, quote)

@@ -145,16 +145,18 @@ class AlphaVantageProvider:
             async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as resp:
                 status, text = resp.status, (await resp.read()).decode("utf-8", errors="replace")
         except TimeoutError:
-            return self._fail(
+            self._fail(
                 cycle, "timeout", f"{label}: no answer from Alpha Vantage within {self.config.timeout:g}s", url=shown
             )
+            return None
         except aiohttp.ClientError as e:
-            return self._fail(
+            self._fail(
                 cycle,
                 "connection",
                 f"{label}: cannot reach Alpha Vantage: {type(e).__name__}: {mask_url(str(e))}",
                 url=shown,
             )
+            return None
         log.debug("alpha_vantage.response url=%s status=%d bytes=%d", shown, status, len(text))
         try:
             payload = load(text)  # content first: a message object means the same at any status
@@ -169,9 +171,11 @@ class AlphaVantageProvider:
             # Quota, plan and key refusals answer every further call the same way: stop asking.
             if e.code in ("rate_limited", "premium_only", "api_message") or "apikey" in e.detail.lower():
                 cycle.stop = e.code
-            return self._fail(cycle, e.code, f"{label}: {e.detail}", url=shown)
+            self._fail(cycle, e.code, f"{label}: {e.detail}", url=shown)
+            return None
         if status >= 400:
-            return self._fail(cycle, "http_status", f"{label}: Alpha Vantage answered HTTP {status}", url=shown)
+            self._fail(cycle, "http_status", f"{label}: Alpha Vantage answered HTTP {status}", url=shown)
+            return None
         return payload
 
     def _budget_spent(self, symbols: list[str], cycle: _Cycle) -> None:
@@ -197,7 +201,7 @@ class AlphaVantageProvider:
             Problem("unknown_symbol", f"{symbol}: Alpha Vantage has no quote for {self._ticker(symbol)!r}")
         )
 
-    def _fail(self, cycle: _Cycle, code: str, detail: str, *, whole_request: bool = True, **fields) -> None:
+    def _fail(self, cycle: _Cycle, code: str, detail: str, *, whole_request: bool = True, **fields: object) -> None:
         self._log(code, detail, **fields)
         cycle.problems.append(Problem(code, detail, whole_request))
 
@@ -210,6 +214,6 @@ class AlphaVantageProvider:
         # percent-encoding (a URL's query leaves '/' alone, a form encodes it).
         return mask_secrets(text, [self._key]) if self._key else text
 
-    def _log(self, event: str, reason: str, **fields) -> None:
+    def _log(self, event: str, reason: str, **fields: object) -> None:
         pairs = " ".join(f"{k}={v}" for k, v in fields.items())
-        log.warning(self._redact(f"alpha_vantage.{event} {pairs + ' ' if pairs else ''}{reason}"))
+        log.warning("alpha_vantage.%s %s", event, self._redact(f"{pairs + ' ' if pairs else ''}{reason}"))

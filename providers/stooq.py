@@ -193,7 +193,7 @@ class StooqProvider:
         cycle.explained.add(symbol)
         cycle.problems.append(Problem("unknown_symbol", detail))
 
-    def _fail(self, cycle: _Cycle, affected: list[str], code: str, detail: str, **fields) -> None:
+    def _fail(self, cycle: _Cycle, affected: list[str], code: str, detail: str, **fields: object) -> None:
         self._log(code, detail, **fields)
         cycle.explained.update(affected)
         cycle.problems.append(Problem(code, detail, whole_request=True))
@@ -202,6 +202,6 @@ class StooqProvider:
         self.health.settle(problems, delivered=delivered, now=self.clock.now())
 
     @staticmethod
-    def _log(event: str, reason: str, **fields) -> None:
+    def _log(event: str, reason: str, **fields: object) -> None:
         pairs = " ".join(f"{k}={v}" for k, v in fields.items())
         log.warning("stooq.%s %s%s", event, pairs + " " if pairs else "", reason)

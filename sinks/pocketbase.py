@@ -182,7 +182,8 @@ class PocketBaseBackend:
 
     async def _write_batch(self, chunk: list[Item]) -> list[tuple[Entry, str]]:
         """Write `chunk` in one batch transaction; a failed request is taken out and the rest sent again."""
-        pending, rejected, signed_in_again = list(chunk), [], False
+        pending, signed_in_again = list(chunk), False
+        rejected: list[tuple[Entry, str]] = []
         while pending:
             requests = [
                 {

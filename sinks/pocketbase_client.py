@@ -46,6 +46,13 @@ def token_expiry(token: str) -> float | None:
         return None
 
 
+def _object(what: str, status: int, answer: Any) -> dict[str, Any]:
+    """The JSON object of a 200 answer; anything else is a PocketBaseError naming `what`."""
+    if status != 200 or not isinstance(answer, dict):
+        raise PocketBaseError(what, status, answer)
+    return answer
+
+
 class PocketBaseClient:
     """One aiohttp session to one PocketBase server, signed in as a superuser."""
 
@@ -142,30 +149,22 @@ class PocketBaseClient:
         status, answer = await self.send("GET", f"/api/collections/{quote(name)}")
         if status == 404:
             return None
-        if status != 200:
-            raise PocketBaseError(f"read collection {name}", status, answer)
-        return answer
+        return _object(f"read collection {name}", status, answer)
 
     async def create_collection(self, definition: dict[str, Any]) -> tuple[int, Any]:
         return await self.send("POST", "/api/collections", definition)
 
     async def update_collection(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         status, answer = await self.send("PATCH", f"/api/collections/{quote(name)}", patch)
-        if status != 200:
-            raise PocketBaseError(f"update collection {name}", status, answer)
-        return answer
+        return _object(f"update collection {name}", status, answer)
 
     async def get_settings(self) -> dict[str, Any]:
         status, answer = await self.send("GET", "/api/settings")
-        if status != 200:
-            raise PocketBaseError("read settings", status, answer)
-        return answer
+        return _object("read settings", status, answer)
 
     async def update_settings(self, patch: dict[str, Any]) -> dict[str, Any]:
         status, answer = await self.send("PATCH", "/api/settings", patch)
-        if status != 200:
-            raise PocketBaseError("update settings", status, answer)
-        return answer
+        return _object("update settings", status, answer)
 
     async def list_records(self, collection: str, fields: str = "", per_page: int = 1000) -> list[dict[str, Any]]:
         """Every record of a collection, page by page (PocketBase caps perPage at 1000)."""

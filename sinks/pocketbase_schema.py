@@ -39,7 +39,9 @@ def _text(name: str, *, required: bool = False, max_len: int = 0) -> dict[str, A
     return {"name": name, "type": "text", "required": required, "max": max_len}
 
 
-def _number(name: str, *, required: bool = False, only_int: bool = False, min_value: float | None = None) -> dict:
+def _number(
+    name: str, *, required: bool = False, only_int: bool = False, min_value: float | None = None
+) -> dict[str, Any]:
     return {"name": name, "type": "number", "required": required, "onlyInt": only_int, "min": min_value}
 
 
@@ -227,9 +229,9 @@ def quote_time(payload: Mapping[str, Any]) -> datetime:
 
 def movers(updates: Iterable[StockUpdate], n: int) -> dict[str, list[dict[str, Any]]]:
     """Top `n` gainers and losers by change_percent (quotes without one are left out)."""
-    known = [u for u in updates if u.change_percent is not None]
-    up = sorted((u for u in known if u.change_percent > 0), key=lambda u: (-u.change_percent, u.symbol))
-    down = sorted((u for u in known if u.change_percent < 0), key=lambda u: (u.change_percent, u.symbol))
+    known = [(u.change_percent, u) for u in updates if u.change_percent is not None]
+    up = [u for _, u in sorted(((c, u) for c, u in known if c > 0), key=lambda cu: (-cu[0], cu[1].symbol))]
+    down = [u for _, u in sorted(((c, u) for c, u in known if c < 0), key=lambda cu: (cu[0], cu[1].symbol))]
     return {"gainers": [_mover(u) for u in up[:n]], "losers": [_mover(u) for u in down[:n]]}
 
 

@@ -42,7 +42,7 @@ def _secrets(config: Config) -> list[str]:
     would mangle ordinary words ("re***", "***db") in every line."""
     found: list[str] = []
 
-    def walk(node) -> None:
+    def walk(node: object) -> None:
         if isinstance(node, SecretStr):
             found.append(node.get_secret_value())
         elif isinstance(node, BaseModel):
@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except ConfigError as e:
         print(f"streamer: {e}", file=sys.stderr)
         return EXIT_CONFIG

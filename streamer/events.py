@@ -44,7 +44,7 @@ class MarketStatusChanged:
     next_status: MarketStatus | None = None
     next_change: datetime | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return {
             "status": self.status.value,
             "previous": self.previous.value if self.previous else None,
@@ -90,7 +90,7 @@ class Alert:
     value: float | None = None  # what was measured: % change, price, volume ratio
     threshold: float | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return {
             "timestamp": format_timestamp(self.at),
             "rule": self.rule,

@@ -5,10 +5,10 @@ at scrape time from the components themselves (`ComponentCollector`), so they ca
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
 CYCLES = Counter("streamer_cycles", "Polling cycles run", ["status"])
@@ -42,7 +42,7 @@ class ComponentCollector(Collector):
     def unregister(self, name: str) -> None:
         self._sources.pop(name, None)
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         families: dict[str, GaugeMetricFamily] = {}
         for source in list(self._sources.values()):
             for name, help_text, labels, value in source():
@@ -50,10 +50,10 @@ class ComponentCollector(Collector):
                 if family is None:
                     family = families[name] = GaugeMetricFamily(name, help_text, labels=sorted(labels))
                 family.add_metric([labels[k] for k in sorted(labels)], value)
-        return list(families.values())
+        return iter(families.values())
 
-    def describe(self):
-        return []
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
 
 
 COMPONENTS = ComponentCollector()

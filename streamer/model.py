@@ -183,5 +183,5 @@ def _status(value: Any) -> MarketStatus:
         ) from None
 
 
-def _quote_key(u: StockUpdate) -> tuple:
+def _quote_key(u: StockUpdate) -> tuple[object, ...]:
     return (u.symbol, u.price, u.volume, u.open, u.high, u.low, u.timestamp, u.prev_close)

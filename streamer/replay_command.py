@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Never
 
 from .app import build_sinks
 from .bus import EventBus
@@ -14,10 +15,13 @@ from .config import Config
 from .events import QuoteBatch
 from .market import MarketSchedule
 
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
 log = logging.getLogger("streamer.replay")
 
 
-async def replay_file(config: Config, path: Path, speed: float | None, *, progress: bool = False) -> dict:
+async def replay_file(config: Config, path: Path, speed: float | None, *, progress: bool = False) -> dict[str, Any]:
     """Publish every batch of `path`; `speed` N paces them at N× real time, None runs flat out."""
     from providers.replay import iter_batches, load_session
 
@@ -63,7 +67,7 @@ async def replay_file(config: Config, path: Path, speed: float | None, *, progre
     return summary
 
 
-def _progress_bar(total: int):
+def _progress_bar(total: int) -> tqdm[Never]:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="rows", unit_scale=True, desc="replay", leave=False)

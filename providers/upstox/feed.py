@@ -30,7 +30,7 @@ from streamer.config import UpstoxConfig
 from streamer.logs import SecretMasker
 from streamer.model import InvalidQuote
 
-from .connect import FeedUnavailable, TokenRejected, open_feed, scrub
+from .connect import CLOSE_TIMEOUT, FeedUnavailable, TokenRejected, open_feed, scrub
 from .instruments import InstrumentMap, segment_of, to_update
 from .wire import MODE_LIMITS, FeedFrame, FrameType, InstrumentFeed, MalformedFrame, Method, Mode, decode_frame
 from .wire import encode_request as request
@@ -177,6 +177,11 @@ class UpstoxFeed:
     async def stop(self) -> None:
         self._stopping.set()
         if self._task is not None:
+            # Every wait in the loop ends on stop; a handshake under way is given its timeout, then cancelled.
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self.config.open_timeout + CLOSE_TIMEOUT)
+            except TimeoutError:
+                self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         if self._owns_http and self._http is not None:
@@ -272,8 +277,8 @@ class UpstoxFeed:
         lost: FeedLost | None = None
         try:
             if self._wanted:
+                self._subscribed = set(self._wanted)  # before the await: a concurrent follow() diffs against it
                 await self._send(ws, request(Method.SUB, list(self._wanted), self.mode))
-                self._subscribed = set(self._wanted)
             lost = await self._serve(ws)
         finally:
             self._ws = None

@@ -56,6 +56,7 @@ class Faults:
     reject_token: bool = False  # every request with a token: 401 UDAPI100050, as for an expired token
     feed_status: int | None = None  # the feed's handshake is refused with this status (e.g. 403)
     redirect_keys: tuple[str, ...] = REDIRECT_KEYS  # which spellings the authorize answer carries
+    skip_market_info: bool = False  # connections start without the market_info frame (out of the documented order)
 
 
 @dataclass(eq=False)
@@ -218,7 +219,7 @@ class UpstoxLoopback:
             ws.transport.pause_reading()
         pinger = asyncio.ensure_future(self._idle_pings(client)) if self.idle_ping else None
         try:
-            if not self._stalled:
+            if not self._stalled and not self.faults.skip_market_info:
                 await self._send(client, FeedFrame(FrameType.MARKET_INFO, self._now_ms(), segments=self.segments))
             async for message in ws:
                 try:

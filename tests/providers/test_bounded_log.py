@@ -2,6 +2,8 @@
 
 import logging
 
+import pytest
+
 from providers.bounded_log import BoundedLog
 
 
@@ -13,7 +15,7 @@ class Ticker:
         return self.t
 
 
-def test_a_flood_is_counted_in_full_but_logged_in_a_few_lines(caplog):
+def test_a_flood_is_counted_in_full_but_logged_in_a_few_lines(caplog: pytest.LogCaptureFixture) -> None:
     now = Ticker()
     problems = BoundedLog(logging.getLogger("t.bounded"), "feed", burst=3, period=60, monotonic=now)
     with caplog.at_level(logging.WARNING, logger="t.bounded"):
@@ -34,7 +36,7 @@ def test_a_flood_is_counted_in_full_but_logged_in_a_few_lines(caplog):
     ]
 
 
-def test_flush_writes_the_summaries_still_owed(caplog):
+def test_flush_writes_the_summaries_still_owed(caplog: pytest.LogCaptureFixture) -> None:
     problems = BoundedLog(logging.getLogger("t.bounded"), "feed", burst=1, period=60, monotonic=Ticker())
     with caplog.at_level(logging.WARNING, logger="t.bounded"):
         for _ in range(5):

@@ -29,7 +29,7 @@ def clock() -> FakeClock:
     return FakeClock(T0)
 
 
-def test_a_window_publishes_the_latest_per_symbol_and_keeps_every_tick(clock):
+def test_a_window_publishes_the_latest_per_symbol_and_keeps_every_tick(clock: FakeClock) -> None:
     merger = TickMerger(CADENCE)
     sent = [tick("RELIANCE", 2500.0, ms(0)), tick("TCS", 4000.0, ms(10)), tick("RELIANCE", 2501.5, ms(20))]
     for t in sent:
@@ -44,7 +44,7 @@ def test_a_window_publishes_the_latest_per_symbol_and_keeps_every_tick(clock):
     assert merger.flush(clock.now()) is None  # nothing pending after a flush
 
 
-def test_first_tick_after_a_quiet_spell_is_due_at_once_then_one_batch_per_cadence(clock):
+def test_first_tick_after_a_quiet_spell_is_due_at_once_then_one_batch_per_cadence(clock: FakeClock) -> None:
     merger = TickMerger(CADENCE)
     assert merger.due() is None
     merger.add(tick("INFY", 1500.0, ms(0)), clock.now())
@@ -61,7 +61,7 @@ def test_first_tick_after_a_quiet_spell_is_due_at_once_then_one_batch_per_cadenc
     assert merger.due() == clock.now()
 
 
-def test_a_steady_stream_gives_at_most_one_batch_per_cadence(clock):
+def test_a_steady_stream_gives_at_most_one_batch_per_cadence(clock: FakeClock) -> None:
     merger = TickMerger(CADENCE)
     batches = []
     for i in range(400):  # 2 s of ticks every 5 ms over 4 symbols
@@ -80,7 +80,7 @@ def test_a_steady_stream_gives_at_most_one_batch_per_cadence(clock):
     }
 
 
-def test_an_older_trade_is_stored_but_never_published_as_the_latest(clock):
+def test_an_older_trade_is_stored_but_never_published_as_the_latest(clock: FakeClock) -> None:
     merger = TickMerger(CADENCE)
     merger.add(tick("SBIN", 800.0, ms(1000)), clock.now())
     merger.flush(clock.now())
@@ -94,7 +94,7 @@ def test_an_older_trade_is_stored_but_never_published_as_the_latest(clock):
     assert merger.counters.out_of_order == 1
 
 
-def test_a_repeated_quote_is_dropped_as_a_duplicate(clock):
+def test_a_repeated_quote_is_dropped_as_a_duplicate(clock: FakeClock) -> None:
     merger = TickMerger(CADENCE)
     merger.add(tick("ITC", 450.0, ms(0), volume=10), clock.now())
     merger.flush(clock.now())
@@ -106,7 +106,7 @@ def test_a_repeated_quote_is_dropped_as_a_duplicate(clock):
     assert (merger.counters.accepted, merger.counters.duplicates) == (2, 1)
 
 
-def test_forget_lets_a_symbol_start_afresh(clock):
+def test_forget_lets_a_symbol_start_afresh(clock: FakeClock) -> None:
     merger = TickMerger(CADENCE)
     merger.add(tick("LT", 3500.0, ms(500)), clock.now())
     merger.flush(clock.now())
@@ -116,6 +116,6 @@ def test_forget_lets_a_symbol_start_afresh(clock):
     assert batch is not None and [u.price for u in batch.latest] == [3400.0]
 
 
-def test_cadence_must_be_positive():
+def test_cadence_must_be_positive() -> None:
     with pytest.raises(ValueError, match="cadence must be positive"):
         TickMerger(0)

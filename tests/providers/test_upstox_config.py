@@ -2,28 +2,29 @@
 subscription limit enforced, each problem named by its key path."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from providers.upstox.connect import feed_url
 from providers.upstox.instruments import InstrumentMap
-from streamer.config import ConfigError, load_config, parse_config
+from streamer.config import ConfigError, UpstoxConfig, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def upstox(**section):
+def upstox(**section: Any) -> UpstoxConfig:
     return parse_config({"providers": {"upstox": section}}, env={}).providers.upstox
 
 
-def test_the_shipped_config_reads_the_token_from_the_environment():
+def test_the_shipped_config_reads_the_token_from_the_environment() -> None:
     config = load_config(REPO / "config.yaml", env={"UPSTOX_ACCESS_TOKEN": "eyJ-a-day-token"}).providers.upstox
     assert config.access_token is not None and config.access_token.get_secret_value() == "eyJ-a-day-token"
     assert "eyJ-a-day-token" not in str(config.model_dump(mode="json"))
     assert load_config(REPO / "config.yaml", env={}).providers.upstox.access_token is None  # unset: no token
 
 
-def test_instruments_map_upper_cased_symbols_to_keys_both_ways():
+def test_instruments_map_upper_cased_symbols_to_keys_both_ways() -> None:
     config = upstox(instruments={"reliance": "NSE_EQ|INE002A01018", "nifty50": "NSE_INDEX|Nifty 50"})
     assert config.instruments == {"RELIANCE": "NSE_EQ|INE002A01018", "NIFTY50": "NSE_INDEX|Nifty 50"}
     mapping = InstrumentMap(config.instruments)
@@ -47,13 +48,13 @@ def test_instruments_map_upper_cased_symbols_to_keys_both_ways():
         ({"token": "x"}, "providers.upstox.token: unknown key"),
     ],
 )
-def test_bad_settings_are_named(section, says):
+def test_bad_settings_are_named(section: dict[str, Any], says: str) -> None:
     with pytest.raises(ConfigError) as err:
         upstox(**section)
     assert says in str(err.value)
 
 
-def test_ltpc_mode_allows_more_instruments():
+def test_ltpc_mode_allows_more_instruments() -> None:
     assert len(upstox(mode="ltpc", instruments={f"S{i}": f"NSE_EQ|I{i}" for i in range(2001)}).instruments) == 2001
 
 
@@ -64,5 +65,5 @@ def test_ltpc_mode_allows_more_instruments():
         ("http://127.0.0.1:8123/", "ws://127.0.0.1:8123/v3/feed/market-data-feed"),
     ],
 )
-def test_the_feed_url_follows_the_base_url(base, url):
+def test_the_feed_url_follows_the_base_url(base: str, url: str) -> None:
     assert feed_url(base) == url

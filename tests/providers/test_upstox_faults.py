@@ -5,6 +5,7 @@ session replays as live ticks."""
 
 import logging
 import re
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -13,23 +14,26 @@ from providers.upstox.loopback import UpstoxLoopback
 from providers.upstox.wire import InstrumentFeed
 from streamer.config import UpstoxWatchdogConfig
 from streamer.events import ProviderState
+from streamer.model import StockUpdate
 from tests.helpers import until
-from tests.providers.upstox_fixtures import KEYS, NOW_MS, SYMBOLS, TOKEN, config, running, seed, trade
+from tests.providers.upstox_fixtures import KEYS, NOW_MS, SYMBOLS, TOKEN, Running, config, running, seed, trade
 from tests.test_secrets import spellings
 
 
 @pytest.fixture
-async def upstox():
+async def upstox() -> AsyncIterator[UpstoxLoopback]:
     async with UpstoxLoopback(TOKEN, idle_ping=None) as server:
         seed(server)
         yield server
 
 
-def lines(caplog, prefix: str) -> list[str]:
+def lines(caplog: pytest.LogCaptureFixture, prefix: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith(prefix)]
 
 
-async def test_malformed_frames_are_counted_and_logged_bounded_and_the_connection_stays(upstox, caplog):
+async def test_malformed_frames_are_counted_and_logged_bounded_and_the_connection_stays(
+    upstox: UpstoxLoopback, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running(config(upstox)) as run:
         await until(lambda: run.feed.delivering() == set(SYMBOLS))
         for _ in range(40):
@@ -45,7 +49,7 @@ async def test_malformed_frames_are_counted_and_logged_bounded_and_the_connectio
     assert "not a FeedResponse protobuf" in logged[0]
 
 
-async def test_unknown_instrument_keys_are_counted_and_never_delivered(caplog):
+async def test_unknown_instrument_keys_are_counted_and_never_delivered(caplog: pytest.LogCaptureFixture) -> None:
     # The server knows neither TCS's key nor the one it pushes unasked.
     async with UpstoxLoopback(TOKEN, idle_ping=None, instruments=[KEYS["RELIANCE"], KEYS["NIFTY50"]]) as upstox:
         seed(upstox)
@@ -62,7 +66,9 @@ async def test_unknown_instrument_keys_are_counted_and_never_delivered(caplog):
     assert "NSE_EQ|INE000UNKNOWN is not in providers.upstox.instruments" in lines(caplog, "upstox.unknown_key")[0]
 
 
-async def test_out_of_order_and_invalid_trades_are_counted(upstox, caplog):
+async def test_out_of_order_and_invalid_trades_are_counted(
+    upstox: UpstoxLoopback, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running(config(upstox)) as run:
         await until(lambda: run.feed.delivering() == set(SYMBOLS))
         await upstox.publish({KEYS["TCS"]: trade(4000.0, NOW_MS + 10_000)})
@@ -76,10 +82,22 @@ async def test_out_of_order_and_invalid_trades_are_counted(upstox, caplog):
     assert "RELIANCE: price must be greater than 0" in lines(caplog, "upstox.invalid_quote")[0]
 
 
-async def test_a_failing_tick_consumer_is_contained(upstox):
+async def test_frames_out_of_the_documented_order_are_counted(
+    upstox: UpstoxLoopback, caplog: pytest.LogCaptureFixture
+) -> None:
+    upstox.faults.skip_market_info = True  # initial_feed first
+    async with running(config(upstox)) as run:
+        await until(lambda: run.feed.delivering() == set(SYMBOLS))
+        assert run.feed.status().problems["frame_order"] == 1 and not run.feed.status().segments
+    assert lines(caplog, "upstox.frame_order") == [
+        "upstox.frame_order the first frame is initial_feed, expected market_info"
+    ]
+
+
+async def test_a_failing_tick_consumer_is_contained(upstox: UpstoxLoopback) -> None:
     seen: list[str] = []
 
-    def consumer(tick):
+    def consumer(tick: StockUpdate) -> None:
         seen.append(tick.symbol)
         raise RuntimeError("bug downstream")
 
@@ -100,7 +118,9 @@ def watchdog(**values: float) -> UpstoxWatchdogConfig:
     return UpstoxWatchdogConfig(**({"ping_interval": 0.1, "ping_timeout": 0.3, "data_timeout": 0.5} | values))
 
 
-async def test_a_silent_feed_during_trading_hours_is_reconnected(upstox, caplog):
+async def test_a_silent_feed_during_trading_hours_is_reconnected(
+    upstox: UpstoxLoopback, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running(config(upstox, watchdog=watchdog()), trading_hours=lambda t: True) as run:
         await until(lambda: run.feed.delivering() == set(SYMBOLS))
         upstox.stall(pongs=True)  # the connection lives (pongs come) but no data does
@@ -111,7 +131,7 @@ async def test_a_silent_feed_during_trading_hours_is_reconnected(upstox, caplog)
 
 
 @pytest.mark.parametrize("closed_by", ["calendar", "market_info"])
-async def test_outside_trading_hours_pongs_keep_a_silent_feed(upstox, closed_by):
+async def test_outside_trading_hours_pongs_keep_a_silent_feed(upstox: UpstoxLoopback, closed_by: str) -> None:
     trading = closed_by != "calendar"
     async with running(config(upstox, watchdog=watchdog()), trading_hours=lambda t: trading) as run:
         await until(lambda: run.feed.delivering() == set(SYMBOLS))
@@ -125,7 +145,9 @@ async def test_outside_trading_hours_pongs_keep_a_silent_feed(upstox, closed_by)
         assert run.feed.delivering() == set(SYMBOLS)
 
 
-async def test_unanswered_pings_reconnect_even_outside_trading_hours(upstox, caplog):
+async def test_unanswered_pings_reconnect_even_outside_trading_hours(
+    upstox: UpstoxLoopback, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running(config(upstox, watchdog=watchdog()), trading_hours=lambda t: False) as run:
         await until(lambda: run.feed.delivering() == set(SYMBOLS))
         upstox.stall(pongs=False)  # the server stops reading: our pings go unanswered
@@ -135,7 +157,7 @@ async def test_unanswered_pings_reconnect_even_outside_trading_hours(upstox, cap
         await until(lambda: run.feed.delivering() == set(SYMBOLS) and run.feed.health.state is ProviderState.OK)
 
 
-async def test_idle_pings_from_the_server_are_answered(caplog):
+async def test_idle_pings_from_the_server_are_answered(caplog: pytest.LogCaptureFixture) -> None:
     async with UpstoxLoopback(TOKEN, idle_ping=0.05) as upstox:
         seed(upstox)
         async with running(config(upstox)) as run:
@@ -143,30 +165,34 @@ async def test_idle_pings_from_the_server_are_answered(caplog):
             assert upstox.handshakes == 1 and run.feed.delivering() == set(SYMBOLS)
 
 
-async def test_the_token_never_reaches_a_log_line_or_the_health_reason(upstox, caplog):
+async def through_every_failure(upstox: UpstoxLoopback, run: Running) -> list[str]:
+    """Connect, lose the connection, be refused, be rejected; the health reasons met on the way."""
+    feed = run.feed
+    await until(lambda: feed.delivering() == set(SYMBOLS))
+    await upstox.close_all(1011)
+    await until(lambda: feed.status().reconnects == 1 and feed.delivering() == set(SYMBOLS))
+    upstox.faults.feed_status = 403
+    await upstox.close_all(1011)
+    await until(lambda: upstox.refused >= 2)
+    reasons = [feed.health.reason or ""]
+    upstox.faults.feed_status = None
+    upstox.faults.reject_token = True
+    await upstox.close_all(1011)
+    await until(lambda: feed.status().state is ProviderState.DOWN and "UDAPI100050" in (feed.status().reason or ""))
+    upstox.faults.reject_token = False
+    return [*reasons, feed.status().reason or ""]
+
+
+async def test_the_token_never_reaches_a_log_line_or_the_health_reason(
+    upstox: UpstoxLoopback, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     # As when someone debugs a handshake: websockets then logs every request line and header.
     caplog.set_level(logging.DEBUG, logger="providers.upstox.websocket")
     reasons: list[str] = []
     for connect in ("authorize", "redirect"):
         async with running(config(upstox, connect=connect)) as run:
-            await until(lambda run=run: run.feed.delivering() == set(SYMBOLS))
-            await upstox.close_all(1011)
-            await until(lambda run=run: run.feed.status().reconnects == 1 and run.feed.delivering() == set(SYMBOLS))
-            upstox.faults.feed_status = 403
-            await upstox.close_all(1011)
-            await until(lambda: upstox.refused >= 2)
-            reasons.append(run.feed.health.reason or "")
-            upstox.faults.feed_status = None
-            upstox.faults.reject_token = True
-            await upstox.close_all(1011)
-            await until(
-                lambda run=run: (
-                    run.feed.health.state is ProviderState.DOWN and "UDAPI100050" in (run.feed.health.reason or "")
-                )
-            )
-            reasons.append(run.feed.health.reason or "")
-            upstox.faults.reject_token = False
+            reasons += await through_every_failure(upstox, run)
     text = caplog.text + "\n".join(reasons)
     assert "> Authorization: Bearer ***" in caplog.text  # the handshake's header lines were logged, masked
     assert "code=***" in caplog.text
@@ -175,7 +201,7 @@ async def test_the_token_never_reaches_a_log_line_or_the_health_reason(upstox, c
     assert not re.search(r"code=(?!\*\*\*)", text)  # the single-use code of an authorized URL is a credential too
 
 
-async def test_a_recorded_session_replays_as_live_ticks(upstox):
+async def test_a_recorded_session_replays_as_live_ticks(upstox: UpstoxLoopback) -> None:
     session = parse_session(
         "timestamp,symbol,price,open,high,low,volume,prev_close\n"
         "2026-11-20T04:00:00Z,RELIANCE,2500.0,2490,2500,2490,100,2480\n"

@@ -4,12 +4,13 @@ rejected token that stops without a retry storm."""
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
 
-from providers.upstox import feed as feed_module
+from providers.upstox import wire
 from providers.upstox.loopback import UpstoxLoopback
 from providers.upstox.wire import Method, Mode
 from streamer.events import ProviderState
@@ -18,7 +19,7 @@ from tests.providers.upstox_fixtures import KEYS, NOW_MS, SYMBOLS, TOKEN, config
 
 
 @pytest.fixture
-async def upstox():
+async def upstox() -> AsyncIterator[UpstoxLoopback]:
     async with UpstoxLoopback(TOKEN, idle_ping=None) as server:
         seed(server)
         yield server
@@ -28,7 +29,9 @@ async def upstox():
     "spellings",
     [("authorized_redirect_uri",), ("authorizedRedirectUri",), ("authorized_redirect_uri", "authorizedRedirectUri")],
 )
-async def test_authorize_subscribe_and_receive_ticks_at_their_exchange_time(upstox, spellings):
+async def test_authorize_subscribe_and_receive_ticks_at_their_exchange_time(
+    upstox: UpstoxLoopback, spellings: tuple[str, ...]
+) -> None:
     upstox.faults.redirect_keys = spellings
     async with running(config(upstox), [*SYMBOLS, "PKN"]) as run:
         await until(lambda: len(run.ticks) == 3, what="the initial feed of the three instruments")
@@ -51,16 +54,19 @@ async def test_authorize_subscribe_and_receive_ticks_at_their_exchange_time(upst
         assert (tick.prev_close, tick.change, tick.data_source) == (3990.0, 10.5, "upstox")
         assert run.feed.health.state is ProviderState.OK
         assert (upstox.authorize_calls, upstox.redirects, upstox.handshakes) == (1, 0, 1)
+        assert not upstox.bad_requests  # the server refuses text frames: the subscription came as binary JSON
 
 
-async def test_the_feed_url_redirects_to_the_authorized_endpoint(upstox):
+async def test_the_feed_url_redirects_to_the_authorized_endpoint(upstox: UpstoxLoopback) -> None:
     async with running(config(upstox, connect="redirect")) as run:
         await until(lambda: run.feed.delivering() == set(SYMBOLS), what="delivery after the redirect")
         assert (upstox.authorize_calls, upstox.redirects, upstox.handshakes) == (0, 1, 1)
 
 
 @pytest.mark.parametrize("connect", ["authorize", "redirect"])
-async def test_a_rejected_token_is_down_with_the_reason_and_is_not_retried(upstox, connect):
+async def test_a_rejected_token_is_down_with_the_reason_and_is_not_retried(
+    upstox: UpstoxLoopback, connect: str
+) -> None:
     upstox.faults.reject_token = True
     async with running(config(upstox, connect=connect)) as run:
         await until(lambda: run.feed.health.state is ProviderState.DOWN, what="DOWN")
@@ -79,7 +85,7 @@ async def test_a_rejected_token_is_down_with_the_reason_and_is_not_retried(upsto
         assert run.feed.health.state is ProviderState.OK
 
 
-async def test_without_a_token_the_feed_waits_for_one(upstox):
+async def test_without_a_token_the_feed_waits_for_one(upstox: UpstoxLoopback) -> None:
     async with running(config(upstox, access_token=None)) as run:
         await until(lambda: run.feed.health.reason is not None and "UPSTOX_ACCESS_TOKEN" in run.feed.health.reason)
         assert run.feed.health.state is ProviderState.DOWN and upstox.authorize_calls == 0
@@ -87,7 +93,7 @@ async def test_without_a_token_the_feed_waits_for_one(upstox):
         await until(lambda: run.feed.delivering() == set(SYMBOLS), what="delivery once a token is given")
 
 
-async def test_a_refused_feed_is_retried_with_backoff_and_recovers(upstox):
+async def test_a_refused_feed_is_retried_with_backoff_and_recovers(upstox: UpstoxLoopback) -> None:
     upstox.faults.feed_status = 403
     async with running(config(upstox)) as run:
         await until(lambda: upstox.refused >= 4, what="several attempts")
@@ -96,12 +102,12 @@ async def test_a_refused_feed_is_retried_with_backoff_and_recovers(upstox):
         assert not run.feed.delivering()
         upstox.faults.feed_status = None
         await until(lambda: run.feed.delivering() == set(SYMBOLS), what="recovery")
-        assert run.feed.health.state is ProviderState.OK
+        assert run.feed.status().state is ProviderState.OK
         assert all(r.method is Method.SUB for r in upstox.requests) and len(upstox.requests) == 1
 
 
 @pytest.mark.parametrize("code", [1011, 1001, 4000, 1000])
-async def test_a_closed_connection_is_reopened_and_everything_resubscribed(upstox, code):
+async def test_a_closed_connection_is_reopened_and_everything_resubscribed(upstox: UpstoxLoopback, code: int) -> None:
     async with running(config(upstox)) as run:
         await until(lambda: run.feed.delivering() == set(SYMBOLS))
         await upstox.close_all(code, "maintenance")
@@ -113,7 +119,7 @@ async def test_a_closed_connection_is_reopened_and_everything_resubscribed(upsto
         assert run.feed.status().reconnects == 1
 
 
-async def test_follow_and_change_mode_send_unsub_sub_and_change_mode(upstox):
+async def test_follow_and_change_mode_send_unsub_sub_and_change_mode(upstox: UpstoxLoopback) -> None:
     async with running(config(upstox)) as run:
         await until(lambda: run.feed.delivering() == set(SYMBOLS))
         await run.feed.follow(["RELIANCE"])
@@ -134,8 +140,10 @@ async def test_follow_and_change_mode_send_unsub_sub_and_change_mode(upstox):
         assert (run.ticks[-1].open, run.ticks[-1].volume) == (None, 0)  # ltpc mode: the last trade only
 
 
-async def test_more_instruments_than_the_mode_allows_subscribes_the_first_ones(upstox, monkeypatch, caplog):
-    monkeypatch.setitem(feed_module.MODE_LIMITS, Mode.FULL, 2)
+async def test_more_instruments_than_the_mode_allows_subscribes_the_first_ones(
+    upstox: UpstoxLoopback, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(wire.MODE_LIMITS, Mode.FULL, 2)  # the dict the feed reads
     async with running(config(upstox)) as run:
         await until(lambda: len(upstox.requests) == 1)
         assert upstox.requests[0].keys == (KEYS["RELIANCE"], KEYS["TCS"])
@@ -143,7 +151,9 @@ async def test_more_instruments_than_the_mode_allows_subscribes_the_first_ones(u
     assert "upstox.over_limit instruments=3 limit=2 mode=full" in caplog.text
 
 
-async def test_segment_statuses_follow_market_info_frames(upstox, caplog):
+async def test_segment_statuses_follow_market_info_frames(
+    upstox: UpstoxLoopback, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="providers.upstox")
     async with running(config(upstox)) as run:
         await until(lambda: run.feed.delivering() == set(SYMBOLS))
@@ -152,7 +162,7 @@ async def test_segment_statuses_follow_market_info_frames(upstox, caplog):
     assert "upstox.market_info segment=NSE_EQ status=CLOSING_START previous=NORMAL_OPEN" in caplog.text
 
 
-async def test_stop_ends_the_connection_and_no_tick_comes_after(upstox):
+async def test_stop_ends_the_connection_and_no_tick_comes_after(upstox: UpstoxLoopback) -> None:
     async with running(config(upstox)) as run:
         await until(lambda: run.feed.delivering() == set(SYMBOLS))
     seen = len(run.ticks)

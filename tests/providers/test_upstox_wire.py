@@ -33,7 +33,7 @@ LIVE, MARKET_INFO = 1, 2
 NORMAL_OPEN, NORMAL_CLOSE = 2, 3
 
 
-def test_a_full_mode_frame_decodes_trade_day_and_volume():
+def test_a_full_mode_frame_decodes_trade_day_and_volume() -> None:
     day = wb.market_ohlc(wb.ohlc("I1", 1, 1, 1, 1, 5, LTT), wb.ohlc("1d", 2480.0, 2510.25, 2475.5, 2501.0, 91234, LTT))
     market = wb.market_full_feed(wb.ltpc(2501.0, LTT, 25, 2490.0), day, vtt=91234)
     index = wb.index_full_feed(
@@ -52,7 +52,7 @@ def test_a_full_mode_frame_decodes_trade_day_and_volume():
     )
 
 
-def test_ltpc_and_option_greeks_frames_decode_the_last_trade():
+def test_ltpc_and_option_greeks_frames_decode_the_last_trade() -> None:
     data = wb.feed_response(
         LIVE,
         {
@@ -66,14 +66,14 @@ def test_ltpc_and_option_greeks_frames_decode_the_last_trade():
     assert frame.feeds["NSE_FO|45450"] == InstrumentFeed(120.0, LTT, 75, 110.0, FeedKind.GREEKS, volume=9000)
 
 
-def test_market_info_decodes_segment_statuses():
+def test_market_info_decodes_segment_statuses() -> None:
     frame = decode_frame(wb.feed_response(MARKET_INFO, {}, NOW, {"NSE_EQ": NORMAL_OPEN, "BSE_EQ": NORMAL_CLOSE}))
     assert frame.type is FrameType.MARKET_INFO
     assert dict(frame.segments) == {"NSE_EQ": "NORMAL_OPEN", "BSE_EQ": "NORMAL_CLOSE"}
     assert not frame.feeds
 
 
-def test_our_encoder_round_trips_every_feed_shape():
+def test_our_encoder_round_trips_every_feed_shape() -> None:
     feeds = {
         "NSE_EQ|A": InstrumentFeed(10.5, LTT, 1, 10.0),
         "NSE_EQ|B": InstrumentFeed(20.0, LTT, 2, 19.0, FeedKind.MARKET, open=19.5, high=20.5, low=19.0, volume=77),
@@ -92,12 +92,12 @@ def test_our_encoder_round_trips_every_feed_shape():
         (b"\xff\xff\xff", "not a FeedResponse protobuf"),
     ],
 )
-def test_malformed_frames_are_refused_with_the_reason(data, says):
+def test_malformed_frames_are_refused_with_the_reason(data: bytes, says: str) -> None:
     with pytest.raises(MalformedFrame, match=says):
         decode_frame(data)
 
 
-def test_requests_are_the_documented_json_and_unsub_has_no_mode():
+def test_requests_are_the_documented_json_and_unsub_has_no_mode() -> None:
     sub = json.loads(encode_request(Method.SUB, ["NSE_EQ|A", "NSE_EQ|B"], Mode.FULL))
     uuid.UUID(sub.pop("guid"))  # a fresh uuid per request
     assert sub == {"method": "sub", "data": {"instrumentKeys": ["NSE_EQ|A", "NSE_EQ|B"], "mode": "full"}}
@@ -126,16 +126,16 @@ def test_requests_are_the_documented_json_and_unsub_has_no_mode():
         (b'{"guid": "g", "method": "sub", "data": {"instrumentKeys": ["NSE_EQ|A"], "mode": "quote"}}', "unknown mode"),
     ],
 )
-def test_bad_requests_are_named(payload, says):
+def test_bad_requests_are_named(payload: bytes | str, says: str) -> None:
     with pytest.raises(MalformedFrame, match=says):
         decode_request(payload)
 
 
-def test_sub_without_a_mode_means_ltpc():
+def test_sub_without_a_mode_means_ltpc() -> None:
     assert decode_request(b'{"guid": "g", "method": "sub", "data": {"instrumentKeys": ["NSE_EQ|A"]}}').mode is Mode.LTPC
 
 
-def test_the_committed_generated_module_matches_the_proto():
+def test_the_committed_generated_module_matches_the_proto() -> None:
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "gen_upstox_proto.py"), "--check"],
         capture_output=True,

@@ -28,11 +28,11 @@ from providers.push import FeedStatus, TickSink
 from streamer.clock import Clock, SystemClock
 from streamer.config import UpstoxConfig
 from streamer.logs import SecretMasker
-from streamer.model import InvalidQuote
 
 from .connect import CLOSE_TIMEOUT, FeedUnavailable, TokenRejected, open_feed, scrub
-from .instruments import InstrumentMap, segment_of, to_update
-from .wire import MODE_LIMITS, FeedFrame, FrameType, InstrumentFeed, MalformedFrame, Method, Mode, decode_frame
+from .frames import FrameReader
+from .instruments import InstrumentMap
+from .wire import Method, Mode
 from .wire import encode_request as request
 
 log = logging.getLogger("providers.upstox")
@@ -58,7 +58,6 @@ class _Redactor(logging.Filter):
 
 
 STABLE_AFTER = 60.0  # seconds: a connection that delivered and lived this long resets the backoff when it is lost
-OPEN_SEGMENT_STATUS = "NORMAL_OPEN"
 
 
 class FeedLost(Exception):
@@ -89,24 +88,16 @@ class UpstoxFeed:
         self.mode = Mode(config.mode)
         self._clock = clock or SystemClock()
         self._trading_hours = trading_hours or (lambda _t: True)
-        self._map = InstrumentMap(config.instruments)
         self._token = config.access_token.get_secret_value() if config.access_token else None
         self._redactor = _Redactor()
         self._redactor.masker.add([self._token] if self._token else [])
         self._http = http
         self._owns_http = http is None
-        self._on_tick: TickSink | None = None
-        self._wanted: dict[str, str] = {}  # instrument key -> symbol: what should be subscribed
+        self._reader = FrameReader(InstrumentMap(config.instruments), self.health, self.problems)
         self._subscribed: set[str] = set()  # keys subscribed on the current connection
-        self._seen: set[str] = set()  # keys the current connection delivered
-        self._last_ltt: dict[str, int] = {}  # instrument key -> newest trade time seen (epoch ms)
-        self._segments: dict[str, str] = {}
-        self._reported_unmapped: set[str] = set()
         self._ws: ClientConnection | None = None
-        self._frames = 0  # frames decoded on the current connection
         self._last_data = 0.0  # loop time of the last decoded frame (or of the connection's opening)
         self._last_pong = 0.0
-        self._last_data_at: datetime | None = None
         self._reconnects = 0
         self.pongs = 0  # answers to our keepalive pings, over every connection
         self._stopping = asyncio.Event()
@@ -119,29 +110,26 @@ class UpstoxFeed:
     async def start(self, symbols: Sequence[str], on_tick: TickSink) -> None:
         if self._task is not None:
             raise RuntimeError("the Upstox feed is already started")
-        self._on_tick = on_tick
+        self._reader.on_tick = on_tick
         self._loop = asyncio.get_running_loop()
-        self._set_wanted(symbols)
+        self._reader.want(symbols, self.mode)
         WS_LOG.addFilter(self._redactor)
         if self._http is None:
             self._http = aiohttp.ClientSession()
         self._task = asyncio.create_task(self._run(), name="upstox-feed")
 
     async def follow(self, symbols: Sequence[str]) -> None:
-        self._set_wanted(symbols)
-        ws = self._ws
+        self._reader.want(symbols, self.mode)
+        wanted, ws = self._reader.wanted, self._ws
         if ws is None:
             return  # the next connection subscribes what is wanted
-        removed = [k for k in self._subscribed if k not in self._wanted]
-        added = [k for k in self._wanted if k not in self._subscribed]
+        removed = [k for k in self._subscribed if k not in wanted]
+        added = [k for k in wanted if k not in self._subscribed]
+        self._subscribed = set(wanted)
         if removed:
             await self._send(ws, request(Method.UNSUB, removed))
         if added:
             await self._send(ws, request(Method.SUB, added, self.mode))
-        self._subscribed = set(self._wanted)
-        for key in removed:
-            self._seen.discard(key)
-            self._last_ltt.pop(key, None)
 
     async def change_mode(self, mode: Mode) -> None:
         """Receive every subscribed instrument in `mode` from now on (ltpc: last trade; full: adds the day)."""
@@ -151,9 +139,7 @@ class UpstoxFeed:
             await self._send(ws, request(Method.CHANGE_MODE, list(self._subscribed), mode))
 
     def delivering(self) -> frozenset[str]:
-        if self._ws is None:
-            return frozenset()
-        return frozenset(self._wanted[k] for k in self._seen if k in self._wanted)
+        return self._reader.delivering() if self._ws is not None else frozenset()
 
     def status(self) -> FeedStatus:
         return FeedStatus(
@@ -162,8 +148,8 @@ class UpstoxFeed:
             reason=self.health.reason,
             connected=self._ws is not None,
             delivering=self.delivering(),
-            last_data_at=self._last_data_at,
-            segments=dict(self._segments),
+            last_data_at=self._reader.last_data_at,
+            segments=dict(self._reader.segments),
             problems=dict(self.problems.counts),
             reconnects=self._reconnects,
         )
@@ -270,28 +256,28 @@ class UpstoxFeed:
         except FeedUnavailable as e:
             raise FeedLost(e.code, str(e)) from None
         opened = self._now()
-        self._ws, self._frames, self._last_data, self._last_pong = ws, 0, opened, opened
-        log.info(
-            "upstox.connected method=%s instruments=%d mode=%s", self.config.connect, len(self._wanted), self.mode.value
-        )
+        self._ws, self._last_data, self._last_pong = ws, opened, opened
+        self._reader.new_connection()
+        wanted = list(self._reader.wanted)
+        log.info("upstox.connected method=%s instruments=%d mode=%s", self.config.connect, len(wanted), self.mode.value)
         lost: FeedLost | None = None
         try:
-            if self._wanted:
-                self._subscribed = set(self._wanted)  # before the await: a concurrent follow() diffs against it
-                await self._send(ws, request(Method.SUB, list(self._wanted), self.mode))
+            if wanted:
+                self._subscribed = set(wanted)  # before the await: a concurrent follow() diffs against it
+                await self._send(ws, request(Method.SUB, wanted, self.mode))
             lost = await self._serve(ws)
         finally:
             self._ws = None
             self._subscribed.clear()
-            self._seen.clear()
             if lost is not None and lost.code in ("stalled", "ping_timeout"):
                 ws.transport.abort()  # a silent peer would not answer the closing handshake either
             await ws.close()
         if lost is None:
             return
         self._reconnects += 1
-        log.warning("upstox.lost reason=%s frames=%d after=%.1fs", lost, self._frames, self._now() - opened)
-        if self._frames and self._now() - opened >= STABLE_AFTER:
+        frames = self._reader.frames
+        log.warning("upstox.lost reason=%s frames=%d after=%.1fs", lost, frames, self._now() - opened)
+        if frames and self._now() - opened >= STABLE_AFTER:
             self.health.degraded(lost.code, f"{lost}; reconnecting")
             await self._pause(self.config.reconnect.initial_delay)
             return  # a fresh backoff for a connection that had worked
@@ -335,7 +321,8 @@ class UpstoxFeed:
                 raise FeedLost(
                     "closed", f"the feed closed the connection (code {code}{': ' + reason if reason else ''})"
                 ) from None
-            self._handle(message)
+            if self._reader.read(message, self._clock.now()):
+                self._last_data = self._now()
 
     async def _keepalive(self, ws: ClientConnection) -> None:
         wd = self.config.watchdog
@@ -364,94 +351,15 @@ class UpstoxFeed:
 
     def _data_expected(self) -> bool:
         """Trading hours by the calendar, unless the feed itself says our segments are not in normal trading."""
-        if not self._trading_hours(self._clock.now()):
-            return False
-        statuses = [self._segments[s] for s in {segment_of(k) for k in self._wanted} if s in self._segments]
-        return not statuses or OPEN_SEGMENT_STATUS in statuses
-
-    # --- frames ----------------------------------------------------------------------------------
-
-    def _handle(self, message: str | bytes) -> None:
-        if isinstance(message, str):
-            self._problem("malformed_frame", "a text frame of %d characters where protobuf was expected", len(message))
-            return
-        try:
-            frame = decode_frame(message)
-        except MalformedFrame as e:
-            self._problem("malformed_frame", "%s", e)
-            return
-        self._frames += 1
-        self._last_data = self._now()
-        now = self._clock.now()
-        self._last_data_at = now
-        if self._frames == 1 and frame.type is not FrameType.MARKET_INFO:
-            self._problem("frame_order", "the first frame is %s, expected market_info", frame.type.value)
-        if frame.segments:
-            self._market_info(frame)
-        for key, feed in frame.feeds.items():
-            self._instrument(key, feed, now)
-        self.health.ok(now)
-
-    def _market_info(self, frame: FeedFrame) -> None:
-        for segment, status in sorted(frame.segments.items()):
-            previous = self._segments.get(segment)
-            if previous != status:
-                log.info("upstox.market_info segment=%s status=%s previous=%s", segment, status, previous)
-        self._segments.update(frame.segments)
-
-    def _instrument(self, key: str, feed: InstrumentFeed, now: datetime) -> None:
-        symbol = self._wanted.get(key)
-        if symbol is None:
-            if self._map.symbol_of(key) is None:
-                self._problem("unknown_key", "instrument key %s is not in providers.upstox.instruments: ignored", key)
-            return  # else a late update of an instrument just unsubscribed
-        self._seen.add(key)
-        last = self._last_ltt.get(key)
-        if last is not None and feed.ltt_ms < last:
-            self._problem("out_of_order", "%s: a trade at %d ms arrived after one at %d ms", symbol, feed.ltt_ms, last)
-        else:
-            self._last_ltt[key] = feed.ltt_ms
-        try:
-            update = to_update(symbol, feed, now)
-        except InvalidQuote as e:
-            self._problem("invalid_quote", "%s: %s %s (got %r)", symbol, e.field, e.problem, e.value)
-            return
-        if update is None or self._on_tick is None:
-            return
-        try:
-            self._on_tick(update)
-        except Exception as e:  # the consumer's bug must not end the feed; it is logged, bounded like the rest
-            self._problem("consumer_error", "the tick consumer raised %s: %s", type(e).__name__, e, level=logging.ERROR)
+        return self._trading_hours(self._clock.now()) and self._reader.segments_open()
 
     # --- helpers ---------------------------------------------------------------------------------
-
-    def _set_wanted(self, symbols: Sequence[str]) -> None:
-        mapped, unmapped = self._map.keys_for(symbols)
-        for symbol in unmapped:
-            if symbol not in self._reported_unmapped:
-                self._reported_unmapped.add(symbol)
-                log.info("upstox.unmapped symbol=%s has no instrument key in providers.upstox.instruments", symbol)
-        limit = MODE_LIMITS[self.mode]
-        if len(mapped) > limit:
-            log.error(
-                "upstox.over_limit instruments=%d limit=%d mode=%s only the first %d are subscribed",
-                len(mapped),
-                limit,
-                self.mode.value,
-                limit,
-            )
-            mapped = dict(list(mapped.items())[:limit])
-        self._wanted = mapped
 
     async def _send(self, ws: ClientConnection, payload: bytes) -> None:
         try:
             await ws.send(payload)  # bytes: a binary frame, as Upstox requires
         except ConnectionClosed:
             pass  # the receiver reports the loss and the next connection subscribes everything
-
-    def _problem(self, code: str, message: str, *args: object, level: int = logging.WARNING) -> None:
-        self.problems.problem(code, message, *args, level=level)
-        self.health.errors_by_reason[code] = self.problems.counts[code]
 
     def _now(self) -> float:
         assert self._loop is not None

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint servers fetch-servers stop-servers check-config clean bench-quick bench
+.PHONY: setup run test lint proto servers fetch-servers stop-servers check-config clean bench-quick bench
 
 setup: $(STAMP)
 
@@ -50,6 +50,10 @@ LINTED := streamer providers sinks bench examples tests scripts
 lint: setup
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/ruff check $(LINTED)
+
+## Regenerate providers/upstox/proto/*_pb2.py(i) from its .proto (protoc from the pinned grpcio-tools).
+proto: setup
+	$(BIN)/python scripts/gen_upstox_proto.py
 
 check-config: setup
 	$(BIN)/streamer check-config -c config.yaml

@@ -140,6 +140,74 @@ class ReplayConfig(_Section):
     _none = field_validator("file", mode="before")(_blank_to_none)
 
 
+class ReconnectConfig(_Section):
+    """Exponential backoff with jitter between connection attempts: initial_delay, x2, ... up to max_delay."""
+
+    initial_delay: Seconds = 1
+    max_delay: Seconds = 60
+    failed_after: Annotated[int, Field(ge=1)] = 10  # attempts before the sink reports FAILED (it keeps retrying)
+
+
+class UpstoxWatchdogConfig(_Section):
+    """Liveness of the Upstox feed: our pings and their pongs, and a data watchdog for trading hours."""
+
+    ping_interval: Seconds = 10  # seconds between our pings on the feed connection
+    ping_timeout: Seconds = 10  # a pong later than this: the connection is dead, reconnect
+    # No data for this long while the market is open: the feed is stalled, reconnect. Outside trading hours a pong
+    # counts as liveness too (the feed is silent when nothing trades).
+    data_timeout: Seconds = 30
+
+
+# Instrument keys are SEGMENT|ID, e.g. NSE_EQ|INE002A01018 (an ISIN) or NSE_INDEX|Nifty 50.
+_INSTRUMENT_KEY = re.compile(r"[A-Z][A-Z0-9_]*\|\S.*")
+# Keys one connection may subscribe in one mode (Upstox V3 limits; see providers/upstox/wire.py).
+_UPSTOX_MODE_LIMITS = {"ltpc": 5000, "full": 2000}
+
+
+class UpstoxConfig(_Section):
+    """The Upstox Market Data Feed V3 (WebSocket, protobuf): NSE/BSE instruments pushed as they trade."""
+
+    base_url: str = "https://api.upstox.com"  # the API host; the feed URL is derived from it (wss://...)
+    # Bearer token from the Upstox login flow; it expires at 03:30 IST the next day, so it is renewed daily.
+    access_token: SecretStr | None = None
+    connect: Literal["authorize", "redirect"] = "authorize"  # ask the authorize endpoint, or follow the redirect
+    mode: Literal["ltpc", "full"] = "full"  # ltpc: last trade only; full: adds the day's open/high/low and volume
+    instruments: dict[str, str] = {}  # canonical ticker -> instrument key, e.g. RELIANCE: "NSE_EQ|INE002A01018"
+    open_timeout: Seconds = 10  # seconds for the authorize request and for the WebSocket handshake
+    watchdog: UpstoxWatchdogConfig = UpstoxWatchdogConfig()
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+    _none = field_validator("access_token", mode="before")(_blank_to_none)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_base(cls, v: str) -> str:
+        return _url(v, ("http://", "https://")) or v
+
+    @field_validator("instruments")
+    @classmethod
+    def _keys(cls, v: dict[str, str]) -> dict[str, str]:
+        upper = {symbol.strip().upper(): key.strip() for symbol, key in v.items()}
+        for symbol, key in upper.items():
+            if not _INSTRUMENT_KEY.fullmatch(key):
+                raise ValueError(f"{symbol}: {key!r} is not an instrument key (SEGMENT|ID, e.g. NSE_EQ|INE002A01018)")
+        seen: dict[str, str] = {}
+        for symbol, key in upper.items():
+            if key in seen:
+                raise ValueError(f"{seen[key]} and {symbol} both map to {key}")
+            seen[key] = symbol
+        return upper
+
+    @model_validator(mode="after")
+    def _within_limit(self) -> UpstoxConfig:
+        limit = _UPSTOX_MODE_LIMITS[self.mode]
+        if len(self.instruments) > limit:
+            raise ValueError(
+                f"{len(self.instruments)} instruments, but Upstox allows {limit} per connection in {self.mode} mode"
+            )
+        return self
+
+
 ProviderName = Literal["stooq", "alpha_vantage", "replay"]
 
 
@@ -148,6 +216,7 @@ class ProvidersConfig(_Section):
     stooq: StooqConfig = StooqConfig()
     alpha_vantage: AlphaVantageConfig = AlphaVantageConfig()
     replay: ReplayConfig = ReplayConfig()
+    upstox: UpstoxConfig = UpstoxConfig()
 
     @field_validator("chain")
     @classmethod
@@ -158,14 +227,6 @@ class ProvidersConfig(_Section):
             # The replay feed drives the clock (time follows the recording), so it cannot mix with live feeds.
             raise ValueError("replay cannot be combined with live providers")
         return v
-
-
-class ReconnectConfig(_Section):
-    """Exponential backoff with jitter between connection attempts: initial_delay, x2, ... up to max_delay."""
-
-    initial_delay: Seconds = 1
-    max_delay: Seconds = 60
-    failed_after: Annotated[int, Field(ge=1)] = 10  # attempts before the sink reports FAILED (it keeps retrying)
 
 
 class OutboxConfig(_Section):

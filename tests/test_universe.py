@@ -5,9 +5,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from providers.stooq_csv import quote_urls
 from streamer.catalog import Catalog, Security, load_catalog
 from streamer.cli import main
-from streamer.config import ConfigError, SymbolsConfig, parse_config
+from streamer.config import ConfigError, StooqConfig, SymbolsConfig, parse_config
 from streamer.universe import Change, FollowedSet, configured_securities, load_index_list
 
 CATALOG = load_catalog()
@@ -148,3 +149,19 @@ def test_watchable_is_a_catalog_listing_or_a_configured_symbol():
     assert followed.watchable("ZZZZ") and not followed.watchable("PKN")
     assert followed.watchable("PKN") is False
     assert FollowedSet([], CATALOG, max_watched=1, grace=GRACE).watchable("PKN")
+
+
+def test_stooq_gets_the_universe_and_every_watched_slot_in_one_request_and_splits_beyond():
+    stooq = StooqConfig()
+    followed = FollowedSet(configured_securities(SymbolsConfig(), CATALOG), CATALOG, max_watched=50, grace=GRACE)
+    followed.replace_lists({"a": [s.symbol for s in CATALOG if not followed.followed(s.symbol)]}, T0)
+    assert len(followed.symbols) == 84 + 50 and len(followed.refused) > 0
+    (request,) = quote_urls(stooq.base_url, [s.lower() for s in followed.symbols], apikey=None, max_length=2000)
+    assert len(request.tickers) == 134
+
+    # Even every listing fits the default limit; a shorter one splits, keeping every ticker once.
+    everything = [s.symbol.lower() for s in CATALOG]
+    assert len(quote_urls(stooq.base_url, everything, apikey=None, max_length=stooq.max_url_length)) == 1
+    requests = quote_urls(stooq.base_url, everything, apikey=None, max_length=600)
+    assert len(requests) > 1 and all(len(r.url) <= 600 for r in requests)
+    assert [t for r in requests for t in r.tickers] == everything

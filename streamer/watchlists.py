@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from sinks.pocketbase_schema import WATCHLISTS
 from .catalog import SYMBOL
 from .clock import Clock
 from .config import Config, PocketBaseSinkConfig, ReconnectConfig
+from .metrics import COMPONENTS
 from .universe import FollowedSet
 
 log = logging.getLogger("streamer.watchlists")
@@ -143,6 +144,7 @@ class WatchlistWatcher:
     # --- component -------------------------------------------------------------------------------
 
     async def start(self, bus: object = None) -> None:
+        COMPONENTS.register(self.name, self._gauges)
         self._tasks = [
             asyncio.create_task(self._listen(), name="watchlists-listen"),
             asyncio.create_task(self._expire(), name="watchlists-expire"),
@@ -154,6 +156,7 @@ class WatchlistWatcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self.client.close()
+        COMPONENTS.unregister(self.name)
         self.state = "stopped"
 
     def status(self) -> dict[str, Any]:
@@ -166,6 +169,21 @@ class WatchlistWatcher:
             "connects": self.connects,
             "error": self.last_error,
         }
+
+    def _gauges(self) -> Iterator[tuple[str, str, dict[str, str], float]]:
+        yield "streamer_watchlists", "Watchlists read from PocketBase", {}, float(self.followed.lists)
+        yield (
+            "streamer_watched_symbols",
+            "Symbols followed because a watchlist holds them (beyond the configured universe)",
+            {},
+            float(len(self.followed.watched())),
+        )
+        yield (
+            "streamer_watched_refused",
+            "Watched symbols not followed: max_watched reached",
+            {},
+            float(len(self.followed.refused)),
+        )
 
     # --- the realtime connection -------------------------------------------------------------------
 

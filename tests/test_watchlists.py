@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from prometheus_client import REGISTRY, generate_latest
 
 from providers.base import FetchResult, ProviderHealth
 from sinks.pocketbase import PocketBaseBackend
@@ -131,6 +132,8 @@ async def test_lists_added_changed_and_deleted_reach_the_followed_set(admin, run
     [ska] = [w for w in watcher.followed.watched() if w.security.symbol == "SKA"]
     assert ska.drop_at == T0 + GRACE  # unwatched on the (fake) clock: dropped after the grace period
     assert watcher.status()["state"] == "connected" and watcher.status()["lists"] == 1
+    metrics = generate_latest(REGISTRY).decode()
+    assert "streamer_watched_symbols 2.0" in metrics and "streamer_watchlists 1.0" in metrics
 
 
 async def test_after_a_lost_connection_every_list_is_read_again(admin, proxy, running):

@@ -26,7 +26,7 @@ def test_the_shipped_list_as_plain_tickers_changes_nothing(tmp_path):
 def test_a_revision_prints_additions_removals_and_a_wrong_count(tmp_path):
     symbols = [s.symbol for s in load_index_list("wig20") if s.symbol not in ("LPP", "PZU")] + ["OPL", "ZZZ"]
     new = tmp_path / "wig20.txt"
-    new.write_text("\n".join(symbols[:-1] + ["zzz", ""]), encoding="utf-8")
+    new.write_text("\n".join([*symbols[:-1], "zzz", ""]), encoding="utf-8")
     result = run(str(new))  # compared with wig20 by the file name
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()

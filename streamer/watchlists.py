@@ -42,6 +42,10 @@ class RealtimeError(Exception):
     """The realtime stream ended or answered something other than the protocol."""
 
 
+class StreamClosed(RealtimeError):
+    """The server ended the stream (PocketBase does after 5 idle minutes, and after 30 in any case)."""
+
+
 @dataclass(frozen=True, slots=True)
 class WatchlistRecord:
     """A `watchlists` record as the daemon uses it: the tickers to follow, and what was skipped and why."""
@@ -96,7 +100,7 @@ async def _sse_message(content: aiohttp.StreamReader) -> tuple[str, str]:
     while True:
         raw = await content.readline()
         if not raw:
-            raise RealtimeError("the realtime stream was closed by the server")
+            raise StreamClosed("the realtime stream was closed by the server")
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line:
             if data:
@@ -190,19 +194,27 @@ class WatchlistWatcher:
     async def _listen(self) -> None:
         failures = 0
         while True:
+            connects = self.connects
             try:
                 await self._session()
-                failures = 0  # a clean end (PocketBase's idle limit): connect again at once
-            except asyncio.CancelledError:
-                raise
+                error: Exception = StreamClosed("the realtime session ended")
             except (aiohttp.ClientError, OSError, TimeoutError, PocketBaseError, RealtimeError, ValueError) as e:
-                failures += 1
-                self.last_error = f"{type(e).__name__}: {e}"
-                self.state = "reconnecting"
-                delay = min(self.reconnect.initial_delay * 2 ** (failures - 1), self.reconnect.max_delay)
-                delay *= random.uniform(0.8, 1.0)
-                log.warning("watchlists.disconnected retry_in=%.1fs reason=%s", delay, self.last_error)
-                await asyncio.sleep(delay)
+                error = e
+            except Exception as e:  # a bug or an answer nobody foresaw: logged in full, and the watcher goes on
+                error = e
+                log.exception("watchlists.error unexpected failure; reconnecting")
+            self.state = "reconnecting"
+            if self.connects > connects:  # this session was up: start counting failures afresh
+                failures = 0
+                if isinstance(error, StreamClosed):  # routine: connect again at once, and read every list
+                    log.info("watchlists.reconnect the server ended the realtime stream")
+                    continue
+            failures += 1
+            self.last_error = f"{type(error).__name__}: {error}"
+            delay = min(self.reconnect.initial_delay * 2 ** (failures - 1), self.reconnect.max_delay)
+            delay *= random.uniform(0.8, 1.0)
+            log.warning("watchlists.disconnected retry_in=%.1fs reason=%s", delay, self.last_error)
+            await asyncio.sleep(delay)
 
     async def _session(self) -> None:
         async with self.client.stream("/api/realtime", read_timeout=READ_TIMEOUT) as stream:
@@ -297,7 +309,10 @@ class WatchlistWatcher:
                     task.cancel()
                 await asyncio.gather(*waits, return_exceptions=True)
             if at is not None and waits[1] in done:
-                self.followed.expire(self.clock.now())
+                try:
+                    self.followed.expire(self.clock.now())
+                except Exception:  # a component refusing the new universe must not end the grace timer
+                    log.exception("watchlists.error applying the end of a grace period failed")
 
 
 def build_watcher(config: Config, followed: FollowedSet, clock: Clock) -> WatchlistWatcher | None:

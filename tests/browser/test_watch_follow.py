@@ -5,6 +5,7 @@ unaffected. Past symbols.max_watched the page refuses, saying why."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 
@@ -109,6 +110,9 @@ async def test_adding_pkn_found_by_orlen_makes_the_daemon_follow_it_and_it_ticks
     assert manager.cycles - at_cycle <= 2, f"the price changed {manager.cycles - at_cycle} cycles later"
     assert manager.latest["PKN"].data_source == "replay"  # a synthetic walk: PKN is not in the recording
     await search(page, "PKN", "PKN", "true")
+    # The universe moved in place: the page's WebSocket connection was never dropped.
+    messages = [json.loads(f) for f in w.frames if isinstance(f, str)]
+    assert [m["type"] for m in messages].count("connection") == 1
 
     # A second user, in another browser context: their own (empty) list, nothing of the first user's.
     w2 = await open_page(demo.url)

@@ -179,7 +179,8 @@ class FollowedSet:
                 self._unwatched_at.pop(symbol, None)
             elif symbol not in self._unwatched_at:
                 self._unwatched_at[symbol] = now
-                log.info("universe.unwatched symbol=%s dropped at %s unless watched again", symbol, now + self.grace)
+                drop_at = (now + self.grace).isoformat(timespec="seconds")
+                log.info("universe.unwatched symbol=%s dropped at %s unless watched again", symbol, drop_at)
         for symbol in [s for s, at in self._unwatched_at.items() if at + self.grace <= now]:
             del self._extras[symbol], self._unwatched_at[symbol]
             log.info("universe.drop symbol=%s nobody watched it for %gs", symbol, self.grace.total_seconds())

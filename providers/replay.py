@@ -36,6 +36,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from providers.base import FetchResult, ProviderHealth
+from providers.synthetic import synthetic_walk
+from streamer.catalog import Catalog
 from streamer.clock import Clock, SystemClock
 from streamer.model import InvalidQuote, StockUpdate, parse_timestamp
 from streamer.securities import parse_header
@@ -340,13 +342,17 @@ class DemoClock:
 
 
 class ReplayProvider:
-    """Quotes from a recording: for each symbol the latest row at or before the clock's (file) time."""
+    """Quotes from a recording: for each symbol the latest row at or before the clock's (file) time.
+
+    With a `catalog`, a listed symbol the recording lacks gets a deterministic synthetic walk over the
+    recording's span (providers/synthetic.py), replayed like recorded rows: a stock watched in the demo ticks."""
 
     name = "replay"
 
-    def __init__(self, session: ReplaySession, clock: Clock) -> None:
+    def __init__(self, session: ReplaySession, clock: Clock, *, catalog: Catalog | None = None) -> None:
         self.session = session
         self.clock = clock
+        self.catalog = catalog
         self.health = ProviderHealth()
         self._times: dict[str, list[datetime]] = {}
         self._rows: dict[str, list[StockUpdate]] = {}
@@ -368,7 +374,7 @@ class ReplayProvider:
         unknown: list[str] = []
         for symbol in symbols:
             key = symbol.upper()
-            times = self._times.get(key)
+            times = self._times.get(key) or self._synthesize(key)
             if times is None:
                 missing.add(symbol)
                 if key not in self._reported:
@@ -387,6 +393,17 @@ class ReplayProvider:
             log.warning("replay.unknown_symbols symbols=%s file=%s", ",".join(unknown), self.session.source)
         self.health.ok(now)
         return FetchResult(self.name, tuple(updates), frozenset(missing), problems)
+
+    def _synthesize(self, symbol: str) -> list[datetime] | None:
+        """Rows of a synthetic walk for a catalog symbol the recording lacks (made once, then kept)."""
+        listing = self.catalog.get(symbol) if self.catalog is not None else None
+        if listing is None:
+            return None
+        rows = synthetic_walk(symbol, self.session.start, self.session.end, index=listing.kind == "index")
+        self._rows[symbol] = list(rows)
+        self._times[symbol] = [u.timestamp for u in rows]
+        log.info("replay.synthetic symbol=%s not in the recording: replaying a synthetic walk", symbol)
+        return self._times[symbol]
 
     async def close(self) -> None:
         return None

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Generate the synthetic demo session `streamer/data/demo_session.csv.gz`: one GPW trading day for the
-packaged symbol list, random-walk quotes every 30 s, deterministic for a seed (gzip mtime 0).
+default followed set (the sWIG80 list and the quoted indices), random-walk quotes every 30 s, deterministic for a
+seed (gzip mtime 0).
 
     python scripts/make_demo_session.py [--seed N] [--date YYYY-MM-DD] [-o PATH]
 
@@ -22,7 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from streamer.securities import Security, data_file_info, load_securities
+from streamer.catalog import Security, load_catalog
+from streamer.config import SymbolsConfig
+from streamer.securities import data_file_info
+from streamer.universe import configured_securities
 
 WARSAW = ZoneInfo("Europe/Warsaw")
 DEFAULT_SEED = 20261120
@@ -40,82 +44,82 @@ PRICE_HINTS = {
     "ACG": 40,
     "AGO": 11,
     "ALL": 15,
+    "AMB": 25,
     "AMC": 60,
     "ANR": 30,
     "APT": 25,
     "ARH": 50,
-    "ASE": 60,
+    "ARL": 30,
     "AST": 45,
     "ATC": 15,
+    "ATR": 20,
     "BCX": 45,
     "BIO": 3.5,
+    "BLO": 30,
     "BMC": 8,
-    "BNP": 90,
+    "BOS": 10,
     "BRS": 5,
-    "CBF": 170,
     "CIG": 2.5,
-    "CLC": 5,
     "CLN": 30,
+    "CMP": 70,
     "COG": 8,
+    "CRJ": 0.6,
+    "CRQ": 20,
     "CTX": 50,
     "DAD": 60,
     "DAT": 80,
-    "DBC": 60,
-    "DEC": 45,
+    "DCR": 60,
+    "DIG": 25,
     "ECH": 5,
     "ELT": 40,
     "ENT": 45,
     "ERB": 40,
+    "EUR": 9,
     "FRO": 30,
     "FTE": 20,
-    "GEA": 2.5,
-    "GTC": 4,
+    "GRX": 2,
     "HUG": 30,
+    "ICE": 3,
+    "KGN": 40,
     "LWB": 30,
-    "MAB": 10,
     "MCI": 25,
     "MDG": 40,
-    "MDN": 10,
+    "MLG": 90,
     "MNC": 25,
-    "MOC": 7,
     "MRC": 70,
     "MSZ": 5,
-    "MUR": 40,
-    "OBL": 60,
     "OND": 10,
     "OPN": 45,
-    "PBX": 22,
-    "PHN": 6,
-    "PKP": 14,
+    "PCR": 80,
     "PLW": 220,
-    "PUR": 20,
     "QRS": 3,
-    "RNK": 3,
     "RVU": 50,
     "SCP": 60,
+    "SCW": 30,
     "SEL": 35,
     "SGN": 50,
     "SHO": 40,
     "SKA": 85,
     "SLV": 40,
     "SNK": 35,
-    "STH": 30,
     "STP": 320,
     "STX": 3.5,
     "SVE": 20,
-    "TEN": 75,
+    "TAR": 400,
     "TOA": 9,
     "TOR": 25,
     "UNI": 15,
+    "UNT": 140,
     "VGO": 480,
     "VOT": 15,
     "VRG": 4,
     "WLT": 8,
     "WTN": 30,
+    "WWL": 700,
     "ZEP": 9,
     "ZRE": 15,
 }
-INDEX_LEVELS = {"WIG20": 2900.0, "SWIG80": 29000.0}
+INDEX_LEVELS = {"WIG": 110000.0, "WIG20": 2900.0, "MWIG40": 7000.0, "SWIG80": 29000.0}
 
 
 @dataclass
@@ -225,7 +229,8 @@ def generate(
 ) -> list[tuple]:
     """Rows `(timestamp, symbol, price, open, high, low, volume, prev_close)` in time order."""
     rng = random.Random(seed)
-    securities = load_securities() if securities is None else securities
+    # The default followed set: the sWIG80 stocks and the quoted indices.
+    securities = configured_securities(SymbolsConfig(), load_catalog()) if securities is None else securities
     times = timeline(day)
     continuous = [t for t in times if OPEN < t.astimezone(WARSAW).time() < PRE_CLOSE]
     stocks = make_stocks(rng, [s for s in securities if s.kind == "stock"], len(continuous))

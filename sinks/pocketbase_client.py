@@ -6,10 +6,11 @@ problems (aiohttp.ClientConnectionError, asyncio.TimeoutError) propagate unchang
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -144,6 +145,17 @@ class PocketBaseClient:
             await self.login()
             status, answer = await self._raw(method, path, body)
         return status, answer
+
+    @contextlib.asynccontextmanager
+    async def stream(self, path: str, *, read_timeout: float) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A long-lived GET of a Server-Sent Events stream (`/api/realtime`) on this client's session: no total
+        deadline, only `read_timeout` seconds of silence. Unauthenticated: realtime takes the token with the
+        subscription request instead."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout.total, sock_read=read_timeout)
+        async with self._http().get(
+            self.url + path, headers={"Accept": "text/event-stream"}, timeout=timeout
+        ) as response:
+            yield response
 
     async def get_collection(self, name: str) -> dict[str, Any] | None:
         status, answer = await self.send("GET", f"/api/collections/{quote(name)}")

@@ -9,6 +9,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,15 @@ from providers.base import Provider
 from providers.chain import FallbackChain
 from providers.throttle import Throttled
 
+from .catalog import Catalog, Security, load_catalog
 from .clock import Clock, SystemClock
 from .config import Config
 from .manager import CycleReport, RealTimeStreamManager, Sink
 from .market import MarketSchedule
 from .notify import Notifier, keep_alive, watchdog_interval
 from .reload import Reloader
-from .securities import load_securities, select_symbols
+from .universe import Change, FollowedSet, configured_securities
+from .watchlists import build_watcher
 
 log = logging.getLogger("streamer.app")
 
@@ -43,6 +46,7 @@ class Daemon:
     alerts: Any = None
     ws: Any = None
     http: Any = None
+    followed: FollowedSet | None = None  # what the manager, WebSocket and HTTP universes follow
 
     async def serve(self) -> bool:
         try:
@@ -52,7 +56,9 @@ class Daemon:
                 await self.reader.close()
 
 
-def build_providers(config: Config, clock: Clock | None, schedule: MarketSchedule) -> tuple[list[Provider], Clock]:
+def build_providers(
+    config: Config, clock: Clock | None, schedule: MarketSchedule, catalog: Catalog | None = None
+) -> tuple[list[Provider], Clock]:
     """The configured provider chain, in order; the replay feed also decides the clock."""
     chain = config.providers.chain
     if chain == ["replay"]:
@@ -68,7 +74,7 @@ def build_providers(config: Config, clock: Clock | None, schedule: MarketSchedul
             len(session.symbols),
             replay.speed,
         )
-        return [ReplayProvider(session, clock)], clock
+        return [ReplayProvider(session, clock, catalog=catalog)], clock
 
     clock = clock or SystemClock()
     members: list[Provider] = []
@@ -123,12 +129,30 @@ def build_sinks(config: Config) -> list[Sink]:
     return sinks
 
 
+def follow_in_place(daemon: Daemon) -> Callable[[FollowedSet, Change], None]:
+    """Moves the manager, WebSocket and HTTP universes to the followed set, as SIGHUP does: no client drops."""
+
+    def apply(followed: FollowedSet, change: Change) -> None:
+        securities: list[Security] = followed.securities
+        symbols = [s.symbol for s in securities]
+        daemon.manager.replace_symbols(symbols)
+        if daemon.ws is not None:
+            daemon.ws.replace_universe(symbols)
+        if daemon.http is not None:
+            daemon.http.replace_securities(securities)
+
+    return apply
+
+
 def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
     """Every enabled component, wired: providers -> manager -> bus -> sinks, alerts, WebSocket, HTTP."""
     schedule = MarketSchedule(config.market)
-    members, clock = build_providers(config, clock, schedule)
-    securities = select_symbols(load_securities(config.symbols.file), config.symbols)
-    symbols = [s.symbol for s in securities]
+    catalog = load_catalog()
+    members, clock = build_providers(config, clock, schedule, catalog)
+    securities = configured_securities(config.symbols, catalog)
+    grace = timedelta(seconds=config.symbols.watch_grace_period)
+    followed = FollowedSet(securities, catalog, max_watched=config.symbols.max_watched, grace=grace)
+    symbols = followed.symbols
     components: list[Sink] = build_sinks(config)
     alerts = None
     if config.alerts.enabled:
@@ -143,6 +167,9 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
         pocketbase_url = config.sinks.pocketbase.url if config.sinks.pocketbase.enabled else None
         ws = WebSocketServer(config.websocket, pocketbase_url=pocketbase_url, symbols=symbols)
         components.append(ws)
+    watcher = build_watcher(config, followed, clock)  # None when watchlists cannot be read or add nothing
+    if watcher is not None:
+        components.append(watcher)  # after the PocketBase sink, which creates the watchlists collection
     manager = RealTimeStreamManager(
         config, provider=FallbackChain(members), schedule=schedule, clock=clock, symbols=symbols, sinks=components
     )
@@ -163,9 +190,14 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
             history=ws.history if ws else None,
             components=list(components),
             alerts=alerts,
+            catalog=catalog,
+            followed=followed,
+            watching=watcher is not None,
         )
         manager.sinks.append(http)
-    return Daemon(manager, clock, schedule, reader, alerts=alerts, ws=ws, http=http)
+    daemon = Daemon(manager, clock, schedule, reader, alerts=alerts, ws=ws, http=http, followed=followed)
+    followed.on_change.append(follow_in_place(daemon))
+    return daemon
 
 
 def status_line(manager: RealTimeStreamManager, report: CycleReport) -> str:

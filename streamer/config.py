@@ -39,13 +39,31 @@ def _blank_to_none(value: Any) -> Any:
     return None if isinstance(value, str) and value.strip() == "" else value
 
 
+UniverseName = Literal["wig20", "mwig40", "swig80"]  # the packaged index lists, streamer/data/<name>.csv
+
+
 class SymbolsConfig(_Section):
-    file: Path | None = None  # CSV of symbol,name,kind; None = the built-in sWIG80 list
-    include: list[str] = []  # extra tickers to follow beyond the file
-    exclude: list[str] = []  # tickers from the file to leave out
-    indices: list[str] = ["WIG20", "SWIG80"]  # indices quoted for context
+    universe: list[UniverseName] = Field(default=["swig80"], min_length=1)  # index lists whose stocks are followed
+    file: Path | None = None  # CSV of symbol,name,kind; when set it replaces `universe` (a list of your own)
+    include: list[str] = []  # extra tickers to follow beyond the universe
+    exclude: list[str] = []  # tickers of the universe to leave out
+    indices: list[str] = ["WIG", "WIG20", "MWIG40", "SWIG80"]  # indices quoted for context
+    max_watched: Annotated[int, Field(ge=0)] = 50  # symbols on users' watchlists followed beyond the universe
+    watch_grace_period: Seconds = 900  # seconds a symbol nobody watches any more is still followed
 
     _none = field_validator("file", mode="before")(_blank_to_none)
+
+    @field_validator("universe", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return [s.strip().lower() if isinstance(s, str) else s for s in v] if isinstance(v, list) else v
+
+    @field_validator("universe")
+    @classmethod
+    def _no_repeated_universe(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("lists an index more than once")
+        return v
 
     @field_validator("include", "exclude", "indices")
     @classmethod

@@ -8,12 +8,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from .catalog import Security
 from .config import Config, ConfigError, load_config
 from .logs import set_level
-from .securities import Security, load_securities, select_symbols
+from .universe import configured_securities
 
 log = logging.getLogger("streamer.reload")
 
@@ -77,7 +79,7 @@ class Reloader:
         try:
             new = self.prepare(load_config(self.path))
             self.on_secrets(new)
-            securities = _securities(new) if new.symbols != self.config.symbols else None
+            securities = self._securities(new) if new.symbols != self.config.symbols else None
         except (ConfigError, ValueError, OSError) as e:
             problem = " ".join(str(e).split())
             log.error("reload.invalid file=%s kept the running configuration: %s", source, problem)
@@ -104,19 +106,16 @@ class Reloader:
     def _apply(self, new: Config, securities: list[Security] | None) -> None:
         old, daemon = self.config, self.daemon
         if securities is not None:
-            symbols = [s.symbol for s in securities]
-            added = sorted(set(symbols) - set(daemon.manager.symbols))
-            removed = sorted(set(daemon.manager.symbols) - set(symbols))
-            daemon.manager.replace_symbols(symbols)
-            if daemon.ws is not None:
-                daemon.ws.replace_universe(symbols)
-            if daemon.http is not None:
-                daemon.http.replace_securities(securities)
+            # Watched symbols stay followed on top of the new configured set (streamer/universe.py).
+            followed = daemon.followed
+            followed.max_watched = new.symbols.max_watched
+            followed.grace = timedelta(seconds=new.symbols.watch_grace_period)
+            change = followed.replace_configured(securities, daemon.clock.now())
             log.info(
                 "reload.symbols count=%d added=%s removed=%s",
-                len(symbols),
-                ",".join(added) or "-",
-                ",".join(removed) or "-",
+                len(followed.symbols),
+                ",".join(sorted(change.added)) or "-",
+                ",".join(sorted(change.removed)) or "-",
             )
         if new.alerts.rules != old.alerts.rules and daemon.alerts is not None:
             daemon.alerts.replace_rules(new.alerts.rules)
@@ -133,6 +132,5 @@ class Reloader:
             }
         )
 
-
-def _securities(config: Config) -> list[Security]:
-    return select_symbols(load_securities(config.symbols.file), config.symbols)
+    def _securities(self, config: Config) -> list[Security]:
+        return configured_securities(config.symbols, self.daemon.followed.catalog)

@@ -13,7 +13,7 @@ from streamer.reload import changed_keys
 from tests.daemon_process import start_daemon, wait_for, write_config
 
 BEFORE = """\
-symbols: {exclude: [ASE]}
+symbols: {exclude: [SCW]}
 alerts: {rules: []}
 """
 AFTER = """\
@@ -50,9 +50,9 @@ async def test_sighup_applies_symbols_rules_and_level_without_dropping_clients(t
         api = (await wait_for(daemon, "http.listening"))[0]["msg"].split()[0].removeprefix("url=")
         async with connect(ws_url) as ws:
             await receive(ws, lambda m: m["type"] == "connection")
-            await ws.send(json.dumps({"type": "subscribe", "symbols": ["ASE", "BMC"]}))
+            await ws.send(json.dumps({"type": "subscribe", "symbols": ["SCW", "BMC"]}))
             refused = await receive(ws, lambda m: m["type"] == "error")
-            assert refused["code"] == "unknown_symbols" and refused["symbols"] == ["ASE"]
+            assert refused["code"] == "unknown_symbols" and refused["symbols"] == ["SCW"]
             await receive(ws, has_symbol("BMC"))
             assert not daemon.events("ws.connect")  # DEBUG lines are off at INFO
 
@@ -64,12 +64,12 @@ async def test_sighup_applies_symbols_rules_and_level_without_dropping_clients(t
             assert "applied=alerts.rules,logging.level,symbols.exclude" in done, done
             assert not daemon.events("reload.needs_restart")
 
-            # The same connection: ASE is followed now, and quotes for it arrive.
-            await ws.send(json.dumps({"type": "subscribe", "symbols": ["ASE"]}))
+            # The same connection: SCW is followed now, and quotes for it arrive.
+            await ws.send(json.dumps({"type": "subscribe", "symbols": ["SCW"]}))
             confirmed = await receive(ws, lambda m: m["type"] in ("subscription_confirmed", "error"))
             assert confirmed["type"] == "subscription_confirmed", confirmed
-            await receive(ws, has_symbol("ASE"))
-            assert get_json(f"{api}/api/v1/stocks/ASE")["data"]["symbol"] == "ASE"
+            await receive(ws, has_symbol("SCW"))
+            assert get_json(f"{api}/api/v1/stocks/SCW")["data"]["symbol"] == "SCW"
             health = get_json(f"{api}/api/v1/health")
             assert health["components"]["alerts"]["rules"] == 1
             await wait_for(daemon, "alert.fired")  # the new rule is evaluated
@@ -87,8 +87,8 @@ async def test_sighup_applies_symbols_rules_and_level_without_dropping_clients(t
             await ws.send(json.dumps({"type": "ping", "id": 7}))
             assert (await receive(ws, lambda m: m["type"] == "pong"))["id"] == 7
             cycles = len(daemon.events("cycle.done"))
-            await receive(ws, has_symbol("ASE"))
-            assert len(daemon.events("cycle.done")) > cycles  # still polling, ASE still followed
+            await receive(ws, has_symbol("SCW"))
+            assert len(daemon.events("cycle.done")) > cycles  # still polling, SCW still followed
             assert get_json(f"{api}/api/v1/health")["components"]["alerts"]["rules"] == 1
 
             # A valid change that cannot apply live is named, not applied.

@@ -1,9 +1,6 @@
-import re
-
 import pytest
 
-from streamer.config import SymbolsConfig
-from streamer.securities import Security, data_file_info, load_securities, parse_securities, select_symbols
+from streamer.securities import Security, data_file_info, load_securities, parse_securities
 
 HEADER = "# as_of: 2026-03-23\n# source: test\nsymbol,name,kind\n"
 
@@ -14,35 +11,13 @@ def write(tmp_path, body, header=HEADER):
     return path
 
 
-# --- the packaged list ---------------------------------------------------------------------------
+# --- the packaged list (also loadable as a `symbols.file` of one's own) -------------------------------
 
 
-def test_packaged_file_has_80_stocks_and_the_two_indices():
+def test_the_packaged_swig80_file_loads_as_a_symbol_file_of_80_stocks():
     securities = load_securities()
-    stocks = [s for s in securities if s.kind == "stock"]
-    indices = [s.symbol for s in securities if s.kind == "index"]
-    assert len(stocks) == 80
-    assert indices == ["WIG20", "SWIG80"]
-    assert len({s.symbol for s in securities}) == len(securities)
-
-
-def test_packaged_tickers_are_upper_case_codes_and_names_are_filled_in():
-    for s in load_securities():
-        assert re.fullmatch(r"[A-Z0-9]{3}|WIG20|SWIG80", s.symbol), s
-        assert s.name.strip(), s
-
-
-def test_packaged_list_reflects_the_march_2026_revision():
-    symbols = {s.symbol for s in load_securities()}
-    assert {"11B", "ANR", "HUG"} <= symbols  # added after the session of 2026-03-20
-    assert not {"CRI", "MCR", "MLS", "PXM", "XTP"} & symbols  # removed then
-
-
-def test_packaged_file_states_its_date_and_source():
-    info = data_file_info()
-    assert info["as_of"] == "2026-03-23"
-    assert "GPW Benchmark" in info["source"]
-    assert "how to update" in info and "verify against" in info
+    assert len(securities) == 80 and {s.kind for s in securities} == {"stock"}
+    assert data_file_info()["as_of"] == "2026-07-09"
 
 
 # --- errors name the file, the line and the problem -----------------------------------------------
@@ -80,44 +55,3 @@ def test_comments_blank_lines_quotes_and_case_are_tolerated(tmp_path):
     path = write(tmp_path, '\n# a comment\n pkn, "Orlen, S.A." , Stock \nWIG20,,index\n')
     assert load_securities(path) == [Security("PKN", "Orlen, S.A.", "stock"), Security("WIG20", "WIG20", "index")]
     assert data_file_info(path) == {"as_of": "2026-03-23", "source": "test"}
-
-
-# --- selection -----------------------------------------------------------------------------------
-
-
-SECURITIES = [
-    Security("PKN", "Orlen", "stock"),
-    Security("KGH", "KGHM", "stock"),
-    Security("PKO", "PKO BP", "stock"),
-    Security("WIG20", "WIG20", "index"),
-    Security("SWIG80", "sWIG80", "index"),
-]
-
-
-def symbols(config):
-    return [s.symbol for s in select_symbols(SECURITIES, config)]
-
-
-def test_default_selection_is_the_stocks_then_the_configured_indices():
-    assert symbols(SymbolsConfig()) == ["PKN", "KGH", "PKO", "WIG20", "SWIG80"]
-    assert len(select_symbols(load_securities(), SymbolsConfig())) == 82
-
-
-def test_exclude_leaves_out_stocks_and_indices():
-    assert symbols(SymbolsConfig(exclude=["kgh", "SWIG80"])) == ["PKN", "PKO", "WIG20"]
-
-
-def test_include_adds_unknown_tickers_as_stocks_once():
-    selected = select_symbols(SECURITIES, SymbolsConfig(include=["ale", "PKN"], indices=[]))
-    assert [s.symbol for s in selected] == ["PKN", "KGH", "PKO", "ALE"]
-    assert selected[-1] == Security("ALE", "ALE", "stock")
-
-
-def test_exclude_wins_over_include():
-    assert symbols(SymbolsConfig(include=["ALE"], exclude=["ALE"], indices=[])) == ["PKN", "KGH", "PKO"]
-
-
-def test_indices_follow_the_config_even_when_the_file_lacks_them():
-    selected = select_symbols(SECURITIES, SymbolsConfig(indices=["MWIG40", "WIG20"]))
-    assert [(s.symbol, s.kind) for s in selected][-2:] == [("MWIG40", "index"), ("WIG20", "index")]
-    assert selected[-1].name == "WIG20"

@@ -23,15 +23,17 @@ import psycopg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from streamer.catalog import Catalog, Security
 from streamer.config import HttpConfig
 from streamer.metrics import COMPONENTS
 from streamer.model import format_timestamp
-from streamer.securities import Security
+from streamer.universe import FollowedSet
 from streamer.ws.protocol import ALL
 
 from .dashboard import Dashboard
+from .followed import followed_body, refusal
 from .params import ParamError, check_names, etag_matches, parse_history, parse_limit, parse_symbol, parse_symbols
-from .search import search_body
+from .search import search_body, searchable
 from .sse import SseHub
 
 log = logging.getLogger("streamer.http")
@@ -156,11 +158,17 @@ class HttpApi:
         components: Iterable[Any] = (),
         alerts: Any = None,
         keepalive: float = 15.0,
+        catalog: Catalog | None = None,
+        followed: FollowedSet | None = None,
+        watching: bool = False,
     ) -> None:
         self.config = config
         self.manager = manager
         self.securities = {s.symbol: s for s in securities}
         self.universe = frozenset(self.securities)
+        self.catalog = catalog  # searched whole; None = search the followed symbols only
+        self.followed = followed  # the watched symbols and refusals (GET /api/v1/followed)
+        self.watching = watching
         self.reader = reader
         self.components = list(components)
         self.alerts = alerts
@@ -194,6 +202,7 @@ class HttpApi:
         r.add_get("/api/v1/market", self.market)
         r.add_get("/api/v1/stream", self.stream, allow_head=False)
         r.add_get("/api/v1/securities", self.search)
+        r.add_get("/api/v1/followed", self.followed_set)
         if self.config.dashboard:
             Dashboard(self).add_routes(r)
         return app
@@ -313,6 +322,9 @@ class HttpApi:
     def _known(self, request: web.Request) -> str:
         symbol = parse_symbol(request.match_info["symbol"], self.universe)
         if symbol is None:
+            asked = request.match_info["symbol"].strip().upper()
+            if self.followed is not None and (why := refusal(self.followed, asked)):
+                raise NotFound("watch_limit", why)
             raise NotFound("unknown_symbol", f"{request.match_info['symbol'][:40]!r} is not followed by this server")
         return symbol
 
@@ -330,7 +342,14 @@ class HttpApi:
         return json_response(head[:-1] + b',"data":' + quote + b"}", cache="no-cache", etag=etag)
 
     async def search(self, request: web.Request) -> web.Response:
-        return json_response(dumps(search_body(list(self.securities.values()), request.query)), cache="no-cache")
+        securities = searchable(self.catalog or (), self.securities.values())
+        return json_response(dumps(search_body(securities, self.universe, request.query)), cache="no-cache")
+
+    async def followed_set(self, request: web.Request) -> web.Response:
+        check_names(request.query, ())
+        if self.followed is None:
+            return error(503, "followed_unavailable", "this server was started without a followed set")
+        return json_response(dumps(followed_body(self.followed, watching=self.watching)))
 
     # --- QuestDB-backed ----------------------------------------------------------------------------
 

@@ -1,14 +1,17 @@
-"""Security search for the dashboard: `GET /api/v1/securities?q=` over the followed symbols and their names.
+"""Security search for the dashboard: `GET /api/v1/securities?q=` over the whole catalog (every GPW
+main-market listing, the quoted indices, and any followed symbol the catalog lacks), each hit saying whether
+the daemon follows it now.
 
 `search` is pure; ranking follows what a user typing a ticker or a company name expects."""
 
 from __future__ import annotations
 
+import functools
 import unicodedata
-from collections.abc import Mapping, Sequence
-from typing import Final
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any, Final
 
-from streamer.securities import Security
+from streamer.catalog import Security
 
 from .params import ParamError, check_names, parse_limit
 
@@ -20,6 +23,7 @@ MAX_LIMIT: Final = 100
 EXACT_TICKER, TICKER_PREFIX, NAME_PREFIX, WORD_PREFIX, SUBSTRING = range(5)
 
 
+@functools.lru_cache(maxsize=8192)  # the catalog's few hundred names are folded once, not on every keystroke
 def fold(text: str) -> str:
     """Case- and accent-insensitive form: `Łódź` and `lodz` compare equal."""
     decomposed = unicodedata.normalize("NFKD", text.casefold().replace("ł", "l"))
@@ -27,17 +31,20 @@ def fold(text: str) -> str:
 
 
 def rank(security: Security, query: str) -> int | None:
-    """How well `security` matches the folded `query` (see the constants above); None when it does not."""
-    ticker, name = fold(security.symbol), fold(security.name)
+    """How well `security` matches the folded `query` (see the constants above); None when it does not.
+
+    The GPW short name (PKNORLEN) counts as a second name."""
+    ticker = fold(security.symbol)
+    names = [fold(security.name), *([fold(security.short_name)] if security.short_name else [])]
     if ticker == query:
         return EXACT_TICKER
     if ticker.startswith(query):
         return TICKER_PREFIX
-    if name.startswith(query):
+    if any(name.startswith(query) for name in names):
         return NAME_PREFIX
-    if any(word.startswith(query) for word in name.replace("-", " ").split()):
+    if any(word.startswith(query) for name in names for word in name.replace("-", " ").split()):
         return WORD_PREFIX
-    if query in ticker or query in name:
+    if query in ticker or any(query in name for name in names):
         return SUBSTRING
     return None
 
@@ -66,12 +73,27 @@ def parse_search(query: Mapping[str, str]) -> tuple[str, int]:
     return q, parse_limit(query.get("limit"), default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
 
 
-def search_body(securities: Sequence[Security], query: Mapping[str, str]) -> dict:
-    """The JSON body of `GET /api/v1/securities`."""
+def searchable(catalog: Iterable[Security], followed: Iterable[Security]) -> list[Security]:
+    """The catalog, then every followed security it lacks (an `include` ticker outside it)."""
+    listed = {s.symbol: s for s in catalog}
+    return [*listed.values(), *(s for s in followed if s.symbol not in listed)]
+
+
+def search_body(securities: Sequence[Security], followed: Collection[str], query: Mapping[str, str]) -> dict[str, Any]:
+    """The JSON body of `GET /api/v1/securities`: the matches, each saying whether it is followed now."""
     q, limit = parse_search(query)
     found = search(securities, q, limit)
     return {
         "query": q,
         "count": len(found),
-        "data": [{"symbol": s.symbol, "name": s.name, "kind": s.kind} for s in found],
+        "data": [
+            {
+                "symbol": s.symbol,
+                "name": s.name,
+                "kind": s.kind,
+                "index": s.index or None,
+                "followed": s.symbol in followed,
+            }
+            for s in found
+        ],
     }

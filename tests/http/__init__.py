@@ -164,8 +164,11 @@ async def running(
     history=None,
     alerts=None,
     keepalive: float = 15.0,
+    catalog=None,
+    followed=None,
 ) -> AsyncIterator[Env]:
-    """The manager (with `sinks`) and the API; yields once the start-up cycle is done."""
+    """The manager (with `sinks`) and the API; yields once the start-up cycle is done. With `catalog` the search
+    covers it; with `followed` (a FollowedSet) the API reports watched symbols and refusals."""
     clock = FakeClock(start)
     tape = Tape(clock, PRICES)
     manager = RealTimeStreamManager(
@@ -185,6 +188,9 @@ async def running(
         components=list(sinks) if components is None else components,
         alerts=alerts,
         keepalive=keepalive,
+        catalog=catalog,
+        followed=followed,
+        watching=followed is not None,
     )
     await manager.start()
     await api.start()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamer.http.search import MAX_QUERY, search
-from streamer.securities import Security, load_securities
+from streamer.catalog import Security, load_catalog
+from streamer.http.search import MAX_QUERY, search, searchable
 
 from . import running
 
@@ -49,9 +49,18 @@ def test_no_match_blank_query_and_limit():
     assert symbols("p", limit=2) == ["PEO", "PKN"]
 
 
-def test_the_packaged_symbol_file_is_searchable_by_name():
-    found = search(load_securities(), "asseco")
-    assert [s.symbol for s in found] == ["ABS", "ASE"]  # both names start with it: by ticker
+def test_the_whole_catalog_is_searchable_by_name_short_name_and_without_diacritics():
+    catalog = list(load_catalog())
+    assert [s.symbol for s in search(catalog, "asseco")] == ["ABS", "ACP", "ASE"]  # names start with it: by ticker
+    assert [s.symbol for s in search(catalog, "orlen")] == ["PKN"]
+    assert [(s.symbol, s.name) for s in search(catalog, "sniezka")] == [("SKA", "Śnieżka")]
+    assert [s.symbol for s in search(catalog, "ŻABKA")] == ["ZAB"]
+    assert [s.symbol for s in search(catalog, "pknorl")] == ["PKN"]  # the GPW short name
+
+
+def test_a_followed_symbol_outside_the_catalog_is_searchable_too():
+    own = Security("ZZZZ", "My own listing", "stock")
+    assert [s.symbol for s in search(searchable(load_catalog(), [own]), "my own")] == ["ZZZZ"]
 
 
 async def test_the_endpoint_ranks_exact_ticker_first():
@@ -59,11 +68,28 @@ async def test_the_endpoint_ranks_exact_ticker_first():
         body = await env.get_json("/api/v1/securities?q=pk")
         assert body["query"] == "pk" and body["count"] == 2
         assert [s["symbol"] for s in body["data"]] == ["PKN", "PKO"]
-        assert body["data"][0] == {"symbol": "PKN", "name": "Orlen", "kind": "stock"}
+        assert body["data"][0] == {"symbol": "PKN", "name": "Orlen", "kind": "stock", "index": None, "followed": True}
         body = await env.get_json("/api/v1/securities?q=projekt&limit=1")
         assert [s["symbol"] for s in body["data"]] == ["CDR"]
         async with env.http.get("/api/v1/securities?q=nothing-like-this") as r:
             assert r.status == 200 and (await r.json())["data"] == []
+
+
+async def test_the_endpoint_searches_the_catalog_and_says_what_is_followed():
+    async with running(catalog=load_catalog()) as env:
+        body = await env.get_json("/api/v1/securities?q=orlen")
+        assert body["data"] == [{"symbol": "PKN", "name": "Orlen", "kind": "stock", "index": "WIG20", "followed": True}]
+        body = await env.get_json("/api/v1/securities?q=sniezka")
+        assert body["data"] == [
+            {"symbol": "SKA", "name": "Śnieżka", "kind": "stock", "index": "SWIG80", "followed": False}
+        ]
+        body = await env.get_json("/api/v1/securities?q=wig&limit=100")
+        assert {s["symbol"]: s["followed"] for s in body["data"] if s["kind"] == "index"} == {
+            "WIG": False,
+            "WIG20": True,
+            "MWIG40": False,
+            "SWIG80": False,
+        }
 
 
 @pytest.mark.parametrize(

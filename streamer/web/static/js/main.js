@@ -9,6 +9,11 @@ import { SearchBox } from "./search.js";
 
 const $ = (id) => document.getElementById(id);
 const MARKET_REFRESH_MS = 15000;
+// While a watched stock is not followed yet, ask the server again: often just after adding one (it takes it on
+// within a cycle), then every few seconds (it may be waiting for a free watched slot).
+const FOLLOWED_FAST_MS = 250;
+const FOLLOWED_FAST_FOR_MS = 10000;
+const FOLLOWED_SLOW_MS = 3000;
 const CONNECTION_TEXT = { connecting: "connecting", live: "live", reconnecting: "reconnecting", delayed: "delayed" };
 
 async function getJson(url) {
@@ -22,6 +27,9 @@ class Dashboard {
     this.config = config;
     this.timeZone = config.timezone;
     this.names = new Map(config.securities.map((s) => [s.symbol, s.name]));
+    this.followed = new Set(config.securities.map((s) => s.symbol)); // what the server follows now
+    this.followedTimer = null;
+    this.followedFastUntil = 0;
     // The default (signed-out) view: the indices, then every followed stock by ticker.
     const byKind = (kind) => config.securities.filter((s) => s.kind === kind).map((s) => s.symbol).sort();
     this.indexView = [...byKind("index"), ...byKind("stock")];
@@ -35,8 +43,15 @@ class Dashboard {
       onSelect: (symbol) => this.select(symbol), onToggle: (symbol) => this.toggle(symbol),
     });
     this.search = new SearchBox($("search"), $("results"), {
-      onSelect: (symbol) => this.select(symbol), onToggle: (symbol) => this.toggle(symbol),
+      onSelect: (symbol) => this.select(symbol), onToggle: (symbol, match) => this.toggle(symbol, match),
       isWatched: (symbol) => (this.watchlist ? this.watchlist.includes(symbol) : null),
+      isFollowed: (symbol) => this.followed.has(symbol),
+      onMatches: (matches) => {
+        for (const m of matches) {
+          if (m.followed) this.followed.add(m.symbol);
+          else this.followed.delete(m.symbol);
+        }
+      },
     });
     this.chart = new IntradayChart($("chart"), { timeZone: this.timeZone });
     const ws = config.websocket;
@@ -98,16 +113,21 @@ class Dashboard {
       $("user-email").textContent = signedIn ? this.account.user.email : "";
     }
     if (signedIn) {
-      const followed = this.watchlist.filter((s) => this.names.has(s)); // the server follows these
+      const followed = this.watchlist.filter((s) => this.followed.has(s)); // the server has quotes for these
+      const pending = this.watchlist.filter((s) => !this.followed.has(s));
       $("view-title").textContent = "Your watchlist";
       $("empty").hidden = this.watchlist.length > 0;
       this.table.show(this.watchlist, new Set(this.watchlist));
+      this.table.markPending(pending);
       this.feed.follow(followed, this.account.token);
+      this.watchFollowed(pending.length > 0);
     } else {
       $("view-title").textContent = "All followed stocks";
       $("empty").hidden = true;
       this.table.show(this.indexView, null);
       this.feed.follow(null, null);
+      this.watchFollowed(false);
+      this.showWatchNote(null);
     }
     if (!$("results").hidden) this.search.render();
   }
@@ -172,15 +192,86 @@ class Dashboard {
     $("account-error").textContent = message || "";
   }
 
-  toggle(symbol) {
+  // --- following: a stock added to a watchlist is followed by the server (docs/dashboard.md) -------------
+
+  async refreshFollowed() {
+    const f = await getJson("/api/v1/followed");
+    const before = this.followed;
+    this.followed = new Set(f.symbols);
+    for (const w of f.watched) this.names.set(w.symbol, w.name);
+    const changed = before.size !== this.followed.size || [...before].some((s) => !this.followed.has(s));
+    return { info: f, changed };
+  }
+
+  /** While some watched stock is not followed yet, ask the server again (see FOLLOWED_*); re-render on a change. */
+  watchFollowed(on) {
+    if (!on) {
+      clearTimeout(this.followedTimer);
+      this.followedTimer = null;
+      return;
+    }
+    if (this.followedTimer !== null) return;
+    const tick = async () => {
+      try {
+        const { info, changed } = await this.refreshFollowed();
+        if (this.watchlist !== null) {
+          const refused = this.watchlist.filter((s) => info.refused.includes(s));
+          if (refused.length) this.showWatchNote(refusedText(refused, info));
+        }
+        if (changed) this.render();
+      } catch {
+        // the server is away: the connection indicator says so; ask again on the next tick
+      }
+      if (this.followedTimer === null) return; // stopped meanwhile
+      const delay = Date.now() < this.followedFastUntil ? FOLLOWED_FAST_MS : FOLLOWED_SLOW_MS;
+      this.followedTimer = setTimeout(tick, delay);
+    };
+    this.followedTimer = setTimeout(tick, FOLLOWED_FAST_MS);
+  }
+
+  showWatchNote(message) {
+    $("watch-note").hidden = !message;
+    $("watch-note").textContent = message || "";
+  }
+
+  /** May `symbol` be added? A stock the server does not follow takes one of its watched slots. */
+  async canFollow(symbol) {
+    if (this.followed.has(symbol)) return true;
+    const { info } = await this.refreshFollowed();
+    if (this.followed.has(symbol)) return true;
+    if (!info.watching) {
+      this.showWatchNote(`Not added: ${symbol} is not followed by this server, and it follows only its own list.`);
+      return false;
+    }
+    if (info.available <= 0) {
+      this.showWatchNote(`Not added: this server already follows its maximum of ${info.max_watched} watched `
+        + `stocks beyond its list, so it cannot follow ${symbol} now (symbols.max_watched).`);
+      return false;
+    }
+    return true;
+  }
+
+  toggle(symbol, match = null) {
     // One change at a time, each on top of the list the previous one stored.
     this.saving = this.saving.then(async () => {
       if (this.watchlist === null) return;
-      const next = this.watchlist.includes(symbol)
-        ? this.watchlist.filter((s) => s !== symbol) : [...this.watchlist, symbol];
+      const adding = !this.watchlist.includes(symbol);
+      try {
+        if (adding && !(await this.canFollow(symbol))) {
+          this.render();
+          return;
+        }
+      } catch (error) {
+        this.showWatchNote(`Not added: the server did not answer (${error.message})`);
+        return;
+      }
+      if (match) this.names.set(symbol, match.name);
+      if (adding) this.followedFastUntil = Date.now() + FOLLOWED_FAST_FOR_MS;
+      const next = adding ? [...this.watchlist, symbol] : this.watchlist.filter((s) => s !== symbol);
       try {
         this.watchlist = await this.account.saveWatchlist(next);
         this.showAccountError(null);
+        this.showWatchNote(null);
       } catch (error) {
         this.showAccountError(`Watchlist not saved: ${error.message}`);
       }
@@ -188,6 +279,11 @@ class Dashboard {
     });
     return this.saving;
   }
+}
+
+function refusedText(symbols, info) {
+  return `Not followed: ${symbols.join(", ")} — this server already follows its maximum of ${info.max_watched} `
+    + "watched stocks beyond its list (symbols.max_watched); it will once a slot frees.";
 }
 
 const config = await getJson("/api/v1/dashboard");

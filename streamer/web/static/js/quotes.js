@@ -67,6 +67,17 @@ export class QuoteTable {
     return row;
   }
 
+  /** Rows of watched stocks the server does not follow (yet): no quotes until it does. */
+  markPending(symbols) {
+    for (const symbol of symbols) {
+      const row = this.rows.get(symbol);
+      if (!row) continue;
+      row.dataset.pending = "true";
+      row.title = `${symbol}: waiting for the server to follow it`;
+      row.cells[6].textContent = "waiting";
+    }
+  }
+
   select(symbol) {
     this.selected = symbol;
     for (const [s, row] of this.rows) row.classList.toggle("selected", s === symbol);

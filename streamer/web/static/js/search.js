@@ -1,16 +1,22 @@
-// The search bar: asks GET /api/v1/securities?q= as the user types and lists the matches, each with a
-// watchlist button when signed in. Clicking a match selects it (chart); the button adds or removes it.
+// The search bar: asks GET /api/v1/securities?q= (the whole GPW catalog) as the user types and lists the
+// matches, each marked followed or not by the server and, when signed in, with a watchlist button. Clicking a
+// match selects it (chart); the button adds or removes it.
 
 const DEBOUNCE_MS = 150;
 
 export class SearchBox {
-  /** `isWatched(symbol)` -> true/false, or null when signed out (no buttons). */
-  constructor(input, list, { onSelect, onToggle, isWatched }) {
+  /**
+   * `isWatched(symbol)` -> true/false, or null when signed out (no buttons); `onToggle(symbol, match)`;
+   * `isFollowed(symbol)` -> whether the server follows it now; `onMatches(matches)` sees each answer.
+   */
+  constructor(input, list, { onSelect, onToggle, isWatched, isFollowed, onMatches }) {
     this.input = input;
     this.list = list;
     this.onSelect = onSelect;
     this.onToggle = onToggle;
     this.isWatched = isWatched;
+    this.isFollowed = isFollowed;
+    this.onMatches = onMatches;
     this.timer = null;
     this.asked = 0;
     this.matches = [];
@@ -41,6 +47,7 @@ export class SearchBox {
     const body = await response.json();
     if (ticket !== this.asked) return; // a newer query is under way
     this.matches = response.ok ? body.data : [];
+    if (response.ok) this.onMatches(this.matches);
     this.render(response.ok ? null : body.error.message);
   }
 
@@ -62,8 +69,15 @@ export class SearchBox {
       sym.textContent = match.symbol;
       const name = document.createElement("span");
       name.textContent = match.name;
-      pick.append(sym, name);
+      const isFollowed = this.isFollowed(match.symbol);
+      const followed = document.createElement("em");
+      followed.className = "followed";
+      followed.textContent = isFollowed ? "followed" : "not followed";
+      followed.title = isFollowed ? "The server follows it: quotes are live"
+        : "The server does not follow it: adding it to your watchlist makes it do so";
+      pick.append(sym, name, followed);
       pick.addEventListener("click", () => this.onSelect(match.symbol));
+      li.dataset.followed = isFollowed ? "true" : "false";
       li.append(pick);
       const watched = this.isWatched(match.symbol);
       if (watched !== null) {
@@ -72,7 +86,7 @@ export class SearchBox {
         toggle.className = watched ? "remove" : "add";
         toggle.textContent = watched ? "Remove" : "Add";
         toggle.title = `${watched ? "Remove" : "Add"} ${match.symbol} ${watched ? "from" : "to"} the watchlist`;
-        toggle.addEventListener("click", () => this.onToggle(match.symbol));
+        toggle.addEventListener("click", () => this.onToggle(match.symbol, match));
         li.append(toggle);
       }
       this.list.append(li);

@@ -14,6 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 UNITS = ("stock-streamer.service", "questdb.service", "pocketbase.service")
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
+NEEDS_SYSTEMD_ANALYZE = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="needs systemd-analyze (scripts/bootstrap.sh installs it)"
+)
 COMPONENTS = 5  # questdb, pocketbase, alerts, websocket, http: each may take shutdown_timeout to stop
 
 
@@ -38,7 +41,7 @@ def executables(unit: str) -> list[str]:
     return [v.split()[0].lstrip("-@:+!") for k, vs in settings(unit).items() if k.startswith("Exec") for v in vs]
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze (apt install systemd)")
+@NEEDS_SYSTEMD_ANALYZE
 def test_units_verify_as_shipped(tmp_path):
     # verify checks that every Exec* program exists, inside --root: the tree holds the shipped units (byte for
     # byte), stand-ins at the paths they run, and the host's system units they order against.
@@ -64,7 +67,7 @@ def test_units_verify_as_shipped(tmp_path):
     assert all((unit_dir / u).read_bytes() == (DEPLOY / u).read_bytes() for u in UNITS)
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze (apt install systemd)")
+@NEEDS_SYSTEMD_ANALYZE
 def test_verify_in_that_tree_catches_a_missing_program(tmp_path):
     """The check above can fail: without the stand-in for the daemon's program, verify refuses the unit."""
     root = tmp_path / "root"

@@ -73,6 +73,8 @@ class OutboxSink:
         self._idle = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._ever_connected = False
+        self._not_connected = asyncio.Event()  # set in every state but CONNECTED: a drain at stop ends at once
+        self._not_connected.set()
         self._expo = wait_exponential_jitter(
             multiplier=reconnect.initial_delay, max=reconnect.max_delay, jitter=reconnect.initial_delay
         )
@@ -99,13 +101,14 @@ class OutboxSink:
         self._task = asyncio.create_task(self._run(), name=f"sink:{self.name}")
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Give a reachable backend up to `timeout` to take what is pending, then close; the rest stays on disk."""
-        # Waiting is pointless while the backend is known to be down: the backlog is safe on disk anyway.
-        if self.state in (SinkState.CONNECTING, SinkState.CONNECTED) and self.outbox.depth:
-            try:
-                await asyncio.wait_for(self._idle.wait(), timeout)
-            except TimeoutError:
-                pass
+        """Give a connected backend up to `timeout` to take what is pending, then close; the rest stays on disk.
+
+        A sink that is not connected (never was, or reconnecting) does not wait: its backlog is on disk already."""
+        waited: float | None = None  # seconds spent waiting for the backend; None: it was not connected
+        if self.state is SinkState.CONNECTED and self.outbox.depth:
+            started = time.monotonic()
+            await self._delivered_or_lost(timeout)
+            waited = time.monotonic() - started
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -120,16 +123,41 @@ class OutboxSink:
                     self.outbox.path,
                     self._unwritable,
                 )
-            if self.outbox.depth:
-                log.warning(
-                    "sink.stopped_with_backlog sink=%s pending=%d kept in %s for the next start",
-                    self.name,
-                    self.outbox.depth,
-                    self.outbox.path,
-                )
+            self._log_stopped(waited)
             self.outbox.close()
             COMPONENTS.unregister(f"sink:{self.name}")
             await self._set_state(SinkState.STOPPED)
+
+    async def _delivered_or_lost(self, timeout: float) -> None:
+        """Wait until the outbox is empty, the backend is lost, or `timeout` has passed."""
+        idle = asyncio.ensure_future(self._idle.wait())
+        lost = asyncio.ensure_future(self._not_connected.wait())
+        try:
+            await asyncio.wait({idle, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (idle, lost):
+                waiter.cancel()
+            await asyncio.gather(idle, lost, return_exceptions=True)
+
+    def _log_stopped(self, waited: float | None) -> None:
+        """One line per sink: what stays in the outbox for the next start, and why."""
+        if not self.outbox.depth:
+            log.info("sink.stopped sink=%s pending=0 nothing kept: everything was delivered", self.name)
+            return
+        if waited is None:
+            why = f"not connected ({self.state.value}), so not waited for"
+        elif self.state is SinkState.CONNECTED:
+            why = f"still undelivered after waiting {waited:.1f}s"
+        else:
+            why = f"connection lost after waiting {waited:.1f}s"
+        log.warning(
+            "sink.stopped_with_backlog sink=%s pending=%d kept in %s for the next start: %s%s",
+            self.name,
+            self.outbox.depth,
+            self.outbox.path,
+            why,
+            f"; last error: {self.last_error}" if self.last_error else "",
+        )
 
     def status(self) -> dict[str, Any]:
         age = self.outbox.oldest_age() if self.outbox.depth else None
@@ -400,6 +428,10 @@ class OutboxSink:
         if state is self.state:
             return
         previous, self.state = self.state, state
+        if state is SinkState.CONNECTED:
+            self._not_connected.clear()
+        else:
+            self._not_connected.set()
         log.info(
             "sink.state sink=%s state=%s previous=%s%s",
             self.name,

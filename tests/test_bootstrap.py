@@ -17,7 +17,7 @@ SCRIPT = REPO / "scripts" / "bootstrap.sh"
 NO_SUCH_COMMAND = "streamer-test-no-such-command"
 
 
-def bootstrap(*args: str, env: dict[str, str] | None = None, as_user: bool = False) -> subprocess.CompletedProcess:
+def bootstrap(*args: str, env: dict[str, str] | None = None, as_user: bool = False) -> subprocess.CompletedProcess[str]:
     """Run the script; `as_user` runs it as an unprivileged user (nobody) when the tests run as root."""
     command = [str(SCRIPT), *args]
     if as_user and os.geteuid() == 0:
@@ -29,10 +29,10 @@ def bootstrap(*args: str, env: dict[str, str] | None = None, as_user: bool = Fal
 def packages() -> list[str]:
     result = bootstrap("list")
     assert result.returncode == 0, result.stderr
-    return result.stdout.split()
+    return str(result.stdout).split()
 
 
-def test_the_list_holds_what_the_project_needs():
+def test_the_list_holds_what_the_project_needs() -> None:
     assert {
         "make",
         "curl",
@@ -48,7 +48,7 @@ def test_the_list_holds_what_the_project_needs():
     } <= set(packages())
 
 
-def test_ci_runs_the_bootstrap_then_lint_then_the_readme_test_command_and_lists_no_package():
+def test_ci_runs_the_bootstrap_then_lint_then_the_readme_test_command_and_lists_no_package() -> None:
     ci = (REPO / ".ci" / "run").read_text()
     code = "\n".join(line.split("#", 1)[0] for line in ci.splitlines())  # comments may name things
     steps = [m.group(0) for m in re.finditer(r"scripts/bootstrap\.sh|make lint|make test", code)]
@@ -59,7 +59,7 @@ def test_ci_runs_the_bootstrap_then_lint_then_the_readme_test_command_and_lists_
     assert named == []
 
 
-def test_no_other_file_installs_system_packages():
+def test_no_other_file_installs_system_packages() -> None:
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     installing = [
         name
@@ -72,13 +72,13 @@ def test_no_other_file_installs_system_packages():
 
 
 @pytest.mark.parametrize("target", ["run", "test"])
-def test_make_checks_the_prerequisites_before_anything_else(target):
+def test_make_checks_the_prerequisites_before_anything_else(target: str) -> None:
     dry = subprocess.run(["make", "-n", "-B", target], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.splitlines()[0] == "scripts/bootstrap.sh"
 
 
-def test_nothing_missing_is_silent():
+def test_nothing_missing_is_silent() -> None:
     result = bootstrap("check")
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
@@ -88,7 +88,7 @@ def test_nothing_missing_is_silent():
     "package, probe",
     [("chromium", NO_SUCH_COMMAND), ("python3-venv", "py:streamer_test_no_such_module")],
 )
-def test_a_missing_prerequisite_without_root_prints_the_install_line(package, probe):
+def test_a_missing_prerequisite_without_root_prints_the_install_line(package: str, probe: str) -> None:
     result = bootstrap(env={"STREAMER_BOOTSTRAP_PROBES": f"{package}={probe}"}, as_user=True)
     assert result.returncode == 1
     assert result.stdout == ""
@@ -99,14 +99,14 @@ def test_a_missing_prerequisite_without_root_prints_the_install_line(package, pr
     ]
 
 
-def test_check_only_never_installs_and_names_every_missing_package():
+def test_check_only_never_installs_and_names_every_missing_package() -> None:
     probes = f"chromium={NO_SUCH_COMMAND} redis-tools={NO_SUCH_COMMAND}-2"
     result = bootstrap("check", env={"STREAMER_BOOTSTRAP_PROBES": probes})
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == "    sudo apt-get install -y chromium redis-tools"
 
 
-def test_an_unknown_command_is_refused_by_name():
+def test_an_unknown_command_is_refused_by_name() -> None:
     result = bootstrap("instal")
     assert result.returncode == 2
     assert "unknown command 'instal'" in result.stderr

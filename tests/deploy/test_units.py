@@ -17,7 +17,6 @@ SYSTEM_UNITS = Path("/usr/lib/systemd/system")
 NEEDS_SYSTEMD_ANALYZE = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="needs systemd-analyze (scripts/bootstrap.sh installs it)"
 )
-COMPONENTS = 5  # questdb, pocketbase, alerts, websocket, http: each may take shutdown_timeout to stop
 
 
 def settings(unit: str) -> dict[str, list[str]]:
@@ -104,7 +103,9 @@ def test_streamer_unit_is_a_notify_service_with_watchdog_restart_and_hardening()
 
 def test_stop_timeout_outlasts_the_drain():
     shutdown_timeout = load_config(REPO / "config.yaml", env={}).shutdown_timeout
-    worst_case = (1 + COMPONENTS) * shutdown_timeout  # bus drain, then each component's stop
+    # The bus drain and every component's stop (in parallel) share one shutdown_timeout; allow as much again for
+    # what is cut off at the deadline (WebSocket clients aborted, connections closed).
+    worst_case = 2 * shutdown_timeout
     assert int(one("stock-streamer.service", "TimeoutStopSec")) > worst_case
 
 

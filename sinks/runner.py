@@ -73,8 +73,9 @@ class OutboxSink:
         self._idle = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._ever_connected = False
-        self._not_connected = asyncio.Event()  # set in every state but CONNECTED: a drain at stop ends at once
-        self._not_connected.set()
+        # Set once a connection attempt has failed or the connection was lost, cleared on connecting: stop()
+        # does not wait for a server known to be unreachable (its backlog is on disk already).
+        self._unreachable = asyncio.Event()
         self._expo = wait_exponential_jitter(
             multiplier=reconnect.initial_delay, max=reconnect.max_delay, jitter=reconnect.initial_delay
         )
@@ -101,13 +102,14 @@ class OutboxSink:
         self._task = asyncio.create_task(self._run(), name=f"sink:{self.name}")
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Give a connected backend up to `timeout` to take what is pending, then close; the rest stays on disk.
+        """Give a reachable backend up to `timeout` to take what is pending, then close; the rest stays on disk.
 
-        A sink that is not connected (never was, or reconnecting) does not wait: its backlog is on disk already."""
-        waited: float | None = None  # seconds spent waiting for the backend; None: it was not connected
-        if self.state is SinkState.CONNECTED and self.outbox.depth:
+        A sink whose server is known to be unreachable (an attempt failed, or the connection was lost) does not
+        wait at all; a first connection attempt still in flight is waited for, as is a connected server."""
+        waited: float | None = None  # seconds spent waiting for the backend; None: not waited for
+        if self.outbox.depth and not self._unreachable.is_set():
             started = time.monotonic()
-            await self._delivered_or_lost(timeout)
+            await self._delivered_or_unreachable(timeout)
             waited = time.monotonic() - started
         if self._task:
             self._task.cancel()
@@ -128,10 +130,10 @@ class OutboxSink:
             COMPONENTS.unregister(f"sink:{self.name}")
             await self._set_state(SinkState.STOPPED)
 
-    async def _delivered_or_lost(self, timeout: float) -> None:
-        """Wait until the outbox is empty, the backend is lost, or `timeout` has passed."""
+    async def _delivered_or_unreachable(self, timeout: float) -> None:
+        """Wait until the outbox is empty, the backend turns out unreachable, or `timeout` has passed."""
         idle = asyncio.ensure_future(self._idle.wait())
-        lost = asyncio.ensure_future(self._not_connected.wait())
+        lost = asyncio.ensure_future(self._unreachable.wait())
         try:
             await asyncio.wait({idle, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -145,11 +147,11 @@ class OutboxSink:
             log.info("sink.stopped sink=%s pending=0 nothing kept: everything was delivered", self.name)
             return
         if waited is None:
-            why = f"not connected ({self.state.value}), so not waited for"
-        elif self.state is SinkState.CONNECTED:
+            why = f"{self.state.value}, server unreachable: not waited for"
+        elif not self._unreachable.is_set():
             why = f"still undelivered after waiting {waited:.1f}s"
         else:
-            why = f"connection lost after waiting {waited:.1f}s"
+            why = f"server unreachable after waiting {waited:.1f}s"
         log.warning(
             "sink.stopped_with_backlog sink=%s pending=%d kept in %s for the next start: %s%s",
             self.name,
@@ -356,6 +358,7 @@ class OutboxSink:
         return self._expo(state)
 
     async def _connect_failed(self, state: RetryCallState) -> None:
+        self._unreachable.set()
         error = state.outcome.exception() if state.outcome else None
         self.last_error = describe(error) if error else None
         delay = state.next_action.sleep if state.next_action else 0
@@ -429,9 +432,9 @@ class OutboxSink:
             return
         previous, self.state = self.state, state
         if state is SinkState.CONNECTED:
-            self._not_connected.clear()
-        else:
-            self._not_connected.set()
+            self._unreachable.clear()
+        elif state in (SinkState.RECONNECTING, SinkState.FAILED):
+            self._unreachable.set()
         log.info(
             "sink.state sink=%s state=%s previous=%s%s",
             self.name,

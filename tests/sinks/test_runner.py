@@ -247,12 +247,12 @@ async def test_stop_does_not_wait_for_a_backend_never_reached_and_keeps_the_back
     bus, sink, _ = await start(tmp_path, RemoteDouble(up=False))
     for n in range(3):
         await bus.publish(batch(n))
-    await until(lambda: sink.outbox.depth == 3)
+    await until(lambda: sink.outbox.depth == 3 and sink.last_error is not None)  # an attempt has failed
     assert sink.state in (SinkState.CONNECTING, SinkState.FAILED)
     await asyncio.wait_for(sink.stop(60), 5)  # not the 60 s it is allowed
     assert pending_on_disk(tmp_path) == 3
     assert "sink.stopped_with_backlog sink=double pending=3 kept in" in caplog.text
-    assert "not connected" in caplog.text and "connection refused" in caplog.text
+    assert "server unreachable: not waited for" in caplog.text and "connection refused" in caplog.text
 
 
 async def test_stop_does_not_wait_while_reconnecting(tmp_path, caplog):
@@ -295,7 +295,48 @@ async def test_stop_ends_its_wait_when_the_connection_is_lost(tmp_path, caplog):
     backend.gate.set()  # the write in flight fails: the backend is gone
     await asyncio.wait_for(stopping, 5)
     assert pending_on_disk(tmp_path) == 1
-    assert "sink.stopped_with_backlog sink=double pending=1" in caplog.text and "connection lost" in caplog.text
+    assert "sink.stopped_with_backlog sink=double pending=1" in caplog.text
+    assert "server unreachable after waiting" in caplog.text
+
+
+class SlowToConnect(RemoteDouble):
+    """A server that takes its time to accept the first connection (`gate`), then works."""
+
+    def __init__(self, up=True):
+        super().__init__(up)
+        self.gate = asyncio.Event()
+        self.connecting = asyncio.Event()
+
+    async def connect(self):
+        self.connecting.set()
+        await self.gate.wait()
+        await super().connect()
+
+
+async def test_stop_waits_for_a_first_connection_attempt_in_flight(tmp_path):
+    """Nothing says the server is down yet (`streamer replay` stops right after publishing): deliver if it can."""
+    backend = SlowToConnect()
+    bus, sink, _ = await start(tmp_path, backend)
+    await bus.publish(batch(0))
+    await until(lambda: sink.outbox.depth == 1 and backend.connecting.is_set())
+    stopping = asyncio.create_task(sink.stop(60))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not stopping.done()
+    backend.gate.set()
+    await asyncio.wait_for(stopping, 5)
+    assert [r["price"] for r in backend.rows] == [10.0] and pending_on_disk(tmp_path) == 0
+
+
+async def test_stop_ends_its_wait_when_a_first_connection_attempt_fails(tmp_path):
+    backend = SlowToConnect(up=False)
+    bus, sink, _ = await start(tmp_path, backend)
+    await bus.publish(batch(0))
+    await until(lambda: sink.outbox.depth == 1 and backend.connecting.is_set())
+    stopping = asyncio.create_task(sink.stop(60))
+    backend.gate.set()  # refused
+    await asyncio.wait_for(stopping, 5)
+    assert pending_on_disk(tmp_path) == 1
 
 
 async def test_connected_sinks_share_one_shutdown_timeout(tmp_path):

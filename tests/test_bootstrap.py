@@ -73,7 +73,15 @@ def test_no_other_file_installs_system_packages() -> None:
 
 @pytest.mark.parametrize("target", ["run", "test"])
 def test_make_checks_the_prerequisites_before_anything_else(target: str) -> None:
-    dry = subprocess.run(["make", "-n", "-B", target], cwd=REPO, capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}  # under make (CI)
+    dry = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-B", target],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.splitlines()[0] == "scripts/bootstrap.sh"
 

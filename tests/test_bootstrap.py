@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,16 @@ NO_SUCH_COMMAND = "streamer-test-no-such-command"
 
 def bootstrap(*args: str, env: dict[str, str] | None = None, as_user: bool = False) -> subprocess.CompletedProcess[str]:
     """Run the script; `as_user` runs it as an unprivileged user (nobody) when the tests run as root."""
-    command = [str(SCRIPT), *args]
-    if as_user and os.geteuid() == 0:
-        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
     full_env = {"PATH": os.environ["PATH"], **(env or {})}
-    return subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=60, cwd=REPO)
+    if not (as_user and os.geteuid() == 0):
+        return subprocess.run([str(SCRIPT), *args], env=full_env, capture_output=True, text=True, timeout=60, cwd=REPO)
+    # A copy in a directory nobody may read: the checkout (and pytest's tmp_path) may be root's alone.
+    with tempfile.TemporaryDirectory() as where:
+        os.chmod(where, 0o755)
+        script = Path(where) / SCRIPT.name
+        shutil.copy(SCRIPT, script)
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(script), *args]
+        return subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=60, cwd=where)
 
 
 def packages() -> list[str]:

@@ -4,11 +4,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint proto servers fetch-servers stop-servers check-config clean bench-quick bench
+.PHONY: bootstrap setup run test lint proto servers fetch-servers stop-servers check-config clean bench-quick bench
+
+## System packages (Java, Maven, Go, chromium, Redis ...): installed with apt-get when root, else it prints
+## the exact command to run. Silent and quick when everything is there, so every target runs it.
+bootstrap:
+	@scripts/bootstrap.sh
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Order-only: the check runs every time, but only a changed pyproject.toml reinstalls the venv.
+$(STAMP): pyproject.toml | bootstrap
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -20,11 +26,11 @@ run: setup servers
 		$(BIN)/streamer run --demo -c config.yaml
 
 ## Download QuestDB and build PocketBase into the cache (once; later runs find them there).
-fetch-servers:
+fetch-servers: bootstrap
 	scripts/run_questdb.sh fetch >/dev/null
 	scripts/run_pocketbase.sh fetch >/dev/null
 
-servers:
+servers: bootstrap
 	scripts/run_questdb.sh start
 	scripts/run_pocketbase.sh start
 

@@ -226,11 +226,13 @@ def _us(delta: timedelta) -> int:
 
 
 class DemoClock:
-    """Replayed time: `session.start - lead_in + wall elapsed × speed`, looping onto following trading days.
+    """Replayed time: `session.start - lead_in + wall elapsed × speed`, shown on `day`, looping onto following
+    trading days.
 
-    With `loop`, each pass covers `[start - lead_in, end + tail)` of the file and is shown on the next
-    trading day after the previous pass (same Warsaw wall-clock times), so replayed time only ever increases
-    and `offset` (replayed minus file time) grows by whole days (±1 h across a DST change)."""
+    Pass 0 shows the file on `day` (default: the recording's own date) at the same Warsaw wall-clock times; with
+    `loop`, each pass covers `[start - lead_in, end + tail)` of the file and is shown on the next trading day
+    after the previous pass, so replayed time only ever increases and `offset` (replayed minus file time) grows
+    by whole days (±1 h across a DST change)."""
 
     def __init__(
         self,
@@ -238,6 +240,7 @@ class DemoClock:
         speed: float,
         *,
         loop: bool = True,
+        day: date | None = None,
         next_trading_day: Callable[[date], date] | None = None,
         wall: Clock | None = None,
         lead_in: timedelta = LEAD_IN,
@@ -250,14 +253,23 @@ class DemoClock:
         self.loop = loop
         self._next_day = next_trading_day or next_weekday
         self._wall = wall or SystemClock()
-        self._wall_start = self._wall.now()
         self._ratio = Fraction(self.speed)  # exact, so wall<->replayed conversions round-trip
         self._base = session.start - lead_in  # file time shown at wall elapsed 0
         self._pass_us = max(_us(session.end + tail - self._base), 1)  # one row and no lead/tail: still > 0
         self._anchor = session.start.astimezone(WARSAW)
-        self._days = [session.session_date]
-        self._offsets = [timedelta(0)]
-        self._starts = [self._base]  # replayed time at which each pass begins
+        self.start_on(day or session.session_date)
+
+    def start_on(self, day: date) -> None:
+        """Start the replay again, from now (wall time), with pass 0 shown on `day`."""
+        self._wall_start = self._wall.now()
+        self._days = [day]
+        self._offsets = [self._day_offset(day)]
+        self._starts = [self._base + self._offsets[0]]  # replayed time at which each pass begins
+
+    @property
+    def first_day(self) -> date:
+        """The day pass 0 is shown on."""
+        return self._days[0]
 
     # pass bookkeeping: pass k shows file times [base, base + pass) shifted by offsets[k]
 
@@ -299,13 +311,13 @@ class DemoClock:
     def now(self) -> datetime:
         r = self._replayed_us()
         if not self.loop:
-            return self._base + r * _US
+            return self._base + r * _US + self._offsets[0]
         k, within = divmod(r, self._pass_us)
         return self._base + within * _US + self._offset_of_pass(k)
 
     def offset_at(self, t: datetime) -> timedelta:
         """Replayed minus file time for the pass showing replayed time `t`."""
-        return self._offsets[self._pass_at(t)] if self.loop else timedelta(0)
+        return self._offsets[self._pass_at(t)] if self.loop else self._offsets[0]
 
     @property
     def offset(self) -> timedelta:
@@ -314,7 +326,7 @@ class DemoClock:
     def wall_time_for(self, when: datetime) -> datetime:
         """The wall instant at which replayed time first reaches `when`."""
         if not self.loop:
-            r = max(_us(when - self._base), 0)
+            r = max(_us(when - self._base - self._offsets[0]), 0)
         else:
             k = self._pass_at(when)
             within = _us(when - self._base - self._offsets[k])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from streamer.events import EventType
@@ -52,3 +53,7 @@ class Backend(Protocol):
 
     async def close(self) -> None:
         """Close connections."""
+
+    async def newest_quote(self) -> datetime | None:
+        """Time of the newest quote the server holds (None: none yet); raises when it cannot be asked. The demo
+        asks it before start to replay onto a later day (streamer/demo.py)."""

@@ -108,6 +108,16 @@ class PocketBaseBackend:
     async def close(self) -> None:
         await self.client.close()
 
+    async def newest_quote(self) -> datetime | None:
+        query = "?sort=-timestamp&perPage=1&skipTotal=1&fields=timestamp"
+        status, answer = await self.client.send("GET", f"/api/collections/{STOCK_DATA}/records{query}")
+        if status == 404:  # no collection yet
+            return None
+        if status != 200:
+            raise PocketBaseError(f"read the newest {STOCK_DATA} record", status, answer)
+        items = answer.get("items") or []
+        return parse_timestamp(items[0]["timestamp"]) if items and items[0].get("timestamp") else None
+
     # --- connect -------------------------------------------------------------------------------
 
     async def _ensure_collection(self, name: str) -> None:

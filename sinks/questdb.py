@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from itertools import chain
 from typing import Any
 
@@ -16,6 +17,7 @@ import aiohttp
 
 from streamer.config import QuestDBSinkConfig
 from streamer.events import EventType, QuoteBatch
+from streamer.model import parse_timestamp
 
 from . import ilp
 from . import questdb_schema as schema
@@ -99,6 +101,15 @@ class QuestDBBackend:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def newest_quote(self) -> datetime | None:
+        table = f"{self.prefix}{schema.QUOTES}"
+        found = await self.execute(f"SELECT table_name FROM tables() WHERE table_name = '{table}'")
+        if not found.get("dataset"):
+            return None
+        # The designated timestamp: QuestDB answers max() from the newest partition.
+        rows = (await self.execute(f"SELECT max(timestamp) FROM {table}")).get("dataset") or [[None]]
+        return parse_timestamp(rows[0][0]) if rows[0][0] else None
 
     # --- HTTP ------------------------------------------------------------------------------------
 

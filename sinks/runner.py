@@ -73,6 +73,9 @@ class OutboxSink:
         self._idle = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._ever_connected = False
+        # Set once a connection attempt has failed or the connection was lost, cleared on connecting: stop()
+        # does not wait for a server known to be unreachable (its backlog is on disk already).
+        self._unreachable = asyncio.Event()
         self._expo = wait_exponential_jitter(
             multiplier=reconnect.initial_delay, max=reconnect.max_delay, jitter=reconnect.initial_delay
         )
@@ -99,13 +102,15 @@ class OutboxSink:
         self._task = asyncio.create_task(self._run(), name=f"sink:{self.name}")
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Give a reachable backend up to `timeout` to take what is pending, then close; the rest stays on disk."""
-        # Waiting is pointless while the backend is known to be down: the backlog is safe on disk anyway.
-        if self.state in (SinkState.CONNECTING, SinkState.CONNECTED) and self.outbox.depth:
-            try:
-                await asyncio.wait_for(self._idle.wait(), timeout)
-            except TimeoutError:
-                pass
+        """Give a reachable backend up to `timeout` to take what is pending, then close; the rest stays on disk.
+
+        A sink whose server is known to be unreachable (an attempt failed, or the connection was lost) does not
+        wait at all; a first connection attempt still in flight is waited for, as is a connected server."""
+        waited: float | None = None  # seconds spent waiting for the backend; None: not waited for
+        if self.outbox.depth and not self._unreachable.is_set():
+            started = time.monotonic()
+            await self._delivered_or_unreachable(timeout)
+            waited = time.monotonic() - started
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -120,16 +125,41 @@ class OutboxSink:
                     self.outbox.path,
                     self._unwritable,
                 )
-            if self.outbox.depth:
-                log.warning(
-                    "sink.stopped_with_backlog sink=%s pending=%d kept in %s for the next start",
-                    self.name,
-                    self.outbox.depth,
-                    self.outbox.path,
-                )
+            self._log_stopped(waited)
             self.outbox.close()
             COMPONENTS.unregister(f"sink:{self.name}")
             await self._set_state(SinkState.STOPPED)
+
+    async def _delivered_or_unreachable(self, timeout: float) -> None:
+        """Wait until the outbox is empty, the backend turns out unreachable, or `timeout` has passed."""
+        idle = asyncio.ensure_future(self._idle.wait())
+        lost = asyncio.ensure_future(self._unreachable.wait())
+        try:
+            await asyncio.wait({idle, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (idle, lost):
+                waiter.cancel()
+            await asyncio.gather(idle, lost, return_exceptions=True)
+
+    def _log_stopped(self, waited: float | None) -> None:
+        """One line per sink: what stays in the outbox for the next start, and why."""
+        if not self.outbox.depth:
+            log.info("sink.stopped sink=%s pending=0 nothing kept: everything was delivered", self.name)
+            return
+        if waited is None:
+            why = f"{self.state.value}, server unreachable: not waited for"
+        elif not self._unreachable.is_set():
+            why = f"still undelivered after waiting {waited:.1f}s"
+        else:
+            why = f"server unreachable after waiting {waited:.1f}s"
+        log.warning(
+            "sink.stopped_with_backlog sink=%s pending=%d kept in %s for the next start: %s%s",
+            self.name,
+            self.outbox.depth,
+            self.outbox.path,
+            why,
+            f"; last error: {self.last_error}" if self.last_error else "",
+        )
 
     def status(self) -> dict[str, Any]:
         age = self.outbox.oldest_age() if self.outbox.depth else None
@@ -328,6 +358,7 @@ class OutboxSink:
         return self._expo(state)
 
     async def _connect_failed(self, state: RetryCallState) -> None:
+        self._unreachable.set()
         error = state.outcome.exception() if state.outcome else None
         self.last_error = describe(error) if error else None
         delay = state.next_action.sleep if state.next_action else 0
@@ -400,6 +431,10 @@ class OutboxSink:
         if state is self.state:
             return
         previous, self.state = self.state, state
+        if state is SinkState.CONNECTED:
+            self._unreachable.clear()
+        elif state in (SinkState.RECONNECTING, SinkState.FAILED):
+            self._unreachable.set()
         log.info(
             "sink.state sink=%s state=%s previous=%s%s",
             self.name,

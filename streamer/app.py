@@ -8,10 +8,10 @@ import gc
 import logging
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from providers.base import Provider
 from providers.chain import FallbackChain
@@ -26,6 +26,9 @@ from .notify import Notifier, keep_alive, watchdog_interval
 from .reload import Reloader
 from .universe import Change, FollowedSet, configured_securities
 from .watchlists import build_watcher
+
+if TYPE_CHECKING:
+    from sinks.runner import OutboxSink
 
 log = logging.getLogger("streamer.app")
 
@@ -47,6 +50,7 @@ class Daemon:
     ws: Any = None
     http: Any = None
     followed: FollowedSet | None = None  # what the manager, WebSocket and HTTP universes follow
+    storage: list[OutboxSink] = field(default_factory=list)  # the storage sinks (also in manager.sinks)
 
     async def serve(self) -> bool:
         try:
@@ -101,11 +105,11 @@ def build_providers(
     return members, clock
 
 
-def build_sinks(config: Config) -> list[Sink]:
+def build_sinks(config: Config) -> list[OutboxSink]:
     """The enabled storage sinks, each behind its own outbox and reconnect loop."""
     from sinks.runner import OutboxSink
 
-    sinks: list[Sink] = []
+    sinks: list[OutboxSink] = []
     qdb = config.sinks.questdb
     if qdb.enabled:
         from sinks.questdb import QuestDBBackend
@@ -153,7 +157,8 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
     grace = timedelta(seconds=config.symbols.watch_grace_period)
     followed = FollowedSet(securities, catalog, max_watched=config.symbols.max_watched, grace=grace)
     symbols = followed.symbols
-    components: list[Sink] = build_sinks(config)
+    storage = build_sinks(config)
+    components: list[Sink] = [*storage]
     alerts = None
     if config.alerts.enabled:
         from .alerts import AlertEngine
@@ -195,9 +200,30 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
             watching=watcher is not None,
         )
         manager.sinks.append(http)
-    daemon = Daemon(manager, clock, schedule, reader, alerts=alerts, ws=ws, http=http, followed=followed)
+    daemon = Daemon(
+        manager, clock, schedule, reader, alerts=alerts, ws=ws, http=http, followed=followed, storage=storage
+    )
     followed.on_change.append(follow_in_place(daemon))
     return daemon
+
+
+async def start_demo_day(daemon: Daemon, config: Config) -> None:
+    """A demo replays onto the first trading day after what the storage holds (streamer/demo.py), and records
+    every day it replays; other clocks are left alone."""
+    from providers.replay import DemoClock
+
+    from .demo import DemoState, choose_day
+
+    clock, tz = daemon.clock, daemon.schedule.tz
+    if not isinstance(clock, DemoClock):
+        return
+    state = DemoState(config.data_dir)
+    today = datetime.now(tz).date()
+    day = await choose_day(daemon.schedule, today, [s.backend for s in daemon.storage], state, tz)
+    clock.start_on(day)
+    state.record(day)
+    # A cycle's hooks run before the sinks take its quotes (same turn of the loop): the day is on disk first.
+    daemon.manager.on_cycle.append(lambda _: state.record(clock.now().astimezone(tz).date()))
 
 
 def status_line(manager: RealTimeStreamManager, report: CycleReport) -> str:
@@ -236,6 +262,7 @@ async def run_daemon(
     Under systemd ($NOTIFY_SOCKET) it reports READY=1 once every component has started, WATCHDOG=1 from the
     event loop, a STATUS= line per cycle and STOPPING=1 on shutdown."""
     daemon = build_daemon(config)
+    await start_demo_day(daemon, config)
     manager = daemon.manager
     notifier = Notifier.from_environ()
     reloader = Reloader(config, config_path, daemon=daemon, prepare=prepare, on_secrets=on_secrets)

@@ -35,7 +35,8 @@ class Sink(Protocol):
         """Subscribe to the bus and connect (connection failures are retried in the background)."""
 
     async def stop(self, timeout: float) -> None:
-        """Deliver what was handed over within `timeout`, then close; called after the bus has drained."""
+        """Deliver what was handed over within `timeout`, then close; called after the bus has drained, at the
+        same time as every other component's stop."""
 
     def status(self) -> dict:
         """State, backlog and counters, for health checks and metrics."""
@@ -127,17 +128,24 @@ class RealTimeStreamManager:
         self._stop.set()
 
     async def shutdown(self) -> bool:
-        """Drain the bus into the sinks within the configured deadline, then close every component."""
-        deadline = self.config.shutdown_timeout
-        drained = await self.bus.close(deadline)
-        for sink in reversed(self.sinks):
-            try:
-                await sink.stop(deadline)
-            except Exception:
-                log.exception("component.stop_failed component=%s", sink.name)
+        """Drain the bus into the sinks, then stop every component at once, all within one `shutdown_timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.shutdown_timeout
+        drained = await self.bus.close(self.config.shutdown_timeout)
+        # In parallel, sharing what is left: a sink waiting for its backend does not hold up the others, and
+        # one that is not connected returns at once (its backlog is on disk already).
+        left = max(deadline - loop.time(), 0.0)
+        await asyncio.gather(*(self._stop_component(c, left) for c in reversed(self.sinks)))
         await self.provider.close()
         log.info("manager.stopped cycles=%d drained=%s", self.cycles, drained)
         return drained
+
+    @staticmethod
+    async def _stop_component(component: Sink, timeout: float) -> None:
+        try:
+            await component.stop(timeout)
+        except Exception:
+            log.exception("component.stop_failed component=%s", component.name)
 
     # --- polling loop ----------------------------------------------------------------------------
 

@@ -48,9 +48,11 @@ async def replay_file(config: Config, path: Path, speed: float | None, *, progre
         rows += len(stamped)
         if bar:
             bar.update(len(stamped))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + config.shutdown_timeout
     drained = await bus.close(config.shutdown_timeout)
-    for sink in sinks:
-        await sink.stop(config.shutdown_timeout)
+    left = max(deadline - loop.time(), 0.0)  # one deadline shared by the drain and the sinks, stopped together
+    await asyncio.gather(*(sink.stop(left) for sink in sinks))
     if bar:
         bar.close()
     seconds = time.perf_counter() - started

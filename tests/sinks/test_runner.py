@@ -3,14 +3,18 @@
 The real backends are tested against the real servers in test_questdb.py / test_pocketbase.py."""
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 
 from sinks.base import Entry, Rejected
+from sinks.outbox import Outbox
 from sinks.runner import OutboxSink, SinkState
 from streamer.bus import EventBus
-from streamer.config import OutboxConfig, ReconnectConfig
+from streamer.config import Config, OutboxConfig, ReconnectConfig
 from streamer.events import EventType, QuoteBatch
+from streamer.manager import RealTimeStreamManager
 from streamer.model import MarketStatus, StockUpdate
+from tests.helpers import NoQuotes
 
 T = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 FAST = ReconnectConfig(initial_delay=0.01, max_delay=0.04, failed_after=3)
@@ -212,3 +216,147 @@ async def test_a_full_outbox_refuses_new_entries_with_an_error_and_one_alert(tmp
     await until(lambda: sink.outbox.depth == 0)
     assert [r["price"] for r in backend.rows] == [10.0 + n for n in range(100)]  # the oldest kept, in order
     await sink.stop(1)
+
+
+# --- stop: who waits, and for how long ---------------------------------------------------------------------------
+
+
+class GatedDouble(RemoteDouble):
+    """A slow server: each write waits for `gate`, then fails if the server went down meanwhile."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.writing = asyncio.Event()
+
+    async def write(self, entries):
+        self.writing.set()
+        await self.gate.wait()
+        await super().write(entries)
+
+
+def pending_on_disk(tmp_path) -> int:
+    outbox = Outbox(tmp_path / "outbox" / "double.sqlite3", 1000)
+    try:
+        return outbox.depth
+    finally:
+        outbox.close()
+
+
+async def test_stop_does_not_wait_for_a_backend_never_reached_and_keeps_the_backlog(tmp_path, caplog):
+    bus, sink, _ = await start(tmp_path, RemoteDouble(up=False))
+    for n in range(3):
+        await bus.publish(batch(n))
+    await until(lambda: sink.outbox.depth == 3 and sink.last_error is not None)  # an attempt has failed
+    assert sink.state in (SinkState.CONNECTING, SinkState.FAILED)
+    await asyncio.wait_for(sink.stop(60), 5)  # not the 60 s it is allowed
+    assert pending_on_disk(tmp_path) == 3
+    assert "sink.stopped_with_backlog sink=double pending=3 kept in" in caplog.text
+    assert "server unreachable: not waited for" in caplog.text and "connection refused" in caplog.text
+
+
+async def test_stop_does_not_wait_while_reconnecting(tmp_path, caplog):
+    backend = RemoteDouble()
+    bus, sink, _ = await start(tmp_path, backend)
+    await bus.publish(batch(0))
+    await until(lambda: len(backend.rows) == 1)
+    backend.up = False
+    await bus.publish(batch(1))
+    await until(lambda: sink.state is SinkState.RECONNECTING or sink.state is SinkState.FAILED)
+    await asyncio.wait_for(sink.stop(60), 5)
+    assert pending_on_disk(tmp_path) == 1
+    assert "sink.stopped_with_backlog sink=double pending=1" in caplog.text
+
+
+async def test_stop_waits_for_a_connected_backend_to_take_what_is_pending(tmp_path, caplog):
+    caplog.set_level(logging.INFO, "sinks.runner")
+    backend = GatedDouble()
+    bus, sink, _ = await start(tmp_path, backend)
+    await bus.publish(batch(0))
+    await backend.writing.wait()
+    stopping = asyncio.create_task(sink.stop(60))
+    for _ in range(50):  # let stop() run up to its wait (no time passes: nothing else is ready)
+        await asyncio.sleep(0)
+    assert not stopping.done()  # waiting for the write in flight
+    backend.gate.set()
+    await asyncio.wait_for(stopping, 5)
+    assert [r["price"] for r in backend.rows] == [10.0]
+    assert pending_on_disk(tmp_path) == 0
+    assert "sink.stopped sink=double pending=0" in caplog.text
+
+
+async def test_stop_ends_its_wait_when_the_connection_is_lost(tmp_path, caplog):
+    backend = GatedDouble()
+    bus, sink, _ = await start(tmp_path, backend)
+    await bus.publish(batch(0))
+    await backend.writing.wait()
+    stopping = asyncio.create_task(sink.stop(60))
+    backend.up = False
+    backend.gate.set()  # the write in flight fails: the backend is gone
+    await asyncio.wait_for(stopping, 5)
+    assert pending_on_disk(tmp_path) == 1
+    assert "sink.stopped_with_backlog sink=double pending=1" in caplog.text
+    assert "server unreachable after waiting" in caplog.text
+
+
+class SlowToConnect(RemoteDouble):
+    """A server that takes its time to accept the first connection (`gate`), then works."""
+
+    def __init__(self, up=True):
+        super().__init__(up)
+        self.gate = asyncio.Event()
+        self.connecting = asyncio.Event()
+
+    async def connect(self):
+        self.connecting.set()
+        await self.gate.wait()
+        await super().connect()
+
+
+async def test_stop_waits_for_a_first_connection_attempt_in_flight(tmp_path):
+    """Nothing says the server is down yet (`streamer replay` stops right after publishing): deliver if it can."""
+    backend = SlowToConnect()
+    bus, sink, _ = await start(tmp_path, backend)
+    await bus.publish(batch(0))
+    await until(lambda: sink.outbox.depth == 1 and backend.connecting.is_set())
+    stopping = asyncio.create_task(sink.stop(60))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not stopping.done()
+    backend.gate.set()
+    await asyncio.wait_for(stopping, 5)
+    assert [r["price"] for r in backend.rows] == [10.0] and pending_on_disk(tmp_path) == 0
+
+
+async def test_stop_ends_its_wait_when_a_first_connection_attempt_fails(tmp_path):
+    backend = SlowToConnect(up=False)
+    bus, sink, _ = await start(tmp_path, backend)
+    await bus.publish(batch(0))
+    await until(lambda: sink.outbox.depth == 1 and backend.connecting.is_set())
+    stopping = asyncio.create_task(sink.stop(60))
+    backend.gate.set()  # refused
+    await asyncio.wait_for(stopping, 5)
+    assert pending_on_disk(tmp_path) == 1
+
+
+async def test_connected_sinks_share_one_shutdown_timeout(tmp_path):
+    """Two connected sinks whose server never answers: the shutdown takes one shutdown_timeout, not one each."""
+    timeout = 2.0
+    backends = [GatedDouble(), GatedDouble()]
+    sinks = []
+    for i, backend in enumerate(backends):
+        backend.name = f"slow{i}"
+        sinks.append(OutboxSink(backend, data_dir=tmp_path, reconnect=FAST, outbox=OutboxConfig()))
+    manager = RealTimeStreamManager(
+        Config(shutdown_timeout=timeout), provider=NoQuotes(), schedule=None, clock=None, symbols=[], sinks=sinks
+    )
+    await manager.start()
+    await manager.bus.publish(batch(0))
+    for backend in backends:
+        await asyncio.wait_for(backend.writing.wait(), 5)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await manager.shutdown()
+    took = loop.time() - started
+    assert timeout <= took < 1.5 * timeout  # each waited for its server, at the same time
+    assert [s.outbox.depth for s in sinks] == [1, 1]  # kept for the next start

@@ -27,7 +27,8 @@ from streamer.config import HttpConfig
 from streamer.metrics import COMPONENTS
 from streamer.model import format_timestamp
 from streamer.securities import Security
-from streamer.ws.protocol import ALL
+from streamer.stream.core import StreamCore
+from streamer.stream.keys import ALL
 
 from .dashboard import Dashboard
 from .params import ParamError, check_names, etag_matches, parse_history, parse_limit, parse_symbol, parse_symbols
@@ -152,7 +153,7 @@ class HttpApi:
         manager: Any,
         securities: Sequence[Security],
         reader: Any = None,
-        history: Any = None,
+        stream: StreamCore | None = None,
         components: Iterable[Any] = (),
         alerts: Any = None,
         keepalive: float = 15.0,
@@ -164,7 +165,7 @@ class HttpApi:
         self.reader = reader
         self.components = list(components)
         self.alerts = alerts
-        self.hub = SseHub(history, keepalive=keepalive)
+        self.hub = SseHub(stream, keepalive=keepalive)
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
         self._cache: _Snapshot | None = None
@@ -200,7 +201,7 @@ class HttpApi:
 
     async def start(self, bus: Any = None) -> None:
         """Listen on config.host:config.port (0 = any free port; see `port`/`url`). `bus` defaults to the manager's."""
-        self.hub.start(bus if bus is not None else getattr(self.manager, "bus", None))
+        await self.hub.start(bus if bus is not None else getattr(self.manager, "bus", None))
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         try:

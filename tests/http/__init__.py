@@ -161,7 +161,7 @@ async def running(
     sinks=(),
     components=None,
     reader=None,
-    history=None,
+    stream=None,
     alerts=None,
     keepalive: float = 15.0,
 ) -> AsyncIterator[Env]:
@@ -181,7 +181,7 @@ async def running(
         manager=manager,
         securities=SECURITIES,
         reader=reader,
-        history=history,
+        stream=stream,
         components=list(sinks) if components is None else components,
         alerts=alerts,
         keepalive=keepalive,

@@ -262,7 +262,10 @@ class WebSocketServer:
 
     async def _handle(self, conn: ServerConnection) -> None:
         self._counted["connections"] += 1
-        if not await self._admit(conn):
+        try:
+            if not await self._admit(conn):
+                return
+        except ConnectionClosed:  # gone before presenting a token
             return
         client = self.hub.open(conn, self.clock())
         self.hub.attach(client)

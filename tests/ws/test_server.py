@@ -575,6 +575,14 @@ async def test_auth_required_refuses_a_wrong_token(caplog):
     assert "wrong-token" not in server_log(caplog) and "authentication" in server_log(caplog)
 
 
+async def test_a_client_leaving_before_it_authenticates_is_not_an_error(caplog):
+    async with running_server(require_auth=True, tokens=[TOKEN], auth_timeout=5) as (server, _bus):
+        async with connect(server.url):
+            await wait_until(lambda: server.counters["connections"] == 1)
+    # Stopping the server waited for the connection's handler to end.
+    assert "connection handler failed" not in caplog.text and server.counters["auth_refused"] == 0
+
+
 @pytest.mark.parametrize("header", [f"Bearer {TOKEN}", TOKEN])
 async def test_a_good_shared_token_in_the_header_is_accepted(header, caplog):
     caplog.set_level(logging.DEBUG)

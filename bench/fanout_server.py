@@ -27,7 +27,7 @@ from streamer.bus import EventBus
 from streamer.config import WebSocketConfig
 from streamer.events import QuoteBatch
 from streamer.model import MarketStatus, StockUpdate, format_timestamp, utc_now
-from streamer.ws import protocol as p
+from streamer.stream import messages as p
 from streamer.ws.server import WebSocketServer
 
 from .common import cpu_seconds, raise_fd_limit, rss_bytes
@@ -71,7 +71,7 @@ class DaemonFanout:
         return self.ws.port
 
     def clients(self) -> int:
-        return len(self.ws._clients)
+        return len(self.ws.hub.sessions)
 
     async def publish(self, updates: tuple[StockUpdate, ...]) -> int:
         self.cycle += 1

@@ -165,12 +165,20 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
 
         alerts = AlertEngine(config.alerts, timezone=config.market.timezone)
         components.append(alerts)
-    ws = None
+    ws = stream = None
+    if config.websocket.enabled or config.http.enabled:
+        from .stream.core import StreamCore
+        from .stream.local import LocalFeed
+
+        # One core serves the WebSocket and SSE clients, fed from the bus by one adapter (started before them);
+        # without the WebSocket server the SSE stream keeps 1000 batches for resume.
+        stream = StreamCore(config.websocket.history_size if config.websocket.enabled else 1000)
+        components.append(LocalFeed(stream))
     if config.websocket.enabled:
         from .ws.server import WebSocketServer
 
         pocketbase_url = config.sinks.pocketbase.url if config.sinks.pocketbase.enabled else None
-        ws = WebSocketServer(config.websocket, pocketbase_url=pocketbase_url, symbols=symbols)
+        ws = WebSocketServer(config.websocket, core=stream, pocketbase_url=pocketbase_url, symbols=symbols)
         components.append(ws)
     watcher = build_watcher(config, followed, clock)  # None when watchlists cannot be read or add nothing
     if watcher is not None:
@@ -192,7 +200,7 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
             manager=manager,
             securities=securities,
             reader=reader,
-            history=ws.history if ws else None,
+            stream=stream,
             components=list(components),
             alerts=alerts,
             catalog=catalog,

@@ -27,8 +27,9 @@ from streamer.catalog import Catalog, Security
 from streamer.config import HttpConfig
 from streamer.metrics import COMPONENTS
 from streamer.model import format_timestamp
+from streamer.stream.core import StreamCore
+from streamer.stream.keys import ALL
 from streamer.universe import FollowedSet
-from streamer.ws.protocol import ALL
 
 from .dashboard import Dashboard
 from .followed import followed_body, refusal
@@ -154,7 +155,7 @@ class HttpApi:
         manager: Any,
         securities: Sequence[Security],
         reader: Any = None,
-        history: Any = None,
+        stream: StreamCore | None = None,
         components: Iterable[Any] = (),
         alerts: Any = None,
         keepalive: float = 15.0,
@@ -172,7 +173,7 @@ class HttpApi:
         self.reader = reader
         self.components = list(components)
         self.alerts = alerts
-        self.hub = SseHub(history, keepalive=keepalive)
+        self.hub = SseHub(stream, keepalive=keepalive)
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
         self._cache: _Snapshot | None = None
@@ -209,7 +210,7 @@ class HttpApi:
 
     async def start(self, bus: Any = None) -> None:
         """Listen on config.host:config.port (0 = any free port; see `port`/`url`). `bus` defaults to the manager's."""
-        self.hub.start(bus if bus is not None else getattr(self.manager, "bus", None))
+        await self.hub.start(bus if bus is not None else getattr(self.manager, "bus", None))
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         try:

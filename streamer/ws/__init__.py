@@ -1,6 +1,8 @@
-"""WebSocket broadcast of quotes, market status and alerts; the protocol is in docs/websocket-api.md."""
+"""WebSocket transport of the streaming core; the protocol is in docs/websocket-api.md."""
 
-from .protocol import PROTOCOL_VERSION, ErrorCode
+from streamer.stream.messages import PROTOCOL_VERSION
+from streamer.stream.protocol import ErrorCode
+
 from .server import WebSocketServer
 
 __all__ = ["PROTOCOL_VERSION", "ErrorCode", "WebSocketServer"]

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .protocol import RateLimit
+from streamer.stream.protocol import RateLimit
 
 log = logging.getLogger("streamer.ws")
 
@@ -60,7 +60,7 @@ class AcceptPacer:
         self._sockets: list[socket.socket] = []
         self._factory: Callable[[], asyncio.Protocol] | None = None
         self._open_options: dict[str, Any] = {}
-        self._opening: set[asyncio.Task] = set()  # accepted connections being handed to the factory's protocol
+        self._opening: set[asyncio.Task[None]] = set()  # accepted connections being handed to the factory's protocol
         self._resume: asyncio.TimerHandle | None = None
 
     @property

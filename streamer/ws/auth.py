@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 import aiohttp
 from pydantic import SecretStr
 from websockets.asyncio.server import ServerConnection
+from websockets.typing import Origin
 
-from .protocol import Auth, ProtocolViolation, parse
+from streamer.stream.protocol import Auth, ProtocolViolation, parse
 
 log = logging.getLogger("streamer.ws")
 
@@ -53,14 +54,14 @@ async def presented_token(conn: ServerConnection, timeout: float) -> str | None:
     return message.token if isinstance(message, Auth) else None
 
 
-def origins(allowed: Sequence[str]) -> list[str | None] | None:
+def origins(allowed: Sequence[str]) -> list[Origin | None] | None:
     """The `origins` argument of websockets' `serve`: None accepts any; a list also admits no Origin at all.
 
     Browsers always send Origin; other clients (scripts, servers) usually do not, and cannot be stopped
     by an Origin check anyway, so a missing Origin is allowed and left to token authentication."""
     if not allowed:
         return None
-    return [o.rstrip("/") for o in allowed] + [None]
+    return [Origin(o.rstrip("/")) for o in allowed] + [None]
 
 
 class RedactTokens(logging.Filter):

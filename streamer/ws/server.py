@@ -1,4 +1,6 @@
-"""`WebSocketServer`: the I/O around `protocol` and `history` — connections, auth, fan-out, limits, keepalive.
+"""`WebSocketServer`: the WebSocket transport of the streaming core (streamer/stream/). It listens, admits and
+authenticates connections, hands each client's messages to its `Session` and moves the resulting messages to
+the socket, with the counters and metrics; what to send is decided by the core.
 
 Fan-out writes each message, framed once, straight to every transport in one synchronous pass (as
 websockets' `broadcast` does) instead of a queue and task per client; a transport whose unsent bytes would
@@ -7,11 +9,12 @@ pass `send_buffer` belongs to a client that cannot keep up, and it is closed (10
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -19,20 +22,25 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.protocol import OPEN
 
-from streamer import __version__
-from streamer.bus import EventBus, Overflow, Subscription
+from streamer import __version__, compat
+from streamer.bus import EventBus
 from streamer.config import WebSocketConfig
-from streamer.events import EventType, MarketStatusChanged, QuoteBatch
 from streamer.metrics import COMPONENTS, WS_CLIENTS_CLOSED, WS_MESSAGES_DROPPED, WS_MESSAGES_SENT
-from streamer.model import MarketStatus, format_timestamp, utc_now
+from streamer.stream.core import StreamCore
+from streamer.stream.history import History
+from streamer.stream.hub import Hub, Policy
+from streamer.stream.local import LocalFeed
+from streamer.stream.messages import Message
+from streamer.stream.protocol import CloseReason
+from streamer.stream.session import Action, Close, Replay, Send, Session
 
-from . import protocol as p
 from .admission import AcceptPacer, listening_sockets
 from .auth import Authenticator, origins, presented_token, wire_logger
-from .history import FutureSeq, Groups, History, ResyncReason
 
 log = logging.getLogger("streamer.ws")
 OPEN_TIMEOUT = 10.0  # websockets' default opening-handshake timeout, applied to TLS handshakes too
+
+Client = Session[ServerConnection]
 
 
 class _Connection(ServerConnection):
@@ -40,21 +48,7 @@ class _Connection(ServerConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        # CPython 3.11's socket transport holds a bound method of itself (`_read_ready_cb`), so every closed
-        # connection stayed a cycle (with its socket) until a full collection: under churn, thousands freed in
-        # one 100+ ms pause (docs/reliability.md, Load). Its reader is already removed when this runs.
-        if hasattr(self.transport, "_read_ready_cb"):
-            self.transport._read_ready_cb = None
-
-
-class _Client:
-    __slots__ = ("conn", "key", "live", "rate")
-
-    def __init__(self, conn: ServerConnection, rate: p.RateLimit) -> None:
-        self.conn = conn
-        self.key: frozenset[str] = p.NOTHING
-        self.rate = rate
-        self.live = False  # in a fan-out group (False while replaying missed batches)
+        compat.release_reader(self)  # its reader is already removed when this runs
 
 
 def _frame(payload: bytes) -> bytes:
@@ -63,7 +57,9 @@ def _frame(payload: bytes) -> bytes:
 
 
 class WebSocketServer:
-    """Streams quote batches to WebSocket clients; a `Sink` for the manager (`start`, `stop`, `status`)."""
+    """Streams the core's messages to WebSocket clients; a manager component (`start`, `stop`, `status`).
+
+    Without a `core` it keeps one of its own, fed from the bus it is started with (tests, benchmarks)."""
 
     name = "websocket"
 
@@ -71,6 +67,7 @@ class WebSocketServer:
         self,
         config: WebSocketConfig,
         *,
+        core: StreamCore | None = None,
         pocketbase_url: str | None = None,
         symbols: Iterable[str] | None = None,
         auth_timeout: float = 5.0,
@@ -78,38 +75,26 @@ class WebSocketServer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self.universe = frozenset(s.strip().upper() for s in symbols) if symbols is not None else None
         self.auth_timeout = auth_timeout
         self.close_timeout = close_timeout
         self.clock = clock
-        self.history = History(config.history_size)
-        self.market_status: MarketStatus | None = None
+        self.core = core or StreamCore(config.history_size)
+        self._feed = LocalFeed(self.core) if core is None else None
+        policy = Policy(
+            universe=_universe(symbols),
+            max_subscriptions=config.max_subscriptions,
+            messages_per_second=config.max_messages_per_second,
+            authenticated=config.require_auth,
+        )
+        self.hub: Hub[ServerConnection] = Hub(self.core, self._deliver, policy)
         self.auth = Authenticator(config.tokens, pocketbase_url=pocketbase_url if config.pocketbase_auth else None)
         self.port: int | None = None
-        self.counters = dict.fromkeys(
-            (
-                "connections",
-                "messages_sent",
-                "dropped",
-                "errors_sent",
-                "rate_limited",
-                "auth_refused",
-                "closed_slow",
-                "closed_rate_limited",
-                "recovered",
-                "resynced",
-                "paced",
-            ),
-            0,
-        )
-        self._clients: set[_Client] = set()
-        self._groups = Groups(self.history)
+        counted = ("connections", "messages_sent", "dropped", "auth_refused", "closed_slow", "closed_rate_limited")
+        self._counted = dict.fromkeys((*counted, "paced"), 0)  # the transport's own; the hub counts the rest
         self._server: Server | None = None
         self._sockets: list[socket.socket] = []
         # Connection storms queue in the kernel instead of starving connected clients and the HTTP API.
-        self.pacer = AcceptPacer(config.max_connects_per_second, self.counters, clock)
-        self._bus: EventBus | None = None
-        self._sub: Subscription | None = None
+        self.pacer = AcceptPacer(config.max_connects_per_second, self._counted, clock)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -118,6 +103,10 @@ class WebSocketServer:
         scheme = "wss" if self.config.tls_cert else "ws"
         host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
         return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def history(self) -> History:
+        return self.core.history
 
     async def start(self, bus: EventBus) -> None:
         cfg = self.config
@@ -145,26 +134,16 @@ class WebSocketServer:
             logger=wire_logger(),
         )
         tls_options = {"ssl": tls, "ssl_handshake_timeout": OPEN_TIMEOUT, "ssl_shutdown_timeout": self.close_timeout}
-        # asyncio.Server has no public accessor for the factory websockets gave it.
-        self.pacer.start(sockets, self._server.server._protocol_factory, **(tls_options if tls else {}))
+        self.pacer.start(sockets, compat.protocol_factory(self._server), **(tls_options if tls else {}))
         self._sockets = sockets
         self.port = sockets[0].getsockname()[1]
-        self._bus = bus
-        self._sub = bus.subscribe(
-            self.name,
-            self._on_event,
-            [EventType.STOCK_UPDATE, EventType.MARKET_STATUS, EventType.ALERT],
-            maxsize=1000,
-            overflow=Overflow.DROP_OLDEST,
-            # Fan out before the storage sinks append the batch to their outboxes (JSON
-            # and SQLite, a few ms per cycle): clients should not wait for that.
-            priority=-1,
-        )
+        if self._feed is not None:
+            await self._feed.start(bus)
         COMPONENTS.register(self.name, self._gauges)
         log.info(
             "ws.listening url=%s epoch=%s auth=%s origins=%s",
             self.url,
-            self.history.epoch,
+            self.core.history.epoch,
             "required" if cfg.require_auth else "off",
             ",".join(cfg.allowed_origins) or "any",
         )
@@ -173,127 +152,86 @@ class WebSocketServer:
         """Close every client with 1001 "server shutting down" within `timeout`, then stop listening."""
         COMPONENTS.unregister(self.name)
         await self.pacer.stop(timeout)
-        if self._bus is not None and self._sub in self._bus.subscriptions:
-            await self._bus.unsubscribe(self._sub)
+        if self._feed is not None:
+            await self._feed.stop(timeout)
         # Closing a listening socket resets the connections still waiting to be accepted; websockets' server
         # closes the first one, which it was given.
         for sock in self._sockets[1:]:
             sock.close()
         if self._server is not None:
-            WS_CLIENTS_CLOSED.labels("shutdown").inc(len(self._clients))
-            self._server.close(code=p.CloseReason.SHUTDOWN[0], reason=p.CloseReason.SHUTDOWN[1])
+            WS_CLIENTS_CLOSED.labels("shutdown").inc(len(self.hub.sessions))
+            self._server.close(code=CloseReason.SHUTDOWN[0], reason=CloseReason.SHUTDOWN[1])
             try:
                 await asyncio.wait_for(self._server.wait_closed(), timeout)
             except TimeoutError:
                 # Clients that do not answer the close (not reading) are cut off.
-                for conn in list(self._server.all_connections):
-                    conn.transport.abort()
+                for conn in list(compat.every_connection(self._server)):
+                    compat.transport(conn).abort()
                 await asyncio.wait_for(self._server.wait_closed(), self.close_timeout)
         await self.auth.close()
         log.info("ws.stopped %s", " ".join(f"{k}={v}" for k, v in self.counters.items()))
 
     def replace_universe(self, symbols: Iterable[str]) -> None:
         """The symbols clients may subscribe to from now on (config reload); connected clients stay."""
-        self.universe = frozenset(s.strip().upper() for s in symbols)
+        self.hub.policy = dataclasses.replace(self.hub.policy, universe=_universe(symbols))
 
     def status(self) -> dict[str, Any]:
+        h = self.core.history
         return {
             "state": "listening" if self.pacer.accepting else "stopped",
             "url": self.url if self.port else None,
-            "clients": len(self._clients),
-            "groups": len(self._groups),
-            "epoch": self.history.epoch,
-            "seq": self.history.seq,
-            "history_depth": self.history.depth,
-            "history_size": self.history.size,
+            "clients": len(self.hub.sessions),
+            "groups": len(self.hub.groups),
+            "epoch": h.epoch,
+            "seq": h.seq,
+            "history_depth": h.depth,
+            "history_size": h.size,
             **self.counters,
         }
 
-    def _gauges(self):
-        yield "streamer_ws_clients", "Connected WebSocket clients", {}, float(len(self._clients))
+    @property
+    def counters(self) -> dict[str, int]:
+        return {**self._counted, **dataclasses.asdict(self.hub.stats)}
 
-    # --- bus side: fan-out -----------------------------------------------------------------------
+    def _gauges(self) -> Iterator[tuple[str, str, dict[str, str], float]]:
+        yield "streamer_ws_clients", "Connected WebSocket clients", {}, float(len(self.hub.sessions))
 
-    async def _on_event(self, event: Any) -> None:
-        if event.type is EventType.STOCK_UPDATE:
-            self._publish_batch(event)
-        elif event.type is EventType.MARKET_STATUS:
-            self._publish_market_status(event)
-        elif event.type is EventType.ALERT:
-            self._publish_alert(event)
+    # --- writing -----------------------------------------------------------------------------------
 
-    def _publish_batch(self, batch: QuoteBatch) -> None:
-        self.market_status = batch.market_status
-        quotes = {u.symbol: p.encode(u.to_dict()) for u in batch.updates}
-        if not quotes:
-            return
-        entry = self.history.append(format_timestamp(batch.ready_at), quotes)
-        for group, selected, prev_seq in self._groups.plan(entry):
-            self._fan_out(
-                group.members,
-                p.stock_updates(
-                    seq=entry.seq,
-                    prev_seq=prev_seq,
-                    epoch=self.history.epoch,
-                    timestamp=entry.timestamp,
-                    quotes=selected,
-                ),
-                "stock_updates",
-            )
-
-    def _publish_market_status(self, event: MarketStatusChanged) -> None:
-        self.market_status = event.status
-        self._fan_out(self._clients, p.market_status(timestamp=_now(), data=event.to_dict()), "market_status")
-
-    def _publish_alert(self, event: Any) -> None:
-        symbol = getattr(event, "symbol", None)
-        payload = p.alert(timestamp=_now(), symbol=symbol, data=event.to_dict())
-        if symbol is None:  # a system condition, not about a symbol: everyone is told
-            self._fan_out(self._clients, payload, "alert")
-            return
-        for group in self._groups.following(symbol):
-            self._fan_out(group.members, payload, "alert")
-
-    def _fan_out(self, clients: Iterable[_Client], payload: bytes, kind: str) -> None:
-        frame = _frame(payload)
+    def _deliver(self, clients: Collection[Client], message: Message) -> None:
+        frame = _frame(message.payload)
         sent = sum(self._write(c, frame) for c in list(clients))
         if sent:
-            WS_MESSAGES_SENT.labels(kind).inc(sent)
-            self.counters["messages_sent"] += sent
+            WS_MESSAGES_SENT.labels(message.kind.value).inc(sent)
+            self._counted["messages_sent"] += sent
 
-    def _write(self, client: _Client, frame: bytes) -> bool:
+    def _write(self, client: Client, frame: bytes) -> bool:
         """Write a framed message without waiting; a client whose backlog would pass `send_buffer` is closed."""
-        conn = client.conn
-        if conn.protocol.state is not OPEN:
+        conn = client.peer
+        if conn.state is not OPEN:
             return False
-        transport = conn.transport
+        transport = compat.transport(conn)
         backlog = transport.get_write_buffer_size()
         # An empty backlog always takes the frame, so one message larger than the limit reaches a healthy client.
         if backlog and backlog + len(frame) > self.config.send_buffer:
             WS_MESSAGES_DROPPED.inc()
-            self.counters["dropped"] += 1
-            self._evict(client, p.CloseReason.SLOW, "slow", backlog=backlog)
+            self._counted["dropped"] += 1
+            self._evict(client, CloseReason.SLOW, "slow", backlog=backlog)
             return False
         transport.write(frame)
         return True
 
-    def _reply(self, client: _Client, payload: bytes, kind: str) -> None:
-        if self._write(client, _frame(payload)):
-            WS_MESSAGES_SENT.labels(kind).inc()
-            self.counters["messages_sent"] += 1
-
-    def _evict(self, client: _Client, close: tuple[int, str], reason: str, **details: Any) -> None:
+    def _evict(self, client: Client, close: tuple[int, str], reason: str, **details: object) -> None:
         """Close now without awaiting the client: the close frame queues behind what it has not read yet."""
-        self._leave(client)
-        conn = client.conn
-        if conn.protocol.state is not OPEN:
+        client.close()
+        conn = client.peer
+        if conn.state is not OPEN:
             return
-        conn.protocol.fail(*close)
-        conn.send_data()
+        compat.fail(conn, *close)
         # A client that never reads never completes the close: cut it off after close_timeout.
-        asyncio.get_running_loop().call_later(self.close_timeout, conn.transport.abort)
+        asyncio.get_running_loop().call_later(self.close_timeout, compat.transport(conn).abort)
         WS_CLIENTS_CLOSED.labels(reason).inc()
-        self.counters[f"closed_{reason}"] += 1
+        self._counted[f"closed_{reason}"] += 1
         log.warning(
             "ws.client_closed id=%s peer=%s code=%d reason=%s%s",
             conn.id,
@@ -303,232 +241,69 @@ class WebSocketServer:
             "".join(f" {k}={v}" for k, v in details.items()),
         )
 
-    def _join(self, client: _Client, key: frozenset[str]) -> None:
-        self._leave(client)
-        client.key = self._groups.join(client, key) if key else p.NOTHING
-        client.live = bool(key)
+    async def _perform(self, client: Client, actions: list[Action]) -> None:
+        """Carry out a session's actions in order; a replay is sent with backpressure, then catch-up continues."""
+        while actions:
+            replayed = False
+            for action in actions:
+                if isinstance(action, Send):
+                    self._deliver((client,), action.message)
+                elif isinstance(action, Replay):
+                    for message in action.messages:
+                        await client.peer.send(message.payload, text=True)
+                        WS_MESSAGES_SENT.labels(message.kind.value).inc()
+                        self._counted["messages_sent"] += 1
+                    replayed = True
+                elif isinstance(action, Close):
+                    self._evict(client, (action.code, action.reason), action.cause)
+            actions = client.catch_up() if replayed else []
 
-    def _leave(self, client: _Client) -> None:
-        if client.live:
-            self._groups.leave(client, client.key)
-            client.live = False
-
-    # --- connection side -------------------------------------------------------------------------
+    # --- connections -------------------------------------------------------------------------------
 
     async def _handle(self, conn: ServerConnection) -> None:
-        client = _Client(conn, p.RateLimit(self.config.max_messages_per_second, self.clock()))
-        self.counters["connections"] += 1
+        self._counted["connections"] += 1
         try:
-            if not await self._admit(client):
+            if not await self._admit(conn):
                 return
-            self._clients.add(client)
-            log.debug("ws.connect id=%s peer=%s clients=%d", conn.id, _peer(conn), len(self._clients))
-            self._reply(
-                client,
-                p.connection(
-                    version=__version__,
-                    epoch=self.history.epoch,
-                    seq=self.history.seq,
-                    timestamp=_now(),
-                    market_status=self._market_status(),
-                    authenticated=self.config.require_auth,
-                ),
-                "connection",
-            )
+        except ConnectionClosed:  # gone before presenting a token
+            return
+        client = self.hub.open(conn, self.clock())
+        self.hub.attach(client)
+        log.debug("ws.connect id=%s peer=%s clients=%d", conn.id, _peer(conn), len(self.hub.sessions))
+        try:
+            self._deliver((client,), client.hello())
             async for raw in conn:
-                replay = self._dispatch(client, raw)
-                if replay is not None:
-                    await self._catch_up(client, replay)
+                await self._perform(client, client.receive(raw, self.clock()))
         except ConnectionClosed:
             pass
         finally:
-            self._leave(client)
-            self._clients.discard(client)
+            client.close()
             log.debug(
                 "ws.disconnect id=%s peer=%s code=%s clients=%d",
                 conn.id,
                 _peer(conn),
                 conn.close_code,
-                len(self._clients),
+                len(self.hub.sessions),
             )
 
-    async def _admit(self, client: _Client) -> bool:
+    async def _admit(self, conn: ServerConnection) -> bool:
         if not self.config.require_auth:
             return True
-        conn = client.conn
         token = await presented_token(conn, self.auth_timeout)
-        close = p.CloseReason.AUTH_REQUIRED
+        close = CloseReason.AUTH_REQUIRED
         if token is not None:
             if token and await self.auth.check(token):
                 return True
-            close = p.CloseReason.AUTH_FAILED
-        self.counters["auth_refused"] += 1
+            close = CloseReason.AUTH_FAILED
+        self._counted["auth_refused"] += 1
         WS_CLIENTS_CLOSED.labels("auth").inc()
         log.info("ws.auth_refused id=%s peer=%s reason=%s", conn.id, _peer(conn), close[1])
         await conn.close(*close)
         return False
 
-    def _dispatch(self, client: _Client, raw: str | bytes) -> int | None:
-        """Handle one client message; returns a seq to replay from when the client resumes."""
-        verdict = client.rate.check(self.clock())
-        if verdict is not p.Verdict.ALLOW:
-            self.counters["rate_limited"] += 1
-            if verdict is p.Verdict.WARN:
-                self._error(
-                    client,
-                    p.ErrorCode.RATE_LIMITED,
-                    f"more than {self.config.max_messages_per_second:g} messages per second; slow down",
-                )
-            elif verdict is p.Verdict.CLOSE:
-                self._evict(client, p.CloseReason.RATE_LIMIT, "rate_limited")
-            return None
-        try:
-            message = p.parse(raw)
-            if isinstance(message, p.Subscribe):
-                return self._subscribe(client, message)
-            if isinstance(message, p.Unsubscribe):
-                change = p.unsubscribe(client.key, message.symbols, universe=self.universe)
-                self._join(client, change.key)
-                self._reply(
-                    client,
-                    p.subscription_confirmed(
-                        key=client.key, epoch=self.history.epoch, seq=self.history.seq, timestamp=_now(), snapshot=[]
-                    ),
-                    "subscription_confirmed",
-                )
-            elif isinstance(message, p.StatusRequest):
-                self._reply(
-                    client,
-                    p.status(
-                        key=client.key,
-                        timestamp=_now(),
-                        clients=len(self._clients),
-                        epoch=self.history.epoch,
-                        seq=self.history.seq,
-                        history=self.history.depth,
-                        market_status=self._market_status(),
-                        version=__version__,
-                    ),
-                    "status",
-                )
-            elif isinstance(message, p.Ping):
-                self._reply(client, p.pong(timestamp=_now(), ping_id=message.id), "pong")
-            elif isinstance(message, p.Auth):
-                raise p.ProtocolViolation(
-                    p.ErrorCode.ALREADY_AUTHENTICATED, "already admitted; auth is only accepted as the first message"
-                )
-        except p.ProtocolViolation as v:
-            self._error(client, v.code, v.message)
-        return None
 
-    def _subscribe(self, client: _Client, message: p.Subscribe) -> int | None:
-        change = p.subscribe(client.key, message.symbols, universe=self.universe, limit=self.config.max_subscriptions)
-        if change.unknown:
-            self._error(
-                client,
-                p.ErrorCode.UNKNOWN_SYMBOLS,
-                "not followed by this server: " + " ".join(change.unknown),
-                symbols=list(change.unknown),
-            )
-        history, key = self.history, change.key
-        outcome: list | ResyncReason | None = None
-        if message.since_seq is not None:
-            try:
-                outcome = history.resume(message.since_seq, message.epoch or "")
-            except FutureSeq as e:
-                raise p.ProtocolViolation(p.ErrorCode.INVALID_MESSAGE, str(e)) from None
-        if isinstance(outcome, list):
-            self._leave(client)
-            client.key = key
-            missed = sum(1 for e in outcome if e.matches(key))
-            self.counters["recovered"] += 1
-            self._reply(
-                client,
-                p.subscription_confirmed(
-                    key=key,
-                    epoch=history.epoch,
-                    seq=message.since_seq,
-                    timestamp=_now(),
-                    snapshot=[],
-                    recovered=True,
-                    replay=missed,
-                ),
-                "subscription_confirmed",
-            )
-            return message.since_seq
-        self._join(client, key)
-        if outcome is None:
-            self._reply(
-                client,
-                p.subscription_confirmed(
-                    key=client.key,
-                    epoch=history.epoch,
-                    seq=history.seq,
-                    timestamp=_now(),
-                    snapshot=history.snapshot(key),
-                ),
-                "subscription_confirmed",
-            )
-        else:
-            self._resync(client, outcome)
-        return None
-
-    def _resync(self, client: _Client, reason: ResyncReason) -> None:
-        self.counters["resynced"] += 1
-        self._reply(
-            client,
-            p.resync(
-                reason=reason.value,
-                key=client.key,
-                epoch=self.history.epoch,
-                seq=self.history.seq,
-                timestamp=_now(),
-                snapshot=self.history.snapshot(client.key),
-            ),
-            "resync",
-        )
-
-    async def _catch_up(self, client: _Client, last: int) -> None:
-        """Send the batches after `last` with backpressure, then join live fan-out with no batch in between."""
-        prev = last
-        while True:
-            entries = self.history.after(last)
-            if entries is None:  # the replay fell behind the history's end
-                self._join(client, client.key)
-                self._resync(client, ResyncReason.HISTORY_EXCEEDED)
-                return
-            if not entries:
-                # No await since `after()`: no batch can be published between this check and joining.
-                self._join(client, client.key)
-                return
-            for entry in entries:
-                selected = entry.select(client.key)
-                if selected:
-                    await client.conn.send(
-                        p.stock_updates(
-                            seq=entry.seq,
-                            prev_seq=prev,
-                            epoch=self.history.epoch,
-                            timestamp=entry.timestamp,
-                            quotes=selected,
-                        ),
-                        text=True,
-                    )
-                    WS_MESSAGES_SENT.labels("stock_updates").inc()
-                    self.counters["messages_sent"] += 1
-                    prev = entry.seq
-                last = entry.seq
-
-    def _error(self, client: _Client, code: p.ErrorCode, message: str, **extra: Any) -> None:
-        self.counters["errors_sent"] += 1
-        self._reply(client, p.error(code, message, timestamp=_now(), **extra), "error")
-
-    def _market_status(self) -> str | None:
-        return self.market_status.value if self.market_status else None
-
-
-def _now() -> str:
-    return format_timestamp(utc_now())
+def _universe(symbols: Iterable[str] | None) -> frozenset[str] | None:
+    return frozenset(s.strip().upper() for s in symbols) if symbols is not None else None
 
 
 def _peer(conn: ServerConnection) -> str:

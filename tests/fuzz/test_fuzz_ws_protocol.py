@@ -8,7 +8,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamer.ws import protocol as p
+from streamer.stream import messages
+from streamer.stream import protocol as p
 from tests.fuzz.conftest import FUZZ, TRIED
 
 UNIVERSE = frozenset({"PKN", "PKO", "KGH", "CDR", "WIG20"})
@@ -70,5 +71,5 @@ def test_any_frame_is_handled_or_refused_with_a_named_reason(sequence):
             assert isinstance(v.code, p.ErrorCode)
             assert any(n in v.message for n in NAMES), v.message
             assert len(v.message) < 300  # a refusal never echoes a huge frame back
-            p.error(v.code, v.message, timestamp="t")  # and it can always be answered
+            messages.error(v.code, v.message, timestamp="t")  # and it can always be answered
         assert key is p.ALL or (key <= UNIVERSE and len(key) <= 3)

@@ -5,63 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 
 from streamer.config import WebSocketConfig
+from streamer.stream.feed import NumberedBatch
+from streamer.stream.keys import covers
 from streamer.ws import WebSocketServer
 
 from . import OPEN, PRICES, SECURITIES, running
-
-
-@dataclass
-class Event:
-    event: str
-    id: str | None
-    data: Any
-
-
-class SseClient:
-    """Reads `text/event-stream` per the HTML spec: fields until a blank line; comment lines are kept apart."""
-
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
-        self.resp = resp
-        self.comments: list[str] = []
-        self.retry: int | None = None
-
-    async def next(self, timeout: float = 5.0) -> Event:
-        fields: dict[str, str] = {}
-        data: list[str] = []
-        async with asyncio.timeout(timeout):
-            while True:
-                raw = await self.resp.content.readline()
-                if not raw:
-                    raise EOFError("the server ended the stream")
-                line = raw.decode().rstrip("\r\n")
-                if not line:
-                    if data:
-                        return Event(fields.get("event", "message"), fields.get("id"), json.loads("\n".join(data)))
-                    fields.clear()
-                    continue
-                if line.startswith(":"):
-                    self.comments.append(line[1:].strip())
-                    continue
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if name == "data":
-                    data.append(value)
-                elif name == "retry":
-                    self.retry = int(value)
-                else:
-                    fields[name] = value
-
-    async def next_of(self, kind: str, timeout: float = 5.0) -> Event:
-        """The next event of type `kind`, skipping others (market_status, alert)."""
-        while (e := await self.next(timeout)).event != kind:
-            pass
-        return e
+from .sse_client import SseClient
 
 
 def ws_server(history_size: int = 1000) -> WebSocketServer:
@@ -70,7 +23,7 @@ def ws_server(history_size: int = 1000) -> WebSocketServer:
 
 async def test_a_fresh_client_gets_a_snapshot_then_batches_numbered_like_the_websocket_server():
     ws = ws_server()
-    async with running(sinks=[ws], history=ws.history) as env:
+    async with running(sinks=[ws], stream=ws.core) as env:
         async with env.http.get("/api/v1/stream") as resp:
             assert resp.status == 200
             assert resp.headers["Content-Type"].startswith("text/event-stream")
@@ -93,7 +46,7 @@ async def test_a_fresh_client_gets_a_snapshot_then_batches_numbered_like_the_web
 async def test_last_event_id_replays_exactly_the_missed_batches_for_the_clients_symbols():
     ws = ws_server()
     key = {"PKN", "PKO"}
-    async with running(sinks=[ws], history=ws.history) as env:
+    async with running(sinks=[ws], stream=ws.core) as env:
         params = {"symbols": ",".join(sorted(key))}
         async with env.http.get("/api/v1/stream", params=params) as resp:
             sse = SseClient(resp)
@@ -108,7 +61,7 @@ async def test_last_event_id_replays_exactly_the_missed_batches_for_the_clients_
         for symbol, step in moves:
             env.tape.set(symbol, PRICES[symbol] + step)
             await env.cycle()
-        missed = [e for e in ws.history.after(last_seq) if e.matches(frozenset(key))]
+        missed = [e for e in ws.history.after(last_seq) if covers(e, frozenset(key))]
         assert len(missed) == sum(1 for s, _ in moves if s in key)
 
         async with env.http.get("/api/v1/stream", params=params, headers={"Last-Event-ID": seen.id}) as resp:
@@ -131,7 +84,7 @@ async def test_last_event_id_replays_exactly_the_missed_batches_for_the_clients_
 
 async def test_an_unknown_epoch_or_a_lost_history_answers_resync_with_a_snapshot():
     ws = ws_server(history_size=2)
-    async with running(sinks=[ws], history=ws.history) as env:
+    async with running(sinks=[ws], stream=ws.core) as env:
         async with env.http.get("/api/v1/stream", headers={"Last-Event-ID": "someotherepoch:1"}) as resp:
             resync = await SseClient(resp).next()
         assert resync.event == "resync" and resync.data["reason"] == "epoch_changed"
@@ -165,6 +118,17 @@ async def test_without_a_websocket_server_the_stream_numbers_batches_itself_and_
             missed = await SseClient(resp).next()
         assert missed.event == "stock_updates" and missed.id == f"{history.epoch}:{history.seq}"
         assert [q["symbol"] for q in missed.data["data"]] == ["CDR"]
+
+
+async def test_a_new_epoch_reaches_open_streams_as_a_resync():
+    async with running() as env:
+        async with env.http.get("/api/v1/stream", params={"symbols": "PKN"}) as resp:
+            sse = SseClient(resp)
+            await sse.next_of("snapshot")
+            # What a broker that lost its history publishes: a new epoch, its first batch seeded with the quotes.
+            env.api.hub.core.feed(NumberedBatch("e2", 1, "2026-01-05T09:00:00.000Z", {"PKN": b'{"symbol":"PKN"}'}))
+            resync = await sse.next_of("resync")
+    assert (resync.id, resync.data["reason"], resync.data["snapshot"]) == ("e2:1", "epoch_changed", [{"symbol": "PKN"}])
 
 
 async def test_keepalive_comments_and_market_status_events():

@@ -66,7 +66,7 @@ async def test_2000_clients_churning_while_quotes_stream(record_property):
         HttpConfig.model_construct(enabled=True, host="127.0.0.1", port=0),
         manager=manager,
         securities=[Security(s, s, "stock") for s in SYMBOLS],
-        history=ws.history,
+        stream=ws.core,
         components=[ws],
     )
     await ws.start(manager.bus)

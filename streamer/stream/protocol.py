@@ -1,26 +1,20 @@
-"""The WebSocket API without I/O: client messages parsed and validated, server messages built as JSON bytes,
-error codes, and the per-client subscription state and message budget."""
+"""The client side of the stream protocol without I/O: client messages parsed and validated, error codes, close
+reasons, subscription changes and the per-client message budget. What the server sends is in `messages`."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from enum import Enum, StrEnum
+from enum import StrEnum
 from typing import Any, Final
 
-from streamer.model import format_timestamp
+from .keys import ALL, NOTHING, Key
 
-PROTOCOL_VERSION: Final = 1
 MAX_SYMBOL_LENGTH: Final = 32
 MAX_PING_ID_LENGTH: Final = 128
-
-# Subscription key meaning "every symbol"; "*" can never be a valid symbol, so it cannot collide.
-ALL: Final = frozenset({"*"})
-NOTHING: Final = frozenset()
 
 _SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9._-]*")
 
@@ -157,13 +151,11 @@ def _symbols(obj: dict[str, Any]) -> tuple[str, ...] | None:
 class Change:
     """What a subscribe or unsubscribe did: the new key and the symbols it refused as unknown."""
 
-    key: frozenset[str]
+    key: Key
     unknown: tuple[str, ...] = ()
 
 
-def subscribe(
-    key: frozenset[str], symbols: Sequence[str] | None, *, universe: frozenset[str] | None, limit: int
-) -> Change:
+def subscribe(key: Key, symbols: Sequence[str] | None, *, universe: frozenset[str] | None, limit: int) -> Change:
     """The key after subscribing `symbols` (None = all); known symbols are added even when some are unknown."""
     if symbols is None:
         return Change(ALL)
@@ -179,7 +171,7 @@ def subscribe(
     return Change(frozenset(wanted), unknown)
 
 
-def unsubscribe(key: frozenset[str], symbols: Sequence[str] | None, *, universe: frozenset[str] | None) -> Change:
+def unsubscribe(key: Key, symbols: Sequence[str] | None, *, universe: frozenset[str] | None) -> Change:
     """The key after unsubscribing `symbols` (None = everything)."""
     if symbols is None:
         return Change(NOTHING)
@@ -192,10 +184,6 @@ def unsubscribe(key: frozenset[str], symbols: Sequence[str] | None, *, universe:
             )
         key = universe
     return Change(key.difference(symbols))
-
-
-def matches(key: frozenset[str], symbol: str) -> bool:
-    return key is ALL or symbol in key
 
 
 class Verdict(StrEnum):
@@ -240,135 +228,3 @@ class RateLimit:
         if self.strikes >= self.max_strikes:
             return Verdict.CLOSE
         return Verdict.WARN if self.strikes == 1 else Verdict.REFUSE
-
-
-# --- server -> client ---------------------------------------------------------------------------
-
-
-def _plain(value: Any) -> Any:
-    # Event payloads (alerts) may carry datetimes or enums; give them their JSON form rather than failing.
-    if isinstance(value, datetime):
-        return format_timestamp(value)
-    if isinstance(value, Enum):
-        return value.value
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def encode(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_plain).encode()
-
-
-def _with_array(head: dict[str, Any], name: str, items: Iterable[bytes]) -> bytes:
-    # Splice pre-encoded JSON items into the object, so each quote is serialised once, not once per message.
-    return encode(head)[:-1] + b',"' + name.encode() + b'":[' + b",".join(items) + b"]}"
-
-
-def _key_fields(key: frozenset[str]) -> dict[str, Any]:
-    return {"all": key is ALL, "symbols": [] if key is ALL else sorted(key)}
-
-
-def connection(
-    *, version: str, epoch: str, seq: int, timestamp: str, market_status: str | None, authenticated: bool
-) -> bytes:
-    return encode(
-        {
-            "type": "connection",
-            "status": "connected",
-            "server": "stock-streamer",
-            "version": version,
-            "protocol": PROTOCOL_VERSION,
-            "timestamp": timestamp,
-            "epoch": epoch,
-            "seq": seq,
-            "market_status": market_status,
-            "authenticated": authenticated,
-            "message": "Connected to the stock-streamer WebSocket API; send subscribe to receive quotes",
-        }
-    )
-
-
-def stock_updates(*, seq: int, prev_seq: int, epoch: str, timestamp: str, quotes: Sequence[bytes]) -> bytes:
-    return _with_array(
-        {
-            "type": "stock_updates",
-            "timestamp": timestamp,
-            "seq": seq,
-            "prev_seq": prev_seq,
-            "epoch": epoch,
-            "count": len(quotes),
-        },
-        "data",
-        quotes,
-    )
-
-
-def subscription_confirmed(
-    *,
-    key: frozenset[str],
-    epoch: str,
-    seq: int,
-    timestamp: str,
-    snapshot: Sequence[bytes],
-    recovered: bool = False,
-    replay: int = 0,
-) -> bytes:
-    head = {
-        "type": "subscription_confirmed",
-        "timestamp": timestamp,
-        **_key_fields(key),
-        "epoch": epoch,
-        "seq": seq,
-        "recovered": recovered,
-        "replay": replay,
-    }
-    return _with_array(head, "snapshot", snapshot)
-
-
-def resync(
-    *, reason: str, key: frozenset[str], epoch: str, seq: int, timestamp: str, snapshot: Sequence[bytes]
-) -> bytes:
-    head = {"type": "resync", "timestamp": timestamp, "reason": reason, **_key_fields(key), "epoch": epoch, "seq": seq}
-    return _with_array(head, "snapshot", snapshot)
-
-
-def status(
-    *,
-    key: frozenset[str],
-    timestamp: str,
-    clients: int,
-    epoch: str,
-    seq: int,
-    history: int,
-    market_status: str | None,
-    version: str,
-) -> bytes:
-    return encode(
-        {
-            "type": "status",
-            "timestamp": timestamp,
-            "subscriptions": _key_fields(key),
-            "clients": clients,
-            "epoch": epoch,
-            "seq": seq,
-            "history": history,
-            "market_status": market_status,
-            "version": version,
-            "protocol": PROTOCOL_VERSION,
-        }
-    )
-
-
-def market_status(*, timestamp: str, data: dict[str, Any]) -> bytes:
-    return encode({"type": "market_status", "timestamp": timestamp, "data": data})
-
-
-def alert(*, timestamp: str, symbol: str, data: dict[str, Any]) -> bytes:
-    return encode({"type": "alert", "timestamp": timestamp, "symbol": symbol, "data": data})
-
-
-def pong(*, timestamp: str, ping_id: str | int | float | None) -> bytes:
-    return encode({"type": "pong", "timestamp": timestamp, "id": ping_id})
-
-
-def error(code: ErrorCode, message: str, *, timestamp: str, **extra: Any) -> bytes:
-    return encode({"type": "error", "timestamp": timestamp, "code": code.value, "message": message, **extra})

@@ -87,11 +87,12 @@ def test_check_config_prints_the_url_without_its_password(tmp_path):
 @pytest.fixture
 def restore_logging():
     """setup_logging configures the whole process: put back what other tests (caplog) rely on."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
+    loggers = [logging.getLogger(name) for name in ("", "asyncio", "aiohttp.access", "websockets.server")]
+    saved = [(logger, list(logger.handlers), logger.level) for logger in loggers]
     yield
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
+    for logger, handlers, level in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
     logging.captureWarnings(False)
 
 

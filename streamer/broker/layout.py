@@ -13,8 +13,9 @@ from streamer.events import Alert, MarketStatusChanged
 from streamer.model import MarketStatus, parse_timestamp
 from streamer.stream.feed import NumberedBatch
 
-# Entry fields; quote fields are the symbols themselves, which never start with "_".
+# Entry fields. A batch's symbols and quotes are two fields, each joined by newlines (see publish.lua).
 EPOCH, PREV_NONCE, NONCE, TIMESTAMP, MARKET_STATUS = b"_e", b"_p", b"_n", b"_t", b"_m"
+SYMBOLS, QUOTES = b"_s", b"_q"
 EVENT_COUNTER, EVENT_KIND, EVENT_DATA = b"_c", b"_k", b"_d"
 MARKET_STATUS_EVENT, ALERT_EVENT = "market_status", "alert"
 # Lua's unpack() takes at most ~8000 values; a batch entry carries 10 header values and 2 per quote.
@@ -46,12 +47,15 @@ class Keys:
         return [self.meta, self.quotes, self.events, self.latest]
 
 
-def check_symbols(quotes: Mapping[str, bytes]) -> None:
+def check_batch(quotes: Mapping[str, bytes]) -> None:
+    """A batch the stream can carry: newlines separate symbols and quotes in an entry."""
     if len(quotes) > MAX_QUOTES_PER_BATCH:
         raise ValueError(f"a batch holds at most {MAX_QUOTES_PER_BATCH} quotes, got {len(quotes)}")
-    for symbol in quotes:
-        if not symbol or symbol.startswith("_"):
-            raise ValueError(f"symbol {symbol!r} cannot be a stream field (empty or starting with '_')")
+    for symbol, quote in quotes.items():
+        if not symbol or "\n" in symbol:
+            raise ValueError(f"symbol {symbol!r} is empty or holds a newline")
+        if not quote or b"\n" in quote:
+            raise ValueError(f"the quote of {symbol} is empty or holds a raw newline (not compact JSON)")
 
 
 def entry_seq(entry_id: bytes) -> tuple[int, int]:
@@ -73,12 +77,19 @@ def _text(fields: Mapping[bytes, bytes], name: bytes) -> str:
 def decode_batch(entry_id: bytes, fields: Mapping[bytes, bytes]) -> tuple[NumberedBatch, str, str]:
     """A quote entry as the batch it carries, with its own nonce and the nonce of the entry before it."""
     status = _text(fields, MARKET_STATUS)
+    symbols, quotes = _text(fields, SYMBOLS).split("\n"), fields.get(QUOTES, b"").split(b"\n")
+    if len(symbols) != len(quotes):
+        raise LayoutError(f"entry with {len(symbols)} symbols but {len(quotes)} quotes")
+    try:
+        market_status = MarketStatus(status) if status else None
+    except ValueError:
+        raise LayoutError(f"unknown market status {status!r}") from None
     batch = NumberedBatch(
         epoch=_text(fields, EPOCH),
         seq=entry_seq(entry_id)[0],
         timestamp=_text(fields, TIMESTAMP),
-        quotes={k.decode(): v for k, v in fields.items() if not k.startswith(b"_")},
-        market_status=MarketStatus(status) if status else None,
+        quotes=dict(zip(symbols, quotes, strict=True)),
+        market_status=market_status,
     )
     return batch, _text(fields, NONCE), _text(fields, PREV_NONCE)
 

@@ -21,7 +21,7 @@ from streamer.events import MarketStatusChanged
 from streamer.model import MarketStatus
 from streamer.stream.feed import NumberedBatch
 
-from .layout import Event, Keys, check_symbols, encode_event
+from .layout import Event, Keys, check_batch, encode_event
 from .lease import Lease
 from .scripts import Position, PublishReply, PublishStatus, Scripts, batch_body
 
@@ -72,7 +72,7 @@ class Publisher:
         reseed. Raises Fenced or BrokerUnavailable (the batch then waits for the next call)."""
         if not quotes:
             raise ValueError("an empty batch gets no seq")
-        check_symbols(quotes)
+        check_batch(quotes)
         batch = _Batch(timestamp, market_status, dict(quotes))
         if self._pending and isinstance(self._pending[-1], _Batch):
             self._pending[-1].merge(batch)

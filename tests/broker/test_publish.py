@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from streamer.broker.layout import Keys, entry_seq
+from streamer.broker.layout import Keys, decode_batch, entry_seq
 from streamer.broker.lease import Lease
 from streamer.broker.publisher import Fenced, Publisher
 from streamer.broker.scripts import Scripts
@@ -39,8 +39,7 @@ async def test_batches_get_consecutive_seqs_in_one_epoch_and_the_stream_keeps_hi
         entries = await redis.xrange(keys.quotes)
         # The stream is capped at history_size and its entry ids are the seqs.
         assert [entry_seq(i) for i, _ in entries] == [(b.seq, 0) for b in published[-broker_config.history_size :]]
-        fields = entries[-1][1]
-        assert {k.decode(): v for k, v in fields.items() if not k.startswith(b"_")} == published[-1].quotes
+        assert decode_batch(*entries[-1])[0] == published[-1]
         expected_latest: dict[str, bytes] = {}
         for b in published:
             expected_latest.update(b.quotes)
@@ -135,6 +134,8 @@ async def test_an_empty_batch_and_an_unfit_symbol_are_refused_before_redis(broke
     async with leader(broker_config) as publisher:
         with pytest.raises(ValueError, match="empty batch"):
             await publisher.publish(format_timestamp(START), {})
-        with pytest.raises(ValueError, match="'_e'"):
-            await publisher.publish(format_timestamp(START), {"_e": b"{}"})
+        with pytest.raises(ValueError, match="newline"):
+            await publisher.publish(format_timestamp(START), {"PKO\nPZU": b"{}"})
+        with pytest.raises(ValueError, match="raw newline"):
+            await publisher.publish(format_timestamp(START), {"PKO": b'{\n"price": 1}'})
         assert publisher.position is None

@@ -71,15 +71,17 @@ if #ARGV < 13 then
 end
 seq = seq + 1
 local id = seq .. "-0"
-local fields = {"_e", epoch, "_p", nonce, "_n", ARGV[7], "_t", ARGV[11], "_m", ARGV[12]}
-local pairs_ = {}
+-- The quotes travel as two fields, symbols and quotes each joined by newlines (JSON has no raw newline):
+-- an edge splits them in two calls instead of parsing two reply strings per quote.
+local symbols, values, pairs_ = {}, {}, {}
 for i = 13, #ARGV, 2 do
-    fields[#fields + 1] = ARGV[i]
-    fields[#fields + 1] = ARGV[i + 1]
+    symbols[#symbols + 1] = ARGV[i]
+    values[#values + 1] = ARGV[i + 1]
     pairs_[#pairs_ + 1] = ARGV[i]
     pairs_[#pairs_ + 1] = ARGV[i + 1]
 end
-redis.call("XADD", quotes, "MAXLEN", maxlen, id, unpack(fields))
+redis.call("XADD", quotes, "MAXLEN", maxlen, id, "_e", epoch, "_p", nonce, "_n", ARGV[7], "_t", ARGV[11],
+    "_m", ARGV[12], "_s", table.concat(symbols, "\n"), "_q", table.concat(values, "\n"))
 redis.call("HSET", latest, unpack(pairs_))
 redis.call("HSET", meta, "s", seq, "n", ARGV[7])
 return {"ok", epoch, seq, start, id, ARGV[7]}

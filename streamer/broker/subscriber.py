@@ -123,7 +123,7 @@ class Subscriber:
                     yield update
                 if reason is ReloadReason.ROLLED_BACK:
                     await self._retire()
-            except (RedisError, OSError) as e:
+            except (RedisError, OSError, LayoutError) as e:  # LayoutError: load.lua answered unexpectedly
                 failures += 1
                 self._disconnected(e, failures)
                 await asyncio.sleep(self._backoff.compute(failures))

@@ -98,6 +98,8 @@ class Subscriber:
             raise_if_cancelled()
             try:
                 if reason is not None:
+                    if reason is ReloadReason.ROLLED_BACK and self.epoch is not None:
+                        await self._retire(self.epoch)  # before the load: never reload into the same epoch
                     snapshot = await self._load(reason)
                     if snapshot is None:
                         await self._wait_for_epoch()
@@ -121,8 +123,6 @@ class Subscriber:
                         reason = update
                         break
                     yield update
-                if reason is ReloadReason.ROLLED_BACK:
-                    await self._retire()
             except (RedisError, OSError, LayoutError) as e:  # LayoutError: load.lua answered unexpectedly
                 failures += 1
                 self._disconnected(e, failures)
@@ -238,16 +238,14 @@ class Subscriber:
         head = int(seq or 0)
         self.head_seq = head
         if head < self.seq or (head == self.seq and _str(nonce or b"") != self._nonce):
-            await self._retire()
             return ReloadReason.ROLLED_BACK
         return None
 
-    async def _retire(self) -> None:
-        assert self.epoch is not None
-        retired = await self._scripts.retire(self.epoch, secrets.token_hex(4))
+    async def _retire(self, epoch: str) -> None:
+        retired = await self._scripts.retire(epoch, secrets.token_hex(4))
         log.warning(
             "broker.rolled_back epoch=%s seq=%d Redis went back within the epoch; %s",
-            self.epoch,
+            epoch,
             self.seq,
             "retired it" if retired else "another process had already moved it on",
         )

@@ -166,3 +166,36 @@ async def test_an_edge_that_sees_redis_go_back_under_a_fresh_publisher_retires_t
                 assert_one_content_per_seq(first, e.batches)
     finally:
         dump.unlink(missing_ok=True)
+
+
+async def test_a_successor_entry_that_does_not_chain_to_what_the_edge_read_retires_the_epoch(
+    broker_config, redis_server
+):
+    """Redis went back one batch and a fresh publisher numbered past the edge before it looked: the new entry's
+    predecessor nonce is not the one the edge read for that seq."""
+    dump = Path(redis_server.env["REDIS_DATA_DIR"]) / "dump.rdb"
+    try:
+        async with redis_client(broker_config, read_timeout=2) as client, redis_client(broker_config) as r:
+            async with leader(broker_config) as publisher:
+                first = [await publisher.publish(*quotes(c, SYMBOLS)) for c in range(2)]
+                await r.save()  # the snapshot holds seq 2
+                first.append(await publisher.publish(*quotes(2, SYMBOLS)))
+                await publisher.lease.release()
+            stream = Subscriber(client, broker_config).updates()
+            try:
+                async with asyncio.timeout(60):
+                    start = await anext(stream)  # the edge has read seq 3 ...
+                    assert start.seq == 3
+                    await kill9_and_restart(redis_server)  # ... Redis comes back at seq 2
+                    async with leader(broker_config) as fresh:
+                        again = [await publish_eventually(fresh, c, ["XTB"]) for c in (100, 101)]
+                        assert [b.seq for b in again] == [3, 4]  # a fresh publisher cannot tell
+                        reload = await anext(stream)
+                        reseeded = await publish_eventually(fresh, 102, ["XTB"])
+            finally:
+                await stream.aclose()
+        assert isinstance(reload, Snapshot) and reload.reason is ReloadReason.ROLLED_BACK
+        assert reload.epoch != first[0].epoch and reload.seq == 0
+        assert (reseeded.epoch, reseeded.seq) == (reload.epoch, 1)
+    finally:
+        dump.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from streamer.stream.feed import NumberedBatch
 # Entry fields. A batch's symbols and quotes are two fields, each joined by newlines (see publish.lua).
 EPOCH, PREV_NONCE, NONCE, TIMESTAMP, MARKET_STATUS = b"_e", b"_p", b"_n", b"_t", b"_m"
 SYMBOLS, QUOTES = b"_s", b"_q"
+WRITTEN = b"_w"  # when Redis took the batch, ms by its clock
 EVENT_COUNTER, EVENT_KIND, EVENT_DATA = b"_c", b"_k", b"_d"
 MARKET_STATUS_EVENT, ALERT_EVENT = "market_status", "alert"
 # Lua's unpack() takes at most ~8000 values; a batch entry carries 10 header values and 2 per quote.
@@ -92,6 +93,14 @@ def decode_batch(entry_id: bytes, fields: Mapping[bytes, bytes]) -> tuple[Number
         market_status=market_status,
     )
     return batch, _text(fields, NONCE), _text(fields, PREV_NONCE)
+
+
+def written_at(fields: Mapping[bytes, bytes]) -> float | None:
+    """When Redis took a batch entry (seconds since the epoch, Redis's clock); None for an entry without it."""
+    try:
+        return int(fields[WRITTEN]) / 1000
+    except (KeyError, ValueError):
+        return None
 
 
 def encode_event(event: Event) -> tuple[str, str]:

@@ -27,6 +27,24 @@ WS_MESSAGES_SENT = Counter("streamer_ws_messages_sent", "WebSocket messages sent
 WS_MESSAGES_DROPPED = Counter("streamer_ws_messages_dropped", "WebSocket messages not sent (client too slow)")
 WS_CLIENTS_CLOSED = Counter("streamer_ws_clients_closed", "WebSocket clients closed by the server", ["reason"])
 ALERTS_FIRED = Counter("streamer_alerts_fired", "Alerts fired", ["rule"])
+# The broker (docs/scaling.md): the ingest's publishing, the edge's reading.
+_DELAY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+BROKER_PUBLISHED = Counter("streamer_broker_published", "Batches and events the ingest published to Redis", ["kind"])
+BROKER_PUBLISH_DELAY = Histogram(
+    "streamer_broker_publish_delay_seconds",
+    "From a batch on the ingest's bus to Redis confirming it (a Redis outage included)",
+    buckets=_DELAY_BUCKETS,
+)
+BROKER_RESEEDS = Counter(
+    "streamer_broker_reseeds", "New epochs the ingest started with every latest quote (Redis came back empty or older)"
+)
+BROKER_FENCED = Counter("streamer_broker_fenced", "Publishes Redis refused because another process holds the lease")
+BROKER_RELOADS = Counter("streamer_broker_reloads", "Whole-stream loads an edge made", ["reason"])
+BROKER_DELIVERY = Histogram(
+    "streamer_broker_delivery_seconds",
+    "From Redis taking a batch to the edge handing it to its clients (the two machines' clocks)",
+    buckets=_DELAY_BUCKETS,
+)
 
 
 class ComponentCollector(Collector):

@@ -62,6 +62,7 @@ class Publisher:
         self._scripts = Scripts(redis, Keys.for_prefix(config.key_prefix))
         self._maxlen = config.history_size
         self._pending: list[_Batch | Event] = []
+        self._inflight: _Batch | Event | None = None  # the head of _pending while flush sends it
         self._market_status: MarketStatusChanged | None = None
         self._last = _Batch("", None)  # timestamp and market status of the last confirmed batch
         self._state = "idle"
@@ -86,8 +87,10 @@ class Publisher:
             raise ValueError("an empty batch gets no seq")
         check_batch(quotes)
         batch = _Batch(timestamp, market_status, dict(quotes))
-        if self._pending and isinstance(self._pending[-1], _Batch):
-            self._pending[-1].merge(batch)
+        last = self._pending[-1] if self._pending else None
+        # Never into the batch being sent: what merged into it after it was encoded would go with it unsent.
+        if isinstance(last, _Batch) and last is not self._inflight:
+            last.merge(batch)
         else:
             self._pending.append(batch)
 
@@ -96,7 +99,7 @@ class Publisher:
         if isinstance(event, MarketStatusChanged):
             self._market_status = event
         self._pending.append(event)
-        events = [i for i in self._pending if not isinstance(i, _Batch)]
+        events = [i for i in self._pending if not isinstance(i, _Batch) and i is not self._inflight]
         if len(events) > self._maxlen:  # bounded while Redis is away: the oldest event goes
             self._pending.remove(events[0])
             log.warning("broker.event_dropped more than %d events waiting for Redis", self._maxlen)
@@ -124,7 +127,7 @@ class Publisher:
         published: NumberedBatch | None = None
         try:
             while self._pending:
-                item = self._pending[0]
+                item = self._inflight = self._pending[0]
                 reply = await self._send(item, full=False)
                 if reply.status is PublishStatus.RESEED:
                     published = await self._reseed(item)
@@ -139,6 +142,8 @@ class Publisher:
         except RedisError as e:
             self._state, self._error = "unavailable", f"{type(e).__name__}: {e}"
             raise BrokerUnavailable(self._error) from e
+        finally:
+            self._inflight = None
         self._state, self._error = "ok", None
         return published
 

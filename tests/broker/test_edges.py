@@ -5,6 +5,8 @@ serving, and what the ingest kept reaches the clients when Redis is back."""
 
 from __future__ import annotations
 
+import json
+
 import aiohttp
 import pytest
 from prometheus_client import REGISTRY
@@ -15,7 +17,7 @@ from tests.broker.helpers import redis_client
 from tests.broker.topology import edge, ingest
 from tests.helpers import until
 from tests.http.sse_client import SseClient
-from tests.ws import batch, client, expect, send, subscribed
+from tests.ws import SYMBOLS, batch, client, expect, send, subscribed
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(120)]
 
@@ -217,3 +219,21 @@ async def test_a_second_ingest_stands_by_and_takes_over_with_every_latest_quote(
     # Every quote it knew, not only the new one; its own prices (it polls the same providers).
     assert sorted(first.quotes) == ["CDR", "KGH", "PKN", "PKO"]
     assert b'"price":31' in first.quotes["PKN"] and b'"price":32' in first.quotes["KGH"]
+
+
+async def test_a_burst_on_the_bus_loses_no_quote(broker_config):
+    """Batches handed over while one is being sent wait for the next publish: none rides along unsent."""
+    async with ingest(broker_config) as i, edge(broker_config) as a:
+        await i.publish(*SYMBOLS)
+        await a.reached(i)
+        last_price = {}
+        for k in range(40):
+            symbol = SYMBOLS[k % len(SYMBOLS)]
+            last_price[symbol] = 100.0 + k
+            await i.bus.publish(batch(symbol, price=last_price[symbol]))
+            await i.bus.drain(5)  # handed over, most of them while the one before is being sent
+        await until(lambda: not i.component.publisher.waiting, 10, "the burst published")
+        await a.reached(i)
+        served = {s: json.loads(q)["price"] for s, q in a.core.history.latest.items()}
+    assert served == last_price
+    assert i.seq <= 41  # merged latest-wins where the pump was behind, never more seqs than batches

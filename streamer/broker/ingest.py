@@ -228,6 +228,9 @@ class BrokerPublisher:
                 self.publisher.waiting,
                 error,
             )
+        elif self._failures == self.config.reconnect.failed_after:
+            retry = self.config.reconnect.max_delay
+            log.error("broker.failed attempts=%d %s; still retrying every %gs", self._failures, error, retry)
         self._error = error
 
     def _fenced(self) -> None:

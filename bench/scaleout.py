@@ -178,7 +178,7 @@ async def run(args: argparse.Namespace) -> Report:
     results = []
     with running_redis(args.redis_port) as redis:
         for n in args.clients:
-            for workers in [0, *args.workers]:
+            for workers in [*([] if args.no_single else [0]), *args.workers]:
                 # One process holds at most RLIMIT_NOFILE sockets (as bench.fanout, measure what fits).
                 size = min(n, (fd_limit - 64) * max(workers, 1))
                 if size < n:
@@ -277,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--watchlists", type=int, default=100, help="distinct 10-symbol subscription sets")
     ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="the edges' event loop")
     ap.add_argument("--redis-port", type=int, default=21379)
+    ap.add_argument("--no-single", action="store_true", help="measure the broker setups only")
     args = ap.parse_args(argv)
     raise_fd_limit()
     return finish(asyncio.run(run(args)), args)

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import gc
 import json
+import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -164,11 +165,45 @@ async def serve(role: str, args: argparse.Namespace) -> None:
         await server.feed.stop(5)
 
 
+def fit_for_uvloop() -> None:
+    """What the WebSocket server's accept pacer needs and uvloop does not give, bent for this measurement only:
+    uvloop's Server keeps its protocol factory to itself (streamer/compat.py reads asyncio's), so it is taken on
+    the way into create_server; and uvloop refuses a second reader on the listening socket its server polls, so
+    websockets' server listens on a spare socket while the pacer accepts on the real one."""
+    from streamer import compat
+    from streamer.ws import server as ws_module
+
+    real_serve = ws_module.serve  # type: ignore[attr-defined]  # its import of websockets.serve
+
+    def serve_on_a_spare(handler: Any, *, sock: socket.socket, **kwargs: Any) -> Any:
+        spare = socket.create_server(("127.0.0.1", 0))
+        spare.setblocking(False)
+        return real_serve(handler, sock=spare, **kwargs)
+
+    ws_module.serve = serve_on_a_spare  # type: ignore[attr-defined, assignment]  # as above
+
+    loop = asyncio.get_running_loop()
+    create_server = loop.create_server
+    factories: dict[object, Callable[[], asyncio.Protocol]] = {}
+
+    async def capturing(factory: Callable[[], asyncio.Protocol], *args: Any, **kwargs: Any) -> asyncio.Server:
+        server = await create_server(factory, *args, **kwargs)
+        factories[server] = factory
+        return server
+
+    loop.create_server = capturing  # type: ignore[method-assign, assignment]  # uvloop's Loop instances take attributes
+    compat.protocol_factory = lambda server: factories[server.server]
+
+
 def run(main: Callable[[], Coroutine[Any, Any, None]], loop: str) -> None:
     if loop == "uvloop":
         import uvloop  # type: ignore[import-not-found, unused-ignore]  # the bench extra; absent from a dev install
 
-        uvloop.run(main())
+        async def on_uvloop() -> None:
+            fit_for_uvloop()
+            await main()
+
+        uvloop.run(on_uvloop())
     else:
         asyncio.run(main())
 

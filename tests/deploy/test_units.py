@@ -178,3 +178,8 @@ def test_the_edge_supervisor_alone_gets_sigterm_and_the_stop_timeout_outlasts_it
     shutdown_timeout = load_config(REPO / "config.yaml", env={}).shutdown_timeout
     # The supervisor gives its workers 6 x shutdown_timeout to drain (streamer/cli.py) before it kills them.
     assert int(one(edge, "TimeoutStopSec")) > 6 * shutdown_timeout
+
+
+def test_the_units_that_serve_clients_may_hold_one_socket_per_client():
+    for unit in ("stock-streamer.service", "stock-streamer-edge.service"):
+        assert int(one(unit, "LimitNOFILE")) >= 65536, unit  # systemd's default soft limit is 1024

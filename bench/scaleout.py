@@ -167,7 +167,7 @@ def _row(r: dict[str, Any]) -> list[str]:
 
 async def run(args: argparse.Namespace) -> Report:
     report = Report(
-        "7. Scale-out",
+        "9. Scale-out",
         "bench.fanout's workload (N WebSocket clients x 10 of 80 symbols, one 80-symbol batch per second) served "
         "by one process, then by an ingest publishing to Redis and edges of 1, 2 ... worker processes reading it.",
     )

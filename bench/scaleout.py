@@ -1,4 +1,4 @@
-"""7. Scale-out: bench.fanout's workload (N WebSocket clients x 10 of 80 symbols, one 80-symbol batch per second)
+"""9. Scale-out: bench.fanout's workload (N WebSocket clients x 10 of 80 symbols, one 80-symbol batch per second)
 served by one process, then by an ingest publishing to Redis and an edge of 1, 2 ... worker processes.
 
     python -m bench.scaleout --clients 1000,5000,10000,20000 --workers 1,2

@@ -105,7 +105,7 @@ class BrokerFeed:
                 async for update in self.subscriber.updates():
                     self.apply(update)
             except Exception:  # a bug must not leave the edge silently frozen on its last batch
-                log.exception("broker.feed_failed; starting again in %gs", RESTART_DELAY)
+                log.exception("broker.feed_failed starting again in %gs", RESTART_DELAY)
                 await asyncio.sleep(RESTART_DELAY)
 
     def apply(self, update: Snapshot | StreamItem) -> None:

@@ -238,10 +238,11 @@ async def run(args: argparse.Namespace) -> Report:
     per_core = [r["edge_cpu_us_msg"] for r in results if r["workers"] and r["n"] >= 5000]
     verdicts = []
     if through:
-        best = min(r["p99"] for r in through)
+        best = min(through, key=lambda r: r["p99"])
         verdicts.append(
-            f"{'met' if best < THROUGH_REDIS_P99 else 'MISSED'}: ready -> client through Redis at 5 000 clients "
-            f"p99 {ms(best)} ms (target < 50 ms)"
+            f"{'met' if best['p99'] < THROUGH_REDIS_P99 else 'MISSED'}: ready -> client through Redis at 5 000 "
+            f"clients p99 {ms(best['p99'])} ms (target < 50 ms), of which ready -> edge (what Redis adds) p99 "
+            f"{ms(best['edge_p99'])} ms"
         )
     top = max(capacity.values(), default=0)
     verdicts.append(f"{'met' if top >= 20000 else 'MISSED'}: {top} clients at p99 < 200 ms (target 20 000)")

@@ -17,10 +17,14 @@ from dataclasses import asdict, dataclass
 from redis.asyncio import Redis
 
 from streamer.bus import EventBus
+from streamer.clock import Clock
 from streamer.config import BrokerConfig
+from streamer.events import Alert, MarketStatusChanged
 from streamer.metrics import BROKER_DELIVERY, BROKER_RELOADS, COMPONENTS
 from streamer.stream.core import StreamCore
 from streamer.stream.feed import NumberedBatch, OutOfSequence, StreamItem, StreamState
+from streamer.stream.history import ResyncReason
+from streamer.universe import FollowedSet
 
 from .connection import connect, describe
 from .subscriber import ReloadReason, Snapshot, Subscriber
@@ -184,3 +188,35 @@ class BrokerFeed:
                 {},
                 (details.lag_seconds),
             )
+
+
+class FollowsTheStream:
+    """An edge follows every symbol its stream carries. The ingest's followed set (the configured universe and
+    the symbols users watch) reaches an edge only as quotes, and the edge's WebSocket and REST universes must
+    accept what it serves: its followed set takes them on as one watchlist named "stream" (so within
+    `symbols.max_watched`), from the first batch that carries one."""
+
+    LIST = "stream"
+
+    def __init__(self, core: StreamCore, followed: FollowedSet, clock: Clock) -> None:
+        self.core = core
+        self.followed = followed
+        self.clock = clock
+        core.attach(self)
+
+    def on_batch(self, batch: NumberedBatch) -> None:
+        if any(not self.followed.followed(s) for s in batch.quotes):
+            self._follow()
+
+    def on_resync(self, reason: ResyncReason) -> None:
+        self._follow()
+
+    def on_market(self, event: MarketStatusChanged) -> None:
+        pass
+
+    def on_alert(self, alert: Alert) -> None:
+        pass
+
+    def _follow(self) -> None:
+        carried = [s for s in self.core.history.latest if self.followed.watchable(s)]
+        self.followed.set_list(self.LIST, carried, self.clock.now())

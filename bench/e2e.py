@@ -140,7 +140,7 @@ async def run(args: argparse.Namespace, servers) -> Report:
     deadline = time.monotonic() + 60
     while any(s.state is not SinkState.CONNECTED for s in sinks):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"sinks did not connect: {[s.status() for s in sinks]}")
+            raise RuntimeError(f"sinks did not connect: {[s.health().wire() for s in sinks]}")
         await asyncio.sleep(0.1)
     lists = work / "watchlists.json"
     lists.write_text(json.dumps([symbols]))

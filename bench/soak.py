@@ -93,7 +93,7 @@ async def run(args: argparse.Namespace, servers) -> Report:
     started = time.monotonic()
     while True:
         stats = await load.command("stats")
-        st = ws.status()
+        st = ws.health().wire()
         s = {
             "t": time.monotonic() - started,
             "rss_mib": rss_bytes() / 2**20,

@@ -11,17 +11,22 @@ import json
 import logging
 from datetime import datetime
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from streamer.config import QuestDBSinkConfig
-from streamer.events import EventType, QuoteBatch
+from streamer.component import Skipped
+from streamer.config import Config, QuestDBSinkConfig
+from streamer.events import Event, EventType, QuoteBatch
 from streamer.model import parse_timestamp
 
 from . import ilp
 from . import questdb_schema as schema
 from .base import Entry, Rejected
+from .runner import OutboxSink
+
+if TYPE_CHECKING:
+    from streamer.compose import Context
 
 log = logging.getLogger("sinks.questdb")
 
@@ -53,7 +58,7 @@ class QuestDBBackend:
 
     # --- Backend ---------------------------------------------------------------------------------
 
-    def entries_for(self, event: Any) -> list[Entry]:
+    def entries_for(self, event: Event) -> list[Entry]:
         if isinstance(event, QuoteBatch):
             lines: list[str] = []
             unusable: list[Entry] = []
@@ -63,7 +68,7 @@ class QuestDBBackend:
                 except (TypeError, ValueError):  # kept as data, refused with its reason when written
                     unusable.append(Entry("quote", u.to_dict()))
             return ([ilp_entry(f"{self.prefix}{schema.QUOTES}", lines)] if lines else []) + unusable
-        kind = _RECORD_KINDS.get(getattr(event, "type", None))
+        kind = _RECORD_KINDS.get(event.type)
         if kind is None:
             return []
         record = Entry(kind, event.to_dict())
@@ -229,3 +234,15 @@ def _error_text(body: str) -> str:
         return str(json.loads(body).get("error", body))
     except (ValueError, AttributeError):
         return body[:200]
+
+
+def storage(config: Config) -> OutboxSink | Skipped:
+    """QuestDB's storage sink (`sinks.questdb.enabled`): the backend behind its outbox and reconnect loop."""
+    qdb = config.sinks.questdb
+    if not qdb.enabled:
+        return Skipped(QuestDBBackend.name, "disabled (sinks.questdb.enabled: false)")
+    return OutboxSink(QuestDBBackend(qdb), data_dir=config.data_dir, reconnect=qdb.reconnect, outbox=qdb.outbox)
+
+
+def build(ctx: Context) -> OutboxSink | Skipped:
+    return storage(ctx.config)

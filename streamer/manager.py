@@ -1,5 +1,6 @@
-"""`RealTimeStreamManager`: polls the providers on a clock-aligned cycle that follows the market phase,
-publishes what changed on the bus, and starts and stops every component."""
+"""`RealTimeStreamManager`: polls the providers on a clock-aligned cycle that follows the market phase and
+publishes what changed on the bus. The daemon's source: the composition root (streamer/app.py) starts the
+components first, runs the manager in the foreground, and after `request_stop` drains the bus and stops them."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from providers.base import ProviderChain, ProviderHealth
+
 from .bus import EventBus
 from .clock import Clock
+from .component import Health, State
 from .config import Config
-from .events import MarketStatusChanged, ProviderStatusChanged, QuoteBatch
+from .events import MarketStatusChanged, ProviderState, QuoteBatch
 from .metrics import CYCLE_SECONDS, CYCLES, PROVIDER_ERRORS, SKIPPED_TICKS, UPDATES_PUBLISHED
 from .model import MarketStatus, StockUpdate
 
@@ -26,20 +30,6 @@ log = logging.getLogger("streamer.manager")
 class Schedule(Protocol):
     def status_at(self, t: datetime) -> MarketStatus: ...
     def next_transition(self, t: datetime) -> tuple[datetime, MarketStatus]: ...
-
-
-class Sink(Protocol):
-    name: str
-
-    async def start(self, bus: EventBus) -> None:
-        """Subscribe to the bus and connect (connection failures are retried in the background)."""
-
-    async def stop(self, timeout: float) -> None:
-        """Deliver what was handed over within `timeout`, then close; called after the bus has drained, at the
-        same time as every other component's stop."""
-
-    def status(self) -> dict:
-        """State, backlog and counters, for health checks and metrics."""
 
 
 def next_tick(anchor: datetime, interval: float, now: datetime, last: int) -> tuple[int, datetime]:
@@ -56,6 +46,8 @@ def next_tick(anchor: datetime, interval: float, now: datetime, last: int) -> tu
 
 @dataclass(frozen=True, slots=True)
 class CycleReport:
+    """One polling cycle done: its log line and its metrics are written together by `emit`."""
+
     cycle: int
     status: MarketStatus
     fetched: int
@@ -63,18 +55,88 @@ class CycleReport:
     missing: int
     seconds: float
 
+    def emit(self) -> None:
+        CYCLES.labels(self.status.value).inc()
+        CYCLE_SECONDS.observe(self.seconds)
+        UPDATES_PUBLISHED.inc(self.published)
+        log.info(
+            "cycle.done cycle=%d status=%s fetched=%d published=%d missing=%d took=%.3fs",
+            self.cycle,
+            self.status.value,
+            self.fetched,
+            self.published,
+            self.missing,
+            self.seconds,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderChanged:
+    """A provider's state or reason changed since the last cycle (or was seen for the first time)."""
+
+    provider: str
+    state: ProviderState
+    reason: str | None
+    first: bool  # its first report: an OK start is not news
+
+    def emit(self) -> None:
+        if self.first and self.state is ProviderState.OK:
+            return
+        ok = self.state is ProviderState.OK
+        log.log(
+            logging.INFO if ok else logging.WARNING,
+            "%s provider=%s state=%s reason=%s",
+            "provider.recovered" if ok else "provider.degraded",
+            self.provider,
+            self.state.value,
+            self.reason,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderErrors:
+    """Problems a provider counted since the last cycle, by reason (its health keeps running totals)."""
+
+    provider: str
+    reason: str
+    count: int
+
+    def emit(self) -> None:
+        PROVIDER_ERRORS.labels(self.provider, self.reason).inc(self.count)
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerDetails:
+    cycles: int
+    symbols: int
+    last_cycle: CycleReport | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderDetails:
+    reason: str | None
+    last_success: datetime | None
+
+
+def provider_health(health: ProviderHealth) -> Health[ProviderDetails]:
+    """A provider's health in the components' vocabulary: degraded or down both need attention."""
+    state = State.OK if health.state is ProviderState.OK else State.DEGRADED
+    details = ProviderDetails(health.reason, health.last_success)
+    return Health(state, details, label=health.state.value, reason=health.reason)
+
 
 class RealTimeStreamManager:
+    name = "manager"
+
     def __init__(
         self,
         config: Config,
         *,
-        provider,
+        provider: ProviderChain,
         schedule: Schedule,
         clock: Clock,
         symbols: Sequence[str],
         bus: EventBus | None = None,
-        sinks: Sequence[Sink] = (),
     ) -> None:
         self.config = config
         self.provider = provider
@@ -82,37 +144,19 @@ class RealTimeStreamManager:
         self.clock = clock
         self.symbols = list(symbols)
         self.bus = bus or EventBus()
-        self.sinks = list(sinks)
         self.status: MarketStatus | None = None
         self.latest: dict[str, StockUpdate] = {}  # last published quote per symbol
         self.version = 0  # bumped whenever `latest` or `status` changes: a cheap cache key for readers
         self.cycles = 0
         self.skipped_ticks = 0
         self.last_cycle: CycleReport | None = None
-        # Called after every component has started, and after every cycle (service notification, status).
-        self.on_started: list[Callable[[], None]] = []
-        self.on_cycle: list[Callable[[CycleReport], None]] = []
-        self._provider_states: dict[str, tuple] = {}
+        # Called after every cycle (service notification, status line, the demo's day record).
+        self.on_cycle: list[Callable[[CycleReport], object]] = []
+        self._provider_states: dict[str, tuple[ProviderState, str | None]] = {}
         self._provider_errors: dict[tuple[str, str], int] = {}
         self._stop = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------------------
-
-    async def serve(self) -> bool:
-        """Start everything, poll until `request_stop`, then shut down; True if every event was drained."""
-        await self.start()
-        try:
-            await self.run()
-        finally:
-            drained = await self.shutdown()
-        return drained
-
-    async def start(self) -> None:
-        for sink in self.sinks:
-            await sink.start(self.bus)
-            log.info("component.started component=%s", sink.name)
-        for hook in self.on_started:
-            hook()
 
     def replace_symbols(self, symbols: Sequence[str]) -> None:
         """Follow `symbols` from the next cycle on; quotes of symbols no longer followed are forgotten."""
@@ -127,25 +171,23 @@ class RealTimeStreamManager:
             log.info("manager.stopping fetching stopped; draining queued events into the sinks")
         self._stop.set()
 
-    async def shutdown(self) -> bool:
-        """Drain the bus into the sinks, then stop every component at once, all within one `shutdown_timeout`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.shutdown_timeout
-        drained = await self.bus.close(self.config.shutdown_timeout)
-        # In parallel, sharing what is left: a sink waiting for its backend does not hold up the others, and
-        # one that is not connected returns at once (its backlog is on disk already).
-        left = max(deadline - loop.time(), 0.0)
-        await asyncio.gather(*(self._stop_component(c, left) for c in reversed(self.sinks)))
+    async def close(self, *, drained: bool) -> None:
+        """Release the providers, after the bus has drained (`drained` says whether it did in time)."""
         await self.provider.close()
         log.info("manager.stopped cycles=%d drained=%s", self.cycles, drained)
-        return drained
 
-    @staticmethod
-    async def _stop_component(component: Sink, timeout: float) -> None:
-        try:
-            await component.stop(timeout)
-        except Exception:
-            log.exception("component.stop_failed component=%s", component.name)
+    def health(self) -> Health[ManagerDetails]:
+        last = self.last_cycle
+        details = ManagerDetails(self.cycles, len(self.symbols), last)
+        return Health(State.OK, details, label="running") if last else Health(State.STARTING, details)
+
+    def healths(self) -> dict[str, Health[ManagerDetails] | Health[ProviderDetails]]:
+        """Its own health under `manager`, then each provider's."""
+        return {"manager": self.health(), **self.provider_healths()}
+
+    def provider_healths(self) -> Mapping[str, Health[ProviderDetails]]:
+        """Each provider of the chain, in priority order, under `provider:<name>`."""
+        return {f"provider:{p.name}": provider_health(p.health) for p in self.provider.members}
 
     # --- polling loop ----------------------------------------------------------------------------
 
@@ -226,7 +268,7 @@ class RealTimeStreamManager:
             await asyncio.gather(fetch, return_exceptions=True)
             return None
         result = fetch.result()
-        await self._publish_provider_health()
+        self._report_providers()
         updates = [dataclasses.replace(u, market_status=status) for u in result.updates]
         if not self.config.polling.publish_unchanged:
             updates = [u for u in updates if not u.same_quote(self.latest.get(u.symbol))]
@@ -239,39 +281,22 @@ class RealTimeStreamManager:
             self.cycles, status, len(result.updates), len(updates), len(result.missing), time.perf_counter() - started
         )
         self.last_cycle = report
-        CYCLES.labels(status.value).inc()
-        CYCLE_SECONDS.observe(report.seconds)
-        UPDATES_PUBLISHED.inc(len(updates))
-        log.info(
-            "cycle.done cycle=%d status=%s fetched=%d published=%d missing=%d took=%.3fs",
-            report.cycle,
-            status.value,
-            report.fetched,
-            report.published,
-            report.missing,
-            report.seconds,
-        )
+        report.emit()
         for hook in self.on_cycle:
             hook(report)
         return report
 
-    async def _publish_provider_health(self) -> None:
-        for member in getattr(self.provider, "members", [self.provider]):
+    def _report_providers(self) -> None:
+        """What changed in each provider's health since the last cycle: new errors, a new state or reason."""
+        for member in self.provider.members:
             health = member.health
             for reason, count in health.errors_by_reason.items():
                 seen = self._provider_errors.get((member.name, reason), 0)
                 if count > seen:
-                    PROVIDER_ERRORS.labels(member.name, reason).inc(count - seen)
+                    ProviderErrors(member.name, reason, count - seen).emit()
                     self._provider_errors[(member.name, reason)] = count
             state = (health.state, health.reason)
             before = self._provider_states.get(member.name)
-            if state == before:
-                continue
-            self._provider_states[member.name] = state
-            if before is not None or health.state.value != "ok":
-                level = logging.INFO if health.state.value == "ok" else logging.WARNING
-                event = "provider.recovered" if health.state.value == "ok" else "provider.degraded"
-                log.log(
-                    level, "%s provider=%s state=%s reason=%s", event, member.name, health.state.value, health.reason
-                )
-            await self.bus.publish(ProviderStatusChanged(member.name, health.state, health.reason))
+            if state != before:
+                self._provider_states[member.name] = state
+                ProviderChanged(member.name, health.state, health.reason, first=before is None).emit()

@@ -27,9 +27,10 @@ from streamer.demo import DemoState, ask, choose_day, first_day
 from streamer.events import QuoteBatch
 from streamer.market import MarketSchedule
 from streamer.model import MarketStatus, StockUpdate, parse_timestamp
-from tests.daemon_process import DaemonProcess, start_daemon, wait_for, write_config
-from tests.helpers import pb_records, qdb_query, until
-from tests.pb_realtime import RealtimeEvent, RealtimeSubscriber
+from tests.support.daemon import DaemonProcess, start_daemon, wait_for, write_config
+from tests.support.pb_realtime import RealtimeEvent, RealtimeSubscriber
+from tests.support.storage import pb_records, qdb_query
+from tests.support.waiting import until
 
 WARSAW = ZoneInfo("Europe/Warsaw")
 SCHEDULE = MarketSchedule(Config().market)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import pb_records, qdb_rows_eventually
+from tests.support.storage import pb_records, qdb_rows_eventually
 
 pytestmark = pytest.mark.servers
 REPO = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from tests.daemon_process import start_daemon, wait_for, write_config
-from tests.helpers import until
+from tests.support.daemon import start_daemon, wait_for, write_config
+from tests.support.waiting import until
 
 EXIT_WITHIN = 2.0  # seconds, the bound for a demo with every sink unreachable
 

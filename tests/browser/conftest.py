@@ -21,7 +21,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
 from streamer.app import Daemon, build_daemon
 from streamer.config import Config, parse_config
-from tests.helpers import until
+from tests.support.waiting import until
 
 from .market_data import write_session, write_symbols
 
@@ -52,10 +52,10 @@ class RunningDaemon:
         return f"http://127.0.0.1:{self.config.http.port}/"
 
     def component(self, name: str) -> Any:
-        return next(c for c in self.daemon.manager.sinks if c.name == name)
+        return self.daemon.component(name)
 
     async def stop(self) -> None:
-        self.daemon.manager.request_stop()
+        self.daemon.request_stop()
         await asyncio.wait_for(self.task, 30)
 
 

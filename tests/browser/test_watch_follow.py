@@ -15,7 +15,8 @@ from playwright.async_api import Page, expect
 from sinks.pocketbase import PocketBaseBackend
 from sinks.pocketbase_client import PocketBaseClient
 from streamer.config import Config, PocketBaseSinkConfig, parse_config
-from tests.helpers import pb_records, until
+from tests.support.storage import pb_records
+from tests.support.waiting import until
 
 from .conftest import RunningDaemon, free_port, start_daemon
 from .test_dashboard import PRICE, ROWS, row, sign_in

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import qdb_rows_eventually
+from tests.support.storage import qdb_rows_eventually
 
 pytestmark = pytest.mark.servers
 STREAMER = [sys.executable, "-m", "streamer.cli"]

@@ -21,14 +21,12 @@ from providers.chain import FallbackChain
 from providers.stooq import StooqProvider
 from providers.throttle import Throttled
 from streamer.clock import FakeClock
-from streamer.config import AlphaVantageConfig, Config, HttpConfig, StooqConfig
-from streamer.events import EventType, ProviderState
-from streamer.http import HttpApi
+from streamer.config import AlphaVantageConfig, Config, StooqConfig
+from streamer.events import ProviderState
 from streamer.manager import RealTimeStreamManager
 from streamer.market import MarketSchedule
 from streamer.securities import Security
 from tests.faults.conftest import LONG
-from tests.helpers import until
 from tests.providers.wire import (
     DAILY_LIMIT_BODY,
     POW_PAGE,
@@ -40,6 +38,8 @@ from tests.providers.wire import (
     stooq_book,
     text,
 )
+from tests.support.http import api_for
+from tests.support.waiting import until
 
 WAW = ZoneInfo("Europe/Warsaw")
 START = datetime(2026, 11, 20, 10, 0, tzinfo=WAW)  # a Friday, continuous trading until 16:50
@@ -96,13 +96,29 @@ def garbage_replies(rng: random.Random) -> list:
     ]
 
 
+class Transitions:
+    """Each provider's state as the health endpoint shows it, recorded whenever it (or its reason) changes."""
+
+    def __init__(self, manager: RealTimeStreamManager) -> None:
+        self.manager = manager
+        self.seen: dict[str, tuple[str, str | None]] = {}
+        self.events: list[tuple[str, ProviderState]] = []
+
+    def observe(self) -> None:
+        for name, health in self.manager.provider_healths().items():
+            now = (health.label, health.reason)
+            if self.seen.get(name) != now:
+                self.seen[name] = now
+                self.events.append((name.removeprefix("provider:"), ProviderState(health.label)))
+
+
 @dataclass
 class Env:
     clock: FakeClock
     manager: RealTimeStreamManager
     stooq: WireServer
     http: aiohttp.ClientSession
-    provider_events: list
+    transitions: Transitions
     task: asyncio.Task
 
     async def cycle(self) -> None:
@@ -116,9 +132,10 @@ class Env:
         )
         assert not self.task.done(), self.task  # no crash
         assert await self.manager.bus.drain(5)
+        self.transitions.observe()
 
     def stooq_states(self) -> list[ProviderState]:
-        return [e.state for e in self.provider_events if e.provider == "stooq"]
+        return [state for provider, state in self.transitions.events if provider == "stooq"]
 
     async def health(self) -> dict:
         async with self.http.get("/api/v1/health") as r:
@@ -150,34 +167,26 @@ async def running() -> AsyncIterator[Env]:
             clock=clock,
             symbols=SYMBOLS,
         )
-        api = HttpApi(
-            HttpConfig.model_construct(enabled=True, host="127.0.0.1", port=0),
-            manager=manager,
-            securities=[Security(s, s, "stock") for s in SYMBOLS],
-        )
-        events: list = []
-
-        async def record(event):
-            events.append(event)
-
-        manager.bus.subscribe("test-recorder", record, [EventType.PROVIDER_STATUS])
+        api = api_for(manager, [Security(s, s, "stock") for s in SYMBOLS], healths=manager.healths)
+        transitions = Transitions(manager)
         stooq_srv.reply = GOOD_STOOQ
-        await manager.start()
         await api.start(manager.bus)
         task = asyncio.create_task(manager.run())
         async with aiohttp.ClientSession(api.url) as http:
-            env = Env(clock, manager, stooq_srv, http, events, task)
+            env = Env(clock, manager, stooq_srv, http, transitions, task)
             try:
                 await until(lambda: manager.cycles == 1 and clock.waiting > 0, 10, "the start-up cycle")
                 assert await manager.bus.drain(5)
-                assert [e.state for e in events] == [ProviderState.OK] * 2  # both providers, at start-up
+                transitions.observe()
+                events = transitions.events
+                assert [state for _, state in events] == [ProviderState.OK] * 2  # both providers, at start-up
                 events.clear()
                 yield env
             finally:
                 manager.request_stop()
                 await asyncio.wait_for(task, 10)
                 await api.stop(5)
-                await manager.shutdown()
+                await manager.close(drained=await manager.bus.close(5))
 
 
 def assert_all_delivered(env: Env) -> None:

@@ -19,9 +19,10 @@ from sinks.questdb import QuestDBBackend
 from sinks.questdb_read import QuestDBReader
 from sinks.questdb_schema import ALERT_COLUMNS, MARKET_STATUS_COLUMNS, QUOTE_COLUMNS, create_table_sql
 from streamer.config import QuestDBSinkConfig
-from streamer.events import Alert, EventType, MarketStatusChanged, ProviderState, ProviderStatusChanged, QuoteBatch
+from streamer.events import Alert, EventType, MarketStatusChanged, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
-from tests.helpers import qdb_query
+from tests.support import quotes
+from tests.support.storage import qdb_query
 
 pytestmark = pytest.mark.servers
 
@@ -57,15 +58,7 @@ def sym() -> str:
 
 def quote(symbol: str, at: datetime, price: float = 10.0, volume: int = 100, **kw) -> StockUpdate:
     kw.setdefault("received_at", at + timedelta(seconds=1))
-    return StockUpdate.with_change(
-        symbol=symbol,
-        price=price,
-        timestamp=at,
-        data_source="test",
-        volume=volume,
-        prev_close=kw.pop("prev_close", 9.5),
-        **kw,
-    )
+    return quotes.quote(symbol, price, at=at, volume=volume, prev_close=kw.pop("prev_close", 9.5), **kw)
 
 
 def entries(*updates: StockUpdate, prefix: str = "") -> list[Entry]:
@@ -130,7 +123,6 @@ def test_entries_for_maps_events_to_outbox_entries():
     alert = Alert("up5", "change_percent", "AAA", "AAA +5%", T0, 10.5, 5.0, 5.0)
     [stored] = b.entries_for(alert)
     assert stored.payload["table"] == "alerts" and 'message="AAA +5%"' in stored.payload["lines"][0]
-    assert b.entries_for(ProviderStatusChanged("stooq", ProviderState.OK, None)) == []
 
 
 # --- writing ---------------------------------------------------------------------------------------

@@ -32,21 +32,9 @@ from streamer.stream.feed import NumberedBatch
 from streamer.stream.messages import encode
 from streamer.ws import PROTOCOL_VERSION
 from streamer.ws.auth import Authenticator, RedactTokens, origins, token_from_header
-
-from . import (
-    ANY,
-    SYMBOLS,
-    batch,
-    client,
-    expect,
-    quote,
-    recv_json,
-    running_server,
-    send,
-    still_open,
-    subscribed,
-    wait_until,
-)
+from tests.support.quotes import SYMBOLS, batch, quote
+from tests.support.waiting import until
+from tests.support.ws import ANY, client, expect, recv_json, running_server, send, still_open, subscribed
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -125,7 +113,7 @@ async def test_clients_with_the_same_subscription_share_one_encoded_message():
             await subscribed(a, "PKN", "PKO")
             await subscribed(b, "PKO", "PKN")
             await subscribed(c, "KGH")
-            assert server.status()["groups"] == 2
+            assert server.health().wire()["groups"] == 2
             await bus.publish(batch("PKN", "KGH"))
             raw_a, raw_b = await a.recv(), await b.recv()
     assert raw_a == raw_b
@@ -231,7 +219,7 @@ async def test_resume_replays_exactly_the_missed_batches_then_goes_live():
     assert confirmed["snapshot"] == []
     assert [(m["seq"], m["prev_seq"], symbols_of(m)) for m in replayed] == [(2, 1, ["PKO"]), (4, 2, ["PKN"])]
     assert (live["seq"], live["prev_seq"]) == (5, 4)
-    assert server.counters["recovered"] == 1
+    assert server.health().details.recovered == 1
 
 
 async def test_resume_while_batches_keep_arriving_has_no_gap_and_no_duplicate():
@@ -371,7 +359,7 @@ async def test_rate_limit_answers_once_per_burst_then_recovers():
             now[0] += 0.2  # one token back
             await still_open(ws)
     assert [r["type"] for r in replies] == ["pong"] * 5 + ["error"]
-    assert replies[5]["code"] == "rate_limited" and server.counters["rate_limited"] == 3
+    assert replies[5]["code"] == "rate_limited" and server.health().details.rate_limited == 3
 
 
 async def test_a_client_that_keeps_flooding_is_closed_with_1008():
@@ -382,7 +370,7 @@ async def test_a_client_that_keeps_flooding_is_closed_with_1008():
                     await send(ws, type="ping", id=i)
             code, reason = await closed_with(ws)
     assert (code, reason) == (1008, "rate limit exceeded")
-    assert server.counters["closed_rate_limited"] == 1
+    assert server.health().details.closed_rate_limited == 1
 
 
 # --- slow clients and keepalive -----------------------------------------------------------------------
@@ -413,25 +401,25 @@ async def test_a_stalled_client_is_closed_with_1013_and_does_not_slow_the_others
                 await subscribed(stalled)
                 with_stalled = []
                 async with asyncio.timeout(20):
-                    while server.counters["closed_slow"] == 0:
+                    while server.health().details.closed_slow == 0:
                         with_stalled += await latencies(bus, healthy, 1)
                 with_stalled += await latencies(bus, healthy, 10)  # and after it was closed
                 code, reason = await closed_with(stalled)
             await still_open(healthy)
-            await wait_until(lambda: server.status()["clients"] == 1)
+            await until(lambda: server.health().wire()["clients"] == 1)
     assert (code, reason) == (1013, "send buffer full: client too slow")
     assert len(with_stalled) > 10  # the stalled client's backlog really built up over many batches
     # Fan-out never waits for a client, so the healthy client's latency does not grow with a stalled one.
     assert statistics.median(with_stalled) < 3 * statistics.median(alone)
-    assert server.counters["dropped"] == 1 and server.counters["closed_slow"] == 1
+    assert server.health().details.dropped == 1 and server.health().details.closed_slow == 1
 
 
 async def test_keepalive_closes_a_peer_that_stopped_answering_pings():
     async with running_server(ping_interval=0.1, ping_timeout=0.1, close_timeout=0.2) as (server, _bus):
         async with client(server.url, ping_interval=None, close_timeout=0.1) as ws:
-            await wait_until(lambda: server.status()["clients"] == 1)
+            await until(lambda: server.health().wire()["clients"] == 1)
             ws.transport.pause_reading()  # pings are no longer answered
-            await wait_until(lambda: server.status()["clients"] == 0)
+            await until(lambda: server.health().wire()["clients"] == 0)
 
 
 async def test_stop_does_not_wait_past_its_timeout_for_a_client_that_stopped_reading():
@@ -448,14 +436,14 @@ async def test_stop_closes_clients_with_1001_and_reports_status():
     async with running_server() as (server, _bus):
         async with client(server.url) as ws:
             await subscribed(ws, "PKN")
-            status = server.status()
+            status = server.health().wire()
             assert REGISTRY.get_sample_value("streamer_ws_clients") == 1
             await server.stop(2)
             code, reason = await closed_with(ws)
     assert (code, reason) == (1001, "server shutting down")
     assert status["state"] == "listening" and status["clients"] == 1 and status["epoch"] == server.history.epoch
     assert {"seq", "history_depth", "messages_sent", "closed_slow", "auth_refused"} <= set(status)
-    assert server.status()["state"] == "stopped"
+    assert server.health().wire()["state"] == "stopped"
 
 
 async def test_wss_with_a_self_signed_certificate(tmp_path):
@@ -538,7 +526,7 @@ async def test_an_idle_client_costs_the_server_less_than_20_kib():
                 await bus.drain(5)
                 gc.collect()
                 after = tracemalloc.take_snapshot()
-                assert server.status()["clients"] == n and server.status()["groups"] == 4
+                assert server.health().wire()["clients"] == n and server.health().wire()["groups"] == 4
             finally:
                 clients.kill()
                 await clients.wait()
@@ -561,7 +549,7 @@ async def test_auth_required_refuses_a_client_without_a_token():
         async with connect(server.url) as ws:
             await send(ws, type="subscribe")  # the first message must be auth
             assert await closed_with(ws) == (1008, "authentication required")
-    assert server.counters["auth_refused"] == 2
+    assert server.health().details.auth_refused == 2
 
 
 async def test_auth_required_refuses_a_wrong_token(caplog):
@@ -578,9 +566,9 @@ async def test_auth_required_refuses_a_wrong_token(caplog):
 async def test_a_client_leaving_before_it_authenticates_is_not_an_error(caplog):
     async with running_server(require_auth=True, tokens=[TOKEN], auth_timeout=5) as (server, _bus):
         async with connect(server.url):
-            await wait_until(lambda: server.counters["connections"] == 1)
+            await until(lambda: server.health().details.connections == 1)
     # Stopping the server waited for the connection's handler to end.
-    assert "connection handler failed" not in caplog.text and server.counters["auth_refused"] == 0
+    assert "connection handler failed" not in caplog.text and server.health().details.auth_refused == 0
 
 
 @pytest.mark.parametrize("header", [f"Bearer {TOKEN}", TOKEN])

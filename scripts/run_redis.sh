@@ -66,7 +66,7 @@ redis_bin() {
         [[ -x $REDIS_SERVER ]] || die "REDIS_SERVER=$REDIS_SERVER is not executable"
         printf '%s\n' "$REDIS_SERVER"
     else
-        command -v redis-server || die "redis-server not found: install Debian's redis-server package (apt-get install redis-server redis-tools)"
+        command -v redis-server || die "redis-server not found: run scripts/bootstrap.sh (it installs Debian's redis-server)"
     fi
 }
 

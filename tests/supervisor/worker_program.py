@@ -91,8 +91,8 @@ async def main(args: argparse.Namespace) -> int:
     if not args.ready_on_signal:
         ready.set()
     await ready.wait()
+    events.write("ready")  # first: once the group is ready, a test finds every worker's line
     notifier.ready()
-    events.write("ready")
     await stop.wait()
     server.close()
     await server.wait_closed()

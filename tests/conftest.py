@@ -1,4 +1,4 @@
-"""Shared fixtures: the real QuestDB and PocketBase, started for the test session through scripts/.
+"""Shared fixtures: the real QuestDB, PocketBase and Redis, started for the test session through scripts/.
 
 They run on test ports with their own data directories, so a user's servers on the default ports are
 never touched, and the fault tests may kill and restart them."""
@@ -6,6 +6,7 @@ never touched, and the fault tests may kill and restart them."""
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from streamer.config import PocketBaseSinkConfig, QuestDBSinkConfig, ReconnectConfig
+from streamer.config import BrokerConfig, PocketBaseSinkConfig, QuestDBSinkConfig, ReconnectConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PB_EMAIL = "admin@example.com"
@@ -22,6 +23,8 @@ PB_PASSWORD = "test-only-password-1"
 _OFFSET = int(os.environ.get("STREAMER_TEST_PORT_OFFSET", "0"))
 QDB_HTTP_PORT, QDB_PG_PORT, QDB_ILP_PORT, QDB_MIN_PORT = (p + _OFFSET for p in (19000, 18812, 19009, 19003))
 PB_PORT = 18090 + _OFFSET
+REDIS_PORT = 16379 + _OFFSET
+REDIS_PASSWORD = "test-only-redis-password-1"
 
 
 @dataclass
@@ -82,6 +85,23 @@ def pocketbase_server(tmp_path_factory) -> Server:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Server:
+    """Redis with a password and no snapshots; tests that need one write it with SAVE."""
+    data = tmp_path_factory.mktemp("redis")
+    env = _env(
+        REDIS_DATA_DIR=str(data),
+        REDIS_PORT=str(REDIS_PORT),
+        REDIS_PASSWORD=REDIS_PASSWORD,
+        REDIS_SAVE="",
+        REDIS_TLS_PORT="",
+    )
+    server = Server(REPO / "scripts" / "run_redis.sh", env, data / "redis.pid")
+    server.start()
+    yield server
+    server.stop()
+
+
 FAST_RECONNECT = ReconnectConfig(initial_delay=0.2, max_delay=2, failed_after=5)
 
 
@@ -100,4 +120,19 @@ def pocketbase_config(pocketbase_server) -> PocketBaseSinkConfig:
         admin_password=SecretStr(PB_PASSWORD),
         request_timeout=5,
         reconnect=FAST_RECONNECT,
+    )
+
+
+@pytest.fixture
+def broker_config(redis_server) -> BrokerConfig:
+    """The test Redis under a key prefix of this test's own, so tests never see each other's streams."""
+    return BrokerConfig(
+        url=f"redis://127.0.0.1:{REDIS_PORT}/0",
+        password=SecretStr(REDIS_PASSWORD),
+        key_prefix=f"test-{secrets.token_hex(4)}:",
+        history_size=50,
+        command_timeout=2,
+        read_block=0.2,
+        lease_ttl=2,
+        reconnect=ReconnectConfig(initial_delay=0.05, max_delay=0.5, failed_after=3),
     )

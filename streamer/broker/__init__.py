@@ -1,0 +1,5 @@
+"""The Redis broker of the scale-out roles (docs/scaling.md): the ingest publishes numbered batches and events
+through Lua scripts, under a lease; edges load the stream once and tail it.
+
+Modules: `layout` (keys and entry fields), `scripts` (the Lua scripts, typed), `connection` (the client from
+the configuration), `lease` (the leader's lease), `publisher` (ingest side), `subscriber` (edge side)."""

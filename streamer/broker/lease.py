@@ -1,0 +1,69 @@
+"""The ingest leader's lease: a Redis key holding this process's random token for `ttl` seconds (redis-py's
+Lock: SET NX PX to take it, a token-checked script to extend it), renewed every third of the TTL.
+
+publish.lua refuses every token but the one in the key, so a leader that stalled past its lease cannot
+publish even before it notices it lost the lease (fencing)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+
+from redis.asyncio import Redis
+from redis.exceptions import LockError, LockNotOwnedError, RedisError
+
+from .connection import raise_if_cancelled
+
+log = logging.getLogger("streamer.broker")
+
+
+class Lease:
+    """Take, renew and give back one lease key; `held` is what Redis last said."""
+
+    def __init__(self, redis: Redis, key: str, ttl: float) -> None:
+        self.key = key
+        self.ttl = ttl
+        self.token = secrets.token_hex(16)
+        self.held = False
+        self._lock = redis.lock(key, timeout=ttl, blocking=False, thread_local=False)
+
+    async def refresh(self) -> bool:
+        """Extend the lease when held, else try to take it; True when this process holds it afterwards.
+
+        A Redis error propagates and leaves `held` as it was: the caller cannot know, and fencing keeps a
+        wrong guess harmless."""
+        was = self.held
+        if self.held:
+            try:
+                await self._lock.extend(self.ttl, replace_ttl=True)
+            except LockNotOwnedError:
+                self.held = False  # expired (a stall) or Redis lost it: try to take it again below
+        if not self.held:
+            self.held = bool(await self._lock.acquire(blocking=False, token=self.token))
+        if self.held != was:
+            if self.held:
+                log.info("broker.lease_taken key=%s ttl=%ss", self.key, self.ttl)
+            else:
+                log.warning("broker.lease_lost key=%s another process holds it, or it expired", self.key)
+        return self.held
+
+    async def release(self) -> None:
+        """Give the lease back (a standby takes over at once instead of after the TTL)."""
+        if not self.held:
+            return
+        self.held = False
+        try:
+            await self._lock.release()
+        except (LockError, RedisError) as e:
+            log.info("broker.lease_release_failed key=%s %s (it expires on its own)", self.key, e)
+
+    async def keep(self) -> None:
+        """Refresh every third of the TTL until cancelled; Redis errors are logged and retried."""
+        while True:
+            try:
+                await self.refresh()
+            except RedisError as e:
+                log.warning("broker.lease_refresh_failed key=%s %s: %s", self.key, type(e).__name__, e)
+            raise_if_cancelled()
+            await asyncio.sleep(self.ttl / 3)

@@ -26,13 +26,13 @@ from sinks import questdb_schema as schema
 from sinks.questdb import QuestDBBackend
 from sinks.runner import OutboxSink, SinkState
 from streamer.bus import EventBus
-from streamer.config import OutboxConfig
+from streamer.config import OutboxConfig, QuestDBSinkConfig
 from streamer.events import QuoteBatch
 from streamer.model import MarketStatus
 
 from .common import Report, cpu_seconds, num, parser
 from .fanout_server import replay_cycles
-from .servers import FAST_RECONNECT, run_against_servers
+from .servers import FAST_RECONNECT, Servers, run_against_servers
 
 BASE = dt.datetime(2020, 1, 6, tzinfo=dt.UTC)
 
@@ -53,7 +53,7 @@ async def reset(backend: QuestDBBackend, prefix: str) -> None:
     await backend.execute(schema.create_table_sql(schema.QUOTES, prefix))
 
 
-async def through_sink(cfg, events: list[QuoteBatch], total: int, work: Path) -> tuple[float, float]:
+async def through_sink(cfg: QuestDBSinkConfig, events: list[QuoteBatch], total: int, work: Path) -> tuple[float, float]:
     backend = QuestDBBackend(cfg, table_prefix="bench_sink_")
     await reset(backend, "bench_sink_")
     bus = EventBus()
@@ -64,7 +64,7 @@ async def through_sink(cfg, events: list[QuoteBatch], total: int, work: Path) ->
     cpu0, t0 = cpu_seconds(), time.perf_counter()
     for event in events:
         await bus.publish(event)
-    while sink.delivered < total:
+    while sink.counters.delivered < total:
         await asyncio.sleep(0.005)
     took, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     await sink.stop(5)
@@ -72,23 +72,23 @@ async def through_sink(cfg, events: list[QuoteBatch], total: int, work: Path) ->
     return took, cpu
 
 
-def direct(cfg, rows: list[schema.Row]) -> tuple[float, float]:
+def direct(cfg: QuestDBSinkConfig, rows: list[schema.Row]) -> tuple[float, float]:
     cpu0, t0 = cpu_seconds(), time.perf_counter()
     with Sender.from_conf(f"http::addr={cfg.host}:{cfg.http_port};") as sender:
         for r in rows:
-            sender.row(r.table, symbols=r.symbols, columns=r.columns, at=r.at)
+            sender.row(r.table, symbols=r.symbols, columns={**r.columns}, at=r.at)
         sender.flush()
     return time.perf_counter() - t0, cpu_seconds() - cpu0
 
 
-def mapped(cfg, events: list[QuoteBatch]) -> tuple[float, float]:
+def mapped(cfg: QuestDBSinkConfig, events: list[QuoteBatch]) -> tuple[float, float]:
     """The client fed straight from the quotes with the sink's own mapping: no bus, no outbox."""
     cpu0, t0 = cpu_seconds(), time.perf_counter()
     with Sender.from_conf(f"http::addr={cfg.host}:{cfg.http_port};") as sender:
         for event in events:
             for u in event.updates:
                 r = schema.quote_payload_row(u.to_dict(), "bench_mapped_")
-                sender.row(r.table, symbols=r.symbols, columns=r.columns, at=r.at)
+                sender.row(r.table, symbols=r.symbols, columns={**r.columns}, at=r.at)
         sender.flush()
     return time.perf_counter() - t0, cpu_seconds() - cpu0
 
@@ -104,7 +104,7 @@ async def count(backend: QuestDBBackend, table: str, expected: int) -> int:
     return n
 
 
-async def run(args: argparse.Namespace, servers) -> Report:
+async def run(args: argparse.Namespace, servers: Servers) -> Report:
     cfg = servers.questdb_config()
     report = Report(
         "3. QuestDB ingest",

@@ -136,7 +136,8 @@ class QuestDBBackend:
                     raise QuestDBUnavailable(
                         f"{self.url}/exec answered {resp.status} to {sql[:60]!r}: {_error_text(text)}"
                     )
-                return json.loads(text)
+                answer: dict[str, Any] = json.loads(text)
+                return answer
         except (TimeoutError, aiohttp.ClientError, ValueError) as e:
             raise QuestDBUnavailable(f"cannot reach QuestDB at {self.url}: {type(e).__name__}: {e}") from e
 

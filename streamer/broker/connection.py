@@ -61,7 +61,7 @@ def connect(config: BrokerConfig, *, read_timeout: float | None = None) -> Redis
         sentinels = [(host, int(port)) for host, _, port in (s.rpartition(":") for s in config.sentinels)]
         # The options are the master's; the sentinels themselves are asked with plain timeouts.
         timeouts = {"socket_connect_timeout": config.connect_timeout, "socket_timeout": config.command_timeout}
-        sentinel = Sentinel(sentinels, sentinel_kwargs=timeouts, **options)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(sentinels, sentinel_kwargs=timeouts, **options)  # type: ignore[no-untyped-call]  # redis-py leaves Sentinel() unannotated
         master: Redis = sentinel.master_for(config.master_name)
         return master
     parts = urlsplit(config.url)

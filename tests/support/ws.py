@@ -10,7 +10,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 from unittest.mock import ANY
 
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from streamer.bus import EventBus
 from streamer.config import WebSocketConfig
@@ -79,3 +81,23 @@ async def still_open(ws: ClientConnection) -> None:
     """The connection is open and nothing else is queued for this client: a ping is answered next."""
     await send(ws, type="ping", id="check")
     assert await expect(ws, "pong") == {"type": "pong", "timestamp": ANY, "id": "check"}
+
+
+def server_log(caplog: pytest.LogCaptureFixture) -> str:
+    """What the server side logged (the test's own websockets client logs its request headers at DEBUG)."""
+    return "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("websockets.client"))
+
+
+def symbols_of(message: dict[str, Any]) -> list[str]:
+    return [q["symbol"] for q in message["data"]]
+
+
+async def closed_with(ws: ClientConnection) -> tuple[int, str]:
+    """Read until the server closes; the close code and reason it sent."""
+    try:
+        async with asyncio.timeout(5):
+            while True:
+                await ws.recv()
+    except ConnectionClosed as e:
+        assert e.rcvd is not None, e
+        return e.rcvd.code, e.rcvd.reason

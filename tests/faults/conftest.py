@@ -19,6 +19,7 @@ import pytest
 from streamer.bus import EventBus
 from streamer.events import Alert, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
+from tests.support.waiting import until
 
 # STREAMER_LONG_TESTS=1 runs the long variants (20 s outages, an hour of bad provider answers, 60 s churn).
 LONG = os.environ.get("STREAMER_LONG_TESTS") == "1"
@@ -63,11 +64,7 @@ async def kill9(server) -> None:
     """`kill -9` a session server and wait until it is gone; `server.start()` brings it back."""
     pid = server.pid
     os.kill(pid, signal.SIGKILL)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while alive(pid):
-        assert loop.time() < deadline, f"pid {pid} survived SIGKILL"
-        await asyncio.sleep(0.05)
+    await until(lambda: not alive(pid), 30, f"pid {pid} to be gone after SIGKILL", interval=0.05)
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -22,7 +21,9 @@ from streamer.config import QuestDBSinkConfig
 from streamer.events import Alert, EventType, MarketStatusChanged, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
 from tests.support import quotes
-from tests.support.storage import qdb_query
+from tests.support.network import free_port
+from tests.support.storage import qdb_query, qdb_rows_eventually
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.servers
 
@@ -70,13 +71,15 @@ def entries(*updates: StockUpdate, prefix: str = "") -> list[Entry]:
 
 async def wait_for_rows(reader: QuestDBReader, symbol: str, n: int, timeout: float = 15) -> list[StockUpdate]:
     """Poll until `symbol` has at least `n` rows (WAL apply is asynchronous); fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = await reader.history(symbol, EPOCH, FAR, limit=100_000)
-        if len(rows) >= n or time.monotonic() > deadline:
-            assert len(rows) >= n, f"{symbol}: {len(rows)} rows visible after {timeout}s, expected {n}"
-            return rows
-        await asyncio.sleep(0.05)
+    rows: list[StockUpdate] = []
+
+    async def enough() -> bool:
+        nonlocal rows
+        rows = list(await reader.history(symbol, EPOCH, FAR, limit=100_000))
+        return len(rows) >= n
+
+    await until(enough, timeout, f"{n} rows of {symbol} visible", interval=0.05)
+    return rows
 
 
 sql = qdb_query  # the shared helper: one PG-wire query against the test QuestDB
@@ -165,16 +168,8 @@ async def test_one_write_spanning_tables_lands_in_each(backend, reader, _local_q
     ]
     await backend.write(mixed)
     await wait_for_rows(reader, s, 2)
-    deadline = time.monotonic() + 15
-    while not (
-        rows := await sql(
-            _local_questdb,
-            "SELECT status, previous, next_status, next_change FROM market_status WHERE timestamp = %s",
-            [at],
-        )
-    ):
-        assert time.monotonic() < deadline, "market_status row not visible"
-        await asyncio.sleep(0.05)
+    query = "SELECT status, previous, next_status, next_change FROM market_status WHERE timestamp = %s"
+    rows = await qdb_rows_eventually(_local_questdb, query, [at], 1, timeout=15)
     assert rows == [("open", "pre_market", "after_hours", (at + timedelta(hours=8)).replace(tzinfo=None))]
 
 
@@ -191,10 +186,7 @@ async def test_alerts_land_and_a_repeated_alert_is_one_row(backend, _local_quest
         "SELECT symbol, rule, kind, message, price, value, threshold FROM alerts "
         "WHERE timestamp = %s AND (symbol = %s OR rule IN (%s, %s)) ORDER BY rule DESC"
     )
-    deadline = time.monotonic() + 15
-    while len(rows := await sql(_local_questdb, query, [T0, s, system.rule, marker.rule])) < 3:
-        assert time.monotonic() < deadline, f"alerts not visible: {rows}"
-        await asyncio.sleep(0.05)
+    rows = await qdb_rows_eventually(_local_questdb, query, [T0, s, system.rule, marker.rule], 3, timeout=15)
     assert rows == [
         (s, "up5", "change_percent", f"{s} +5.2%", 10.52, 5.2, 5.0),
         (None, system.rule, "system", "outbox full", None, None, None),
@@ -267,12 +259,6 @@ def test_parse_refusal_tells_data_from_server_trouble():
 
 
 # --- connection failures ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_a_closed_port_fails_fast_and_is_not_a_rejection():

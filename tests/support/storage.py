@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 
 import aiohttp
 import psycopg
 
 from streamer.config import PocketBaseSinkConfig, QuestDBSinkConfig
+
+from .waiting import until
 
 
 async def qdb_query(config: QuestDBSinkConfig, query: str, params: list | None = None) -> list[tuple]:
@@ -26,14 +28,18 @@ async def qdb_query(config: QuestDBSinkConfig, query: str, params: list | None =
 async def qdb_rows_eventually(
     config: QuestDBSinkConfig, query: str, params: list | None, expected: int, timeout: float = 30.0
 ) -> list[tuple]:
-    """QuestDB applies WAL writes asynchronously: poll until the query returns `expected` rows."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    """QuestDB applies WAL writes asynchronously: poll until the query returns `expected` rows; what it returned
+    last (the caller's assertion on the rows tells what is missing)."""
+    rows: list[tuple] = []
+
+    async def enough() -> bool:
+        nonlocal rows
         rows = await qdb_query(config, query, params)
-        if len(rows) >= expected or loop.time() > deadline:
-            return rows
-        await asyncio.sleep(0.1)
+        return len(rows) >= expected
+
+    with contextlib.suppress(AssertionError):
+        await until(enough, timeout, f"{expected} rows", interval=0.1)
+    return rows
 
 
 async def pb_records(config: PocketBaseSinkConfig, collection: str, filter_: str) -> list[dict]:

@@ -284,6 +284,7 @@ def storage(config: Config) -> OutboxSink | Skipped:
         return Skipped(
             PocketBaseBackend.name,
             "no superuser password (set sinks.pocketbase.admin_password, e.g. from ${PB_ADMIN_PASSWORD})",
+            misconfigured=True,
         )
     return OutboxSink(PocketBaseBackend(pb), data_dir=config.data_dir, reconnect=pb.reconnect, outbox=pb.outbox)
 

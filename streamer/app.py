@@ -26,7 +26,7 @@ from .bus import EventBus
 from .catalog import Catalog, load_catalog
 from .clock import Clock, SystemClock
 from .component import Component, Health, Skipped
-from .compose import ALONE, EDGE, INGEST, Context, Lifecycle, Part, Role, build_all
+from .compose import ALONE, EDGE, INGEST, Context, Lifecycle, Part, Role, build_all, log_skipped
 from .config import Config
 from .http import api
 from .http.sse import OWN_HISTORY_SIZE
@@ -166,7 +166,7 @@ def build_storage(config: Config) -> list[OutboxSink]:
     """The enabled storage sinks, each behind its own outbox and reconnect loop (`streamer replay` writes to them)."""
     built = [questdb.storage(config), pocketbase.storage(config)]
     for skipped in (b for b in built if isinstance(b, Skipped)):
-        log.info("component.skipped component=%s reason=%s", skipped.name, skipped.reason)
+        log_skipped(skipped)
     return [b for b in built if isinstance(b, OutboxSink)]
 
 

@@ -86,3 +86,4 @@ class Skipped:
 
     name: str
     reason: str
+    misconfigured: bool = False  # enabled in the configuration but cannot run as given: logged as a warning

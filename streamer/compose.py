@@ -79,10 +79,16 @@ def build_all(parts: Iterable[Part], role: Role, context: Context) -> list[Compo
             continue
         result = part.build(context)
         if isinstance(result, Skipped):
-            log.info("component.skipped component=%s reason=%s", result.name, result.reason)
+            log_skipped(result)
         else:
             built.append(result)
     return built
+
+
+def log_skipped(skipped: Skipped) -> None:
+    """The one line a component left out leaves; a warning when it is enabled but cannot run as configured."""
+    level = logging.WARNING if skipped.misconfigured else logging.INFO
+    log.log(level, "component.skipped component=%s reason=%s", skipped.name, skipped.reason)
 
 
 class Lifecycle:

@@ -76,7 +76,7 @@ class Daemon:
     alerts: AlertEngine | None = None  # a config reload replaces its rules
     storage: list[OutboxSink] = field(default_factory=list)  # the storage sinks (the demo asks them for its day)
     on_started: list[Callable[[], object]] = field(default_factory=list)  # once every component has started
-    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     @property
     def components(self) -> list[Component]:

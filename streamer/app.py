@@ -26,7 +26,7 @@ from .bus import EventBus
 from .catalog import Catalog, load_catalog
 from .clock import Clock, SystemClock
 from .component import Component, Health, Skipped
-from .compose import ALONE, EDGE, INGEST, Context, Lifecycle, Part, Role, build_all, log_skipped
+from .compose import EDGE, INGEST, ONE_PROCESS, Context, Lifecycle, Part, Role, build_all, log_skipped
 from .config import Config
 from .http import api
 from .http.sse import OWN_HISTORY_SIZE
@@ -49,7 +49,7 @@ COMPONENTS: tuple[Part, ...] = (
     Part(questdb.build, INGEST),  # storage first: subscribed to the bus before anything is published
     Part(pocketbase.build, INGEST),  # creates the watchlists collection the watcher reads
     Part(alerts.build, INGEST),
-    Part(local.build, ALONE),  # feeds the stream core from this process's bus: before the transports, after them
+    Part(local.build, ONE_PROCESS),  # feeds the stream core from this process's bus: starts before the transports
     Part(ws.build, EDGE),
     Part(watchlists.build, INGEST),
     Part(api.build, EDGE),  # last: it serves every other component's health

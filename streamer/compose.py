@@ -40,7 +40,7 @@ class Role(str, Enum):
 
 INGEST = frozenset({Role.ALL, Role.INGEST})
 EDGE = frozenset({Role.ALL, Role.EDGE})
-ALONE = frozenset({Role.ALL})  # only where ingest and edge share one process
+ONE_PROCESS = frozenset({Role.ALL})  # only where ingest and edge share one process
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def redis_server(tmp_path_factory) -> Server:
 
 
 @pytest.fixture(scope="module")
-def sentinel_topology(tmp_path_factory) -> SentinelTopology:
+def sentinel_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelTopology]:
     """A master, a replica and three Sentinels (scripts/run_sentinel.sh), for one test module; tests kill -9 its
     processes, so take it through `sentinel_broker`, which heals it first."""
     topology = SentinelTopology(
@@ -165,7 +166,7 @@ def broker_config(redis_server) -> BrokerConfig:
 
 
 @pytest.fixture
-def sentinel_broker(sentinel_topology) -> tuple[SentinelTopology, BrokerConfig]:
+def sentinel_broker(sentinel_topology: SentinelTopology) -> tuple[SentinelTopology, BrokerConfig]:
     """The whole Sentinel topology up (what an earlier test killed is back), and a broker configuration that finds
     the master through its Sentinels."""
     sentinel_topology.heal()

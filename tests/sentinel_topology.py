@@ -107,7 +107,7 @@ class SentinelTopology:
                 continue
             finally:
                 await client.aclose()
-            if found:
+            if isinstance(found, tuple):
                 return int(found[1])
         return None
 

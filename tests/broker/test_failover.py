@@ -27,7 +27,7 @@ from streamer.broker.publisher import BrokerUnavailable, Fenced, Publisher
 from streamer.broker.subscriber import Snapshot, Subscriber, Update
 from streamer.config import BrokerConfig
 from streamer.stream.feed import NumberedBatch
-from tests.broker.helpers import assert_one_content_per_seq, leader, quotes, redis_client
+from tests.broker.helpers import assert_one_content_per_seq, leader, numbered, quotes, redis_client
 from tests.helpers import until
 from tests.sentinel_topology import SentinelTopology
 
@@ -219,7 +219,9 @@ def assert_consistent(feed: Feed, edges: list[TimedEdge], kills: list[float]) ->
     assert_one_content_per_seq(feed.batches, *(e.batches for e in edges))
 
 
-async def test_kill_9_of_the_master_under_load_two_edges_follow(sentinel_broker):
+async def test_kill_9_of_the_master_under_load_two_edges_follow(
+    sentinel_broker: tuple[SentinelTopology, BrokerConfig],
+) -> None:
     topology, config = sentinel_broker
     async with leader(config) as publisher, timed_edge(config) as a, timed_edge(config) as b:
         feed = Feed(publisher)
@@ -232,7 +234,7 @@ async def test_kill_9_of_the_master_under_load_two_edges_follow(sentinel_broker)
 
 
 @pytest.mark.skipif(not LONG, reason="the long variant: STREAMER_LONG_TESTS=1")
-async def test_repeated_failovers_under_load(sentinel_broker):
+async def test_repeated_failovers_under_load(sentinel_broker: tuple[SentinelTopology, BrokerConfig]) -> None:
     topology, config = sentinel_broker
     kills: list[float] = []
     async with leader(config) as publisher, timed_edge(config) as a, timed_edge(config) as b:
@@ -248,7 +250,7 @@ async def test_repeated_failovers_under_load(sentinel_broker):
     assert_consistent(feed, [a, b], kills)
 
 
-async def test_a_sentinel_that_is_down_is_skipped(sentinel_broker):
+async def test_a_sentinel_that_is_down_is_skipped(sentinel_broker: tuple[SentinelTopology, BrokerConfig]) -> None:
     topology, config = sentinel_broker
     down = topology.sentinels[0]  # first in the list every client asks
     await topology.kill(down)
@@ -286,7 +288,9 @@ async def publish_through(publisher: Publisher, cycle: int, symbols: list[str]) 
         return published
 
 
-async def test_a_promoted_replica_without_the_last_writes_changes_the_epoch(sentinel_broker):
+async def test_a_promoted_replica_without_the_last_writes_changes_the_epoch(
+    sentinel_broker: tuple[SentinelTopology, BrokerConfig],
+) -> None:
     """The replica stalls (SIGSTOP) while the master takes more than the sockets between them hold, then the
     master dies: what it took last (three batches the edges read, and the lease) never reaches the replica that
     takes over. The leader takes its lease again there and starts a new epoch; each edge reloads once."""
@@ -300,7 +304,7 @@ async def test_a_promoted_replica_without_the_last_writes_changes_the_epoch(sent
         # No renewal in the background: this test decides when the lease is written.
         publisher = Publisher(client, config, Lease(client, keys.lease, config.lease_ttl))
         assert await publisher.lease.refresh()
-        early = [await publisher.publish(*quotes(c, SYMBOLS[:6])) for c in range(3)]
+        early = [await numbered(publisher, c, SYMBOLS[:6]) for c in range(3)]
         await until(lambda: a.at(early[-1].epoch, 3) and b.at(early[-1].epoch, 3), WITHIN, "the edges at seq 3")
         os.kill(topology.pid(replica), signal.SIGSTOP)
         try:
@@ -311,7 +315,7 @@ async def test_a_promoted_replica_without_the_last_writes_changes_the_epoch(sent
             # The replica's copy of the lease runs out; the leader takes it again on the master alone.
             await until(lambda: time.monotonic() > stopped_at + config.lease_ttl, WITHIN, "the lease's TTL")
             assert await publisher.lease.refresh()
-            lost = [await publisher.publish(*quotes(c, SYMBOLS[6:])) for c in range(3, 6)]
+            lost = [await numbered(publisher, c, SYMBOLS[6:]) for c in range(3, 6)]
             await until(lambda: a.at(lost[-1].epoch, 6) and b.at(lost[-1].epoch, 6), WITHIN, "the edges at seq 6")
             killed_at = await topology.kill(old)
         finally:
@@ -334,7 +338,9 @@ async def test_a_promoted_replica_without_the_last_writes_changes_the_epoch(sent
     assert_one_content_per_seq(early, lost, [after], a.batches, b.batches)
 
 
-async def test_the_lease_fences_a_stale_holder_on_the_new_master(sentinel_broker):
+async def test_the_lease_fences_a_stale_holder_on_the_new_master(
+    sentinel_broker: tuple[SentinelTopology, BrokerConfig],
+) -> None:
     topology, config = sentinel_broker
     key = Keys.for_prefix(config.key_prefix).lease
     async with redis_client(config) as c1, redis_client(config) as c2:
@@ -343,7 +349,7 @@ async def test_the_lease_fences_a_stale_holder_on_the_new_master(sentinel_broker
         assert await first.lease.refresh()
         keeper = asyncio.create_task(first.lease.keep())
         try:
-            assert (await first.publish(*quotes(0, SYMBOLS))).seq == 1
+            assert (await numbered(first, 0, SYMBOLS)).seq == 1
             with pytest.raises(Fenced):
                 await standby.publish(*quotes(1, SYMBOLS))
 
@@ -362,6 +368,6 @@ async def test_the_lease_fences_a_stale_holder_on_the_new_master(sentinel_broker
         # Past the lease, the standby takes over on the new master; the stalled leader, back, is refused.
         await until(standby.lease.refresh, config.lease_ttl * 5, "the standby taking the lease")
         assert first.lease.held  # what the stalled leader still believes
-        assert (await standby.publish(*quotes(4, SYMBOLS))).seq == 3
+        assert (await numbered(standby, 4, SYMBOLS)).seq == 3
         with pytest.raises(Fenced):
             await first.publish(*quotes(5, SYMBOLS))

@@ -21,11 +21,12 @@ from tests.broker.helpers import (
     edge,
     kill9_and_restart,
     leader,
+    numbered,
     publish_eventually,
     quotes,
     redis_client,
 )
-from tests.conftest import REDIS_PORT
+from tests.conftest import REDIS_PORT, Server
 from tests.helpers import until
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(120)]
@@ -53,9 +54,9 @@ async def lose_the_answer(publisher: Publisher, cutter: AnswerCutter, config: Br
     assert cutter.cuts == 1
 
 
-async def test_a_lost_answer_on_the_same_redis_numbers_on_without_a_reload(broker_config):
+async def test_a_lost_answer_on_the_same_redis_numbers_on_without_a_reload(broker_config: BrokerConfig) -> None:
     async with cutting_leader(broker_config) as (publisher, cutter), edge(broker_config, loaded=False) as e:
-        first = [await publisher.publish(*quotes(c, SYMBOLS)) for c in range(3)]
+        first = [await numbered(publisher, c, SYMBOLS) for c in range(3)]
         await lose_the_answer(publisher, cutter, broker_config, 3)
         await until(lambda: e.subscriber.seq == 4, 10, "the edge reading the batch whose answer was lost")
         after = await publish_eventually(publisher, 4, SYMBOLS[1:2])
@@ -67,12 +68,14 @@ async def test_a_lost_answer_on_the_same_redis_numbers_on_without_a_reload(broke
         assert_one_content_per_seq(first, [after], e.batches)
 
 
-async def test_a_lost_answer_lost_again_by_redis_starts_a_new_epoch(broker_config, redis_server):
+async def test_a_lost_answer_lost_again_by_redis_starts_a_new_epoch(
+    broker_config: BrokerConfig, redis_server: Server
+) -> None:
     dump = Path(redis_server.env["REDIS_DATA_DIR"]) / "dump.rdb"
     try:
         async with cutting_leader(broker_config) as (publisher, cutter), redis_client(broker_config) as r:
             async with edge(broker_config, loaded=False) as seen_it:
-                first = [await publisher.publish(*quotes(c, SYMBOLS)) for c in range(3)]
+                first = [await numbered(publisher, c, SYMBOLS) for c in range(3)]
                 await r.save()  # the snapshot holds seq 3
                 await lose_the_answer(publisher, cutter, broker_config, 3)
                 await until(lambda: seen_it.subscriber.seq == 4, 10, "an edge serving seq 4")

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def free_ports(n: int) -> list[int]:
 
 
 @pytest.fixture
-def env(tmp_path) -> dict[str, str]:
+def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     ports = free_ports(5)
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "SENTINEL_"))}
     settings = {
@@ -77,7 +78,7 @@ def master(env: dict[str, str]) -> int:
     return int(result.stdout.strip().rpartition(":")[2])
 
 
-def test_lifecycle_failover_and_recovery(env):
+def test_lifecycle_failover_and_recovery(env: dict[str, str]) -> None:
     data = Path(env["SENTINEL_DATA_DIR"])
     first, second = map(int, env["SENTINEL_REDIS_PORTS"].split())
     sentinels = [int(p) for p in env["SENTINEL_PORTS"].split()]
@@ -134,7 +135,7 @@ def test_lifecycle_failover_and_recovery(env):
     assert run("stop", env).returncode == 0  # not running is fine
 
 
-def test_a_port_held_by_another_process_is_refused(env):
+def test_a_port_held_by_another_process_is_refused(env: dict[str, str]) -> None:
     port = int(env["SENTINEL_PORTS"].split()[0])
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", port))
@@ -154,6 +155,6 @@ def test_a_port_held_by_another_process_is_refused(env):
         ("SENTINEL_DOWN_AFTER_MS", "0", "SENTINEL_DOWN_AFTER_MS must be a positive number"),
     ],
 )
-def test_bad_settings_are_refused_by_name(env, name, value, message):
+def test_bad_settings_are_refused_by_name(env: dict[str, str], name: str, value: str, message: str) -> None:
     result = run("start", {**env, name: value})
     assert result.returncode == 1 and message in result.stderr

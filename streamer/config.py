@@ -406,13 +406,16 @@ class BrokerConfig(_Section):
     tls_ca_file: Path | None = None  # rediss://: CA bundle to verify the server (default: the system's)
     sentinels: list[str] = []  # host:port of each Redis Sentinel; set = find the master through them
     master_name: str | None = None  # the master's Sentinel service name (required with sentinels)
+    sentinel_password: SecretStr | None = None  # the Sentinels' own password (their requirepass), if any
     connect_timeout: Seconds = 5
     command_timeout: Seconds = 5
     read_block: Seconds = 1  # an edge's blocking read waits this long before it checks the stream's position
     lease_ttl: Annotated[float, Field(ge=1)] = 10  # the ingest leader's lease, renewed every third of it
     reconnect: ReconnectConfig = ReconnectConfig(initial_delay=0.2, max_delay=5)
 
-    _none = field_validator("password", "tls_ca_file", "master_name", mode="before")(_blank_to_none)
+    _none = field_validator("password", "tls_ca_file", "master_name", "sentinel_password", mode="before")(
+        _blank_to_none
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -446,6 +449,14 @@ class BrokerConfig(_Section):
         if problem:
             shown = re.split(r"[?#]", redact_url(v), maxsplit=1)[0]  # a query could carry a password too
             raise _masked_error(f"{shown!r} is not a usable Redis URL: {problem} (expected {REDIS_URL_FORM})")
+        return v
+
+    @field_validator("sentinels", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: Any) -> Any:
+        # `${STREAMER_REDIS_SENTINELS:-}` gives one string: "host:port,host:port", or "" for none.
+        if isinstance(v, str):
+            return [item.strip() for item in v.split(",") if item.strip()]
         return v
 
     @field_validator("sentinels")

@@ -20,6 +20,8 @@ from providers.throttle import Throttled
 from .catalog import Catalog, Security, load_catalog
 from .clock import Clock, SystemClock
 from .config import Config
+from .feeds.board import FeedBoard
+from .feeds.build import build_push
 from .manager import CycleReport, RealTimeStreamManager, Sink
 from .market import MarketSchedule
 from .notify import Notifier, keep_alive, watchdog_interval
@@ -28,14 +30,19 @@ from .universe import Change, FollowedSet, configured_securities
 from .watchlists import build_watcher
 
 if TYPE_CHECKING:
+    from providers.upstox.feed import UpstoxFeed
     from sinks.runner import OutboxSink
 
 log = logging.getLogger("streamer.app")
 
 
-def demo_config(config: Config) -> Config:
-    """The same configuration with the replay feed as the only provider."""
-    providers = config.providers.model_copy(update={"chain": ["replay"]})
+def demo_config(config: Config, *, push: bool = False) -> Config:
+    """The same configuration with the replay feed as the only provider; with `push`, the recording also reaches
+    the daemon as Upstox ticks from a loopback server (streamer/feeds/demo.py), the replay feed standing by."""
+    update: dict[str, Any] = {"chain": ["replay"]}
+    if push:
+        update["push"] = config.providers.push.model_copy(update={"provider": "upstox"})
+    providers = config.providers.model_copy(update=update)
     return config.model_copy(update={"providers": providers})
 
 
@@ -51,6 +58,7 @@ class Daemon:
     http: Any = None
     followed: FollowedSet | None = None  # what the manager, WebSocket and HTTP universes follow
     storage: list[OutboxSink] = field(default_factory=list)  # the storage sinks (also in manager.sinks)
+    upstox: UpstoxFeed | None = None  # the push feed, when it is Upstox: a reload hands it a new access token
 
     async def serve(self) -> bool:
         try:
@@ -128,7 +136,13 @@ def build_sinks(config: Config) -> list[OutboxSink]:
             from sinks.pocketbase import PocketBaseBackend
 
             sinks.append(
-                OutboxSink(PocketBaseBackend(pb), data_dir=config.data_dir, reconnect=pb.reconnect, outbox=pb.outbox)
+                OutboxSink(
+                    PocketBaseBackend(pb),
+                    data_dir=config.data_dir,
+                    reconnect=pb.reconnect,
+                    outbox=pb.outbox,
+                    batch_interval=pb.batch_interval,
+                )
             )
     return sinks
 
@@ -157,8 +171,12 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
     grace = timedelta(seconds=config.symbols.watch_grace_period)
     followed = FollowedSet(securities, catalog, max_watched=config.symbols.max_watched, grace=grace)
     symbols = followed.symbols
+    # --- push provider (streamer/feeds/): primary for what it delivers, the polling chain fills in; the board
+    # tells clients which feeds are live (push) or delayed (polling). Started after the stream feed (below).
+    push = build_push(config, schedule, clock)
+    board = FeedBoard(members, push.source if push else None)
     storage = build_sinks(config)
-    components: list[Sink] = [*storage]
+    components: list[Sink] = [*(push.components if push else []), *storage]
     alerts = None
     if config.alerts.enabled:
         from .alerts import AlertEngine
@@ -174,6 +192,7 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
         # without the WebSocket server the SSE stream keeps 1000 batches for resume.
         stream = StreamCore(config.websocket.history_size if config.websocket.enabled else 1000)
         components.append(LocalFeed(stream))
+    components.append(board)
     if config.websocket.enabled:
         from .ws.server import WebSocketServer
 
@@ -184,7 +203,13 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
     if watcher is not None:
         components.append(watcher)  # after the PocketBase sink, which creates the watchlists collection
     manager = RealTimeStreamManager(
-        config, provider=FallbackChain(members), schedule=schedule, clock=clock, symbols=symbols, sinks=components
+        config,
+        provider=FallbackChain(members),
+        schedule=schedule,
+        clock=clock,
+        symbols=symbols,
+        sinks=components,
+        push=push.source if push else None,
     )
     reader = http = None
     if config.http.enabled:
@@ -206,10 +231,20 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
             catalog=catalog,
             followed=followed,
             watching=watcher is not None,
+            feeds=board,
         )
         manager.sinks.append(http)
     daemon = Daemon(
-        manager, clock, schedule, reader, alerts=alerts, ws=ws, http=http, followed=followed, storage=storage
+        manager,
+        clock,
+        schedule,
+        reader,
+        alerts=alerts,
+        ws=ws,
+        http=http,
+        followed=followed,
+        storage=storage,
+        upstox=push.upstox if push else None,
     )
     followed.on_change.append(follow_in_place(daemon))
     return daemon

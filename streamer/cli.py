@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -62,8 +63,10 @@ def _secrets(config: Config) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from .app import demo_config, run_daemon
 
+    if args.push and not args.demo:
+        raise ValueError("--push goes with --demo (a live push feed is configured in providers.push)")
     path = _config_path(args.config)
-    prepare = demo_config if args.demo else (lambda c: c)
+    prepare = partial(demo_config, push=args.push) if args.demo else (lambda c: c)
     config = prepare(load_config(path))
     masker = setup_logging(config.logging.level, config.logging.format, secrets=_secrets(config))
     try:
@@ -142,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run offline on the built-in recorded session "
         "(replay feed; the clock follows the session, so the market is open on any day)",
+    )
+    run.add_argument(
+        "--push",
+        action="store_true",
+        help="with --demo: the session also arrives as live ticks from a loopback Upstox-format server "
+        "(sub-second updates, shown as live; the replay feed stands by as the delayed fallback)",
     )
     run.set_defaults(func=cmd_run)
 

@@ -44,6 +44,11 @@ class BatchCoalescer:
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
 
+    @property
+    def held(self) -> int:
+        """Batches waiting for the interval to pass."""
+        return len(self._held)
+
     async def __call__(self, events: list[Event]) -> None:
         out: list[Event] = []
         for event in events:
@@ -61,7 +66,7 @@ class BatchCoalescer:
             self._timer = asyncio.create_task(self._later(self._last + self.interval - loop.time()))
 
     async def flush(self) -> None:
-        """Hand on what is held now (at shutdown)."""
+        """Hand on what is held now, whatever the interval (at shutdown)."""
         if self._timer is not None:
             self._timer.cancel()
             await asyncio.gather(self._timer, return_exceptions=True)

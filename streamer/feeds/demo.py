@@ -61,6 +61,8 @@ class DemoPush:
         self.instruments = {symbol: instrument_key(symbol) for symbol in self.session.symbols}
         # Bound now, so the feed's configuration can name the address before anything starts.
         self._sock = socket.socket()
+        # As asyncio's own listeners do: the server can listen on the port again while old connections linger.
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"

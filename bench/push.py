@@ -250,8 +250,8 @@ async def run(args: argparse.Namespace, servers: Servers) -> Report:
     config = load_config(daemon_config(work, servers, url, args.instruments, args.cadence, not args.no_questdb))
     daemon = build_daemon(config)
     serving = asyncio.create_task(daemon.serve())
-    push = daemon.manager.push
-    assert push is not None and daemon.ws is not None
+    assert daemon.push is not None and daemon.ws is not None
+    push = daemon.push.source
     qdb = daemon.storage[0] if daemon.storage else None  # None with --no-questdb
     await wait("the WebSocket server", lambda: daemon.ws is not None and daemon.ws.port is not None, 60)
     await wait("the feed connected", lambda: push.provider.status().connected, 60)

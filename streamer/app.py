@@ -21,7 +21,7 @@ from .catalog import Catalog, Security, load_catalog
 from .clock import Clock, SystemClock
 from .config import Config
 from .feeds.board import FeedBoard
-from .feeds.build import build_push
+from .feeds.build import Push, build_push
 from .manager import CycleReport, RealTimeStreamManager, Sink
 from .market import MarketSchedule
 from .notify import Notifier, keep_alive, watchdog_interval
@@ -30,7 +30,6 @@ from .universe import Change, FollowedSet, configured_securities
 from .watchlists import build_watcher
 
 if TYPE_CHECKING:
-    from providers.upstox.feed import UpstoxFeed
     from sinks.runner import OutboxSink
 
 log = logging.getLogger("streamer.app")
@@ -58,7 +57,7 @@ class Daemon:
     http: Any = None
     followed: FollowedSet | None = None  # what the manager, WebSocket and HTTP universes follow
     storage: list[OutboxSink] = field(default_factory=list)  # the storage sinks (also in manager.sinks)
-    upstox: UpstoxFeed | None = None  # the push feed, when it is Upstox: a reload hands it a new access token
+    push: Push | None = None  # the push feed and its source (a reload hands the Upstox feed a new access token)
 
     async def serve(self) -> bool:
         try:
@@ -244,7 +243,7 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
         http=http,
         followed=followed,
         storage=storage,
-        upstox=push.upstox if push else None,
+        push=push,
     )
     followed.on_change.append(follow_in_place(daemon))
     return daemon

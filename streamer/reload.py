@@ -132,8 +132,8 @@ class Reloader:
             log.info("reload.log_level level=%s previous=%s", new.logging.level, old.logging.level)
         old_up, new_up = old.providers.upstox, new.providers.upstox
         token = new_up.access_token
-        if token is not None and token != old_up.access_token and daemon.upstox is not None:
-            daemon.upstox.update_token(token)
+        if token is not None and token != old_up.access_token and daemon.push is not None:
+            daemon.push.upstox.update_token(token)
             log.info("reload.upstox_token the Upstox feed uses the new access token (at once if the old was refused)")
         # The running configuration: the old one with the live sections replaced, so keys that need a restart
         # are reported again on the next reload until the daemon is restarted.

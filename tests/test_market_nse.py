@@ -81,6 +81,6 @@ def test_the_example_builds_a_daemon_with_the_upstox_feed_beside_alpha_vantage(
     config = load_config(EXAMPLE, env={"ALPHAVANTAGE_API_KEY": "demo-key", "STREAMER_DATA": str(tmp_path)})
     assert config.providers.push.provider == "upstox" and config.providers.chain == ["alpha_vantage"]
     daemon = build_daemon(config.model_copy(update={"data_dir": tmp_path}))
-    assert daemon.upstox is not None and daemon.manager.push is not None
+    assert daemon.push is not None and daemon.manager.push is daemon.push.source
     assert sorted(daemon.manager.symbols) == ["HDFCBANK", "INFY", "NIFTY50", "RELIANCE", "TCS"]
     assert daemon.schedule.tz.key == "Asia/Kolkata"

@@ -6,7 +6,7 @@ the dashboard to `delayed` with polling quotes, and it goes back to `live` when 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -76,7 +76,7 @@ async def test_ticks_reach_the_page_questdb_keeps_each_once_and_a_killed_feed_sh
     publish = demo.loopback.publish
     symbols = {key: symbol for symbol, key in demo.instruments.items()}
 
-    async def tracked(feeds: dict[str, InstrumentFeed]) -> int:
+    async def tracked(feeds: Mapping[str, InstrumentFeed]) -> int:
         frames = await publish(feeds)
         if frames:
             sent_live.extend((symbols[k], f.ltp, f.ltt_ms) for k, f in feeds.items())

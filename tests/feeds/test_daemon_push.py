@@ -138,8 +138,8 @@ async def test_clients_and_health_are_told_live_or_delayed_and_a_new_token_needs
             sse = SseClient(sse_resp)
             assert (await sse.next_of("feed_status")).data["data"]["delivery"] == "live"
 
-            push = daemon.manager.push
-            assert push is not None
+            assert daemon.push is not None
+            push = daemon.push.source
             await until(lambda: len(push.covering) == 3, 10, "the feed covering its three instruments")
             health = await run.health()
             assert health["delivery"] == "live"

@@ -137,7 +137,10 @@ async def running(start: datetime, **upstox_overrides: object) -> AsyncIterator[
         run = Run(clock, upstox, poll, source, manager, board)
 
         async def record(event: QuoteBatch | FeedStatusChanged) -> None:
-            (run.batches if isinstance(event, QuoteBatch) else run.feeds).append(event)
+            if isinstance(event, QuoteBatch):
+                run.batches.append(event)
+            else:
+                run.feeds.append(event)
 
         bus.subscribe("test", record, [EventType.STOCK_UPDATE, EventType.FEED_STATUS], maxsize=100_000)
         task = asyncio.create_task(manager.serve())

@@ -83,10 +83,12 @@ class PushSource:
         self._followed: frozenset[str] = frozenset()
         self._manager: Publisher | None = None
         self._ticked = asyncio.Event()
+        self._stopping = False
         self._lost_since: datetime | None = None
         self._health: tuple[ProviderState, str | None] | None = None
         self._errors: dict[str, int] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._checker: asyncio.Task[None] | None = None
         self._following: set[asyncio.Task[None]] = set()
         self._summary_at = time.monotonic() + SUMMARY_EVERY
         self._summary_ticks = 0
@@ -98,10 +100,8 @@ class PushSource:
         self._manager = manager
         self._followed = frozenset(symbols)
         await self.provider.start(symbols, self._on_tick)
-        self._tasks = [
-            asyncio.create_task(self._flush_loop(), name=f"push:{self.name}:flush"),
-            asyncio.create_task(self._check_loop(), name=f"push:{self.name}:check"),
-        ]
+        self._flusher = asyncio.create_task(self._flush_loop(), name=f"push:{self.name}:flush")
+        self._checker = asyncio.create_task(self._check_loop(), name=f"push:{self.name}:check")
         log.info(
             "push.started provider=%s symbols=%d cadence=%gs takeover_after=%gs",
             self.name,
@@ -127,12 +127,16 @@ class PushSource:
 
     async def stop(self) -> None:
         """Stop the feed, then publish what is still pending: no tick received is lost."""
-        await self.provider.stop()
-        for task in [*self._tasks, *self._following]:
+        self._stopping = True
+        await self.provider.stop()  # no tick comes after this
+        self._ticked.set()  # the flush loop publishes what is pending (within a cadence), then ends
+        cancelled = [t for t in (self._checker, *self._following) if t is not None]
+        for task in cancelled:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._following, return_exceptions=True)
-        self._tasks = []
-        merged = self.merger.flush(_wall())
+        tasks = [t for t in (self._flusher, *cancelled) if t is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._flusher = self._checker = None
+        merged = self.merger.flush(_wall())  # never started, or ticks after the loop ended: none are left behind
         if merged is not None:
             await self._publish(merged)
         self._summary(force=True)
@@ -169,15 +173,18 @@ class PushSource:
             self._ticked.set()
 
     async def _flush_loop(self) -> None:
+        # Never cancelled: a batch half handed to the bus could be lost. `stop` ends it once nothing is pending.
         while True:
             due = self.merger.due()
             if due is None:
+                if self._stopping:
+                    return
                 self._ticked.clear()
                 await self._ticked.wait()
                 continue
             delay = (due - _wall()).total_seconds()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if delay > 0 and not self._stopping:
+                await asyncio.sleep(delay)  # at most one cadence
             merged = self.merger.flush(_wall())
             if merged is not None:
                 await self._publish(merged)
@@ -190,7 +197,7 @@ class PushSource:
         self._summary_ticks += len(merged.ticks)
         PUSH_BATCHES.labels(self.name).inc()
         PUSH_TICKS.labels(self.name).inc(len(merged.ticks))
-        if self.provider.delivering() != self.covering:
+        if not self._stopping and self.provider.delivering() != self.covering:
             await self.check()  # the first ticks of a connection: stop polling for its symbols at once
         self._summary()
 

@@ -106,6 +106,7 @@ async def _client(conn: Connection, url: str, n: int) -> None:
     latencies: list[float] = []
     stamps: list[float] = []
     ready: list[float] = []  # per quote: the batch's ready_at minus the quote's exchange time (the daemon's part)
+    decoded: list[float] = []  # per quote: when the daemon decoded it (received_at) minus its exchange time
     async with connect(url, max_size=None) as ws:
         await ws.send(json.dumps({"type": "subscribe", "symbols": symbols(n)}))
         conn.send({"ready": True})
@@ -126,7 +127,15 @@ async def _client(conn: Connection, url: str, n: int) -> None:
                 stamps.append(at)
                 latencies.append(now - at)
                 ready.append(ready_at - at)
-    conn.send({"latency": np.asarray(latencies), "stamp": np.asarray(stamps), "ready": np.asarray(ready)})
+                decoded.append(_epoch(q["received_at"]) - at)
+    conn.send(
+        {
+            "latency": np.asarray(latencies),
+            "stamp": np.asarray(stamps),
+            "ready": np.asarray(ready),
+            "decoded": np.asarray(decoded),
+        }
+    )
 
 
 def _epoch(stamp: str) -> float:
@@ -307,9 +316,10 @@ async def run(args: argparse.Namespace, servers: Servers) -> Report:
 
     stamps, latency = latency_data["stamp"], latency_data["latency"]
     phase = (stamps >= result["began"]) & (stamps <= result["ended"])
-    measured, in_daemon = latency[phase], latency_data["ready"][phase]
+    measured, in_daemon, decoded_after = latency[phase], latency_data["ready"][phase], latency_data["decoded"][phase]
     p50, p99, pmax = pct(measured, 50, 99, 100)
-    d50, d99, dmax = pct(in_daemon, 50, 99, 100)
+    r50, r99, rmax = pct(decoded_after, 50, 99, 100)
+    d50, d99, dmax = pct(in_daemon - decoded_after, 50, 99, 100)
     w50, w99, wmax = pct(measured - in_daemon, 50, 99, 100)
     decode = decode_cpu(args.per_frame)
     report.header = ["measure", "value", "target"]
@@ -317,7 +327,12 @@ async def run(args: argparse.Namespace, servers: Servers) -> Report:
         ["ticks sent / decoded by the feed, warm-up included", f"{num(total)} / {num(decoded)}", "equal"],
         ["quotes received by the client", num(len(measured)), "latest per symbol per batch"],
         ["tick -> WebSocket client p50 / p99 / max (ms)", f"{ms(p50)} / {ms(p99)} / {ms(pmax)}", "p99 < 50"],
-        ["... of which tick -> batch ready in the daemon (ms)", f"{ms(d50)} / {ms(d99)} / {ms(dmax)}", ""],
+        ["... of which tick sent -> decoded by the daemon (ms)", f"{ms(r50)} / {ms(r99)} / {ms(rmax)}", ""],
+        [
+            "... of which decoded -> batch ready (merger window, publish) (ms)",
+            f"{ms(d50)} / {ms(d99)} / {ms(dmax)}",
+            "",
+        ],
         ["... of which batch ready -> client has it (ms)", f"{ms(w50)} / {ms(w99)} / {ms(wmax)}", ""],
         ["daemon CPU per tick, everything (µs)", f"{cpu / max(ticks, 1) * 1e6:.0f}", "reported"],
         ["... of which decoding a frame into quotes (µs)", f"{decode * 1e6:.1f}", "reported"],
@@ -333,7 +348,10 @@ async def run(args: argparse.Namespace, servers: Servers) -> Report:
         "latency per quote received: a tick superseded within a merger window reaches the client as the newer "
         "one; p99 is over every quote of the measured phase",
         f"the sink's outbox emptied {drained_at - result['ended']:.2f} s after the last tick",
-        "the generator and the client run in processes of their own (their CPU is not the daemon's)",
+        "the generator and the client run in processes of their own (their CPU is not the daemon's); the "
+        "latency split uses each quote's received_at (when the daemon decoded it) and each batch's timestamp",
+        "QuestDB rows/s is the tick stream's sustained rate through the sink (every tick a row, the outbox depth "
+        "shows whether it kept up); QuestDB's capacity for a backlog is section 3",
     ]
     report.verdict = (
         f"{'met' if ok else 'MISSED'}: p99 {ms(p99)} ms (target < 50); "

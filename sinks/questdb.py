@@ -57,7 +57,7 @@ class QuestDBBackend:
         if isinstance(event, QuoteBatch):
             lines: list[str] = []
             unusable: list[Entry] = []
-            for u in event.updates:
+            for u in event.rows:  # a push window's every tick, or a polling cycle's quotes
                 try:
                     lines.append(schema.quote_line(u, self.prefix))
                 except (TypeError, ValueError):  # kept as data, refused with its reason when written

@@ -23,6 +23,7 @@ from streamer.metrics import COMPONENTS, SINK_DELIVERED, SINK_RECONNECTS, SINK_R
 from streamer.model import utc_now
 
 from .base import Backend, Entry, Rejected
+from .coalesce import BatchCoalescer
 from .outbox import Outbox, OutboxFull, fitting
 
 log = logging.getLogger("sinks.runner")
@@ -49,8 +50,18 @@ def describe(error: BaseException) -> str:
 
 
 class OutboxSink:
-    def __init__(self, backend: Backend, *, data_dir: Path, reconnect: ReconnectConfig, outbox: OutboxConfig) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        data_dir: Path,
+        reconnect: ReconnectConfig,
+        outbox: OutboxConfig,
+        batch_interval: float = 0.0,
+    ) -> None:
         self.backend = backend
+        # Quote batches closer together than this are merged before they reach the outbox (sinks/coalesce.py).
+        self.coalescer = BatchCoalescer(self._on_events, batch_interval) if batch_interval > 0 else None
         self.name = backend.name
         self._rows_per_write: int = getattr(backend, "rows_per_write", ROWS_PER_WRITE)
         self.reconnect = reconnect
@@ -87,7 +98,7 @@ class OutboxSink:
         # Appending to the outbox is fast and local, so waiting (rather than dropping) on overflow is safe.
         bus.subscribe(
             self.name,
-            self._on_events,
+            self.coalescer or self._on_events,
             self.backend.event_types,
             maxsize=10_000,
             overflow=Overflow.WAIT,
@@ -107,6 +118,8 @@ class OutboxSink:
         A sink whose server is known to be unreachable (an attempt failed, or the connection was lost) does not
         wait at all; a first connection attempt still in flight is waited for, as is a connected server."""
         waited: float | None = None  # seconds spent waiting for the backend; None: not waited for
+        if self.coalescer is not None:
+            await self.coalescer.flush()
         if self.outbox.depth and not self._unreachable.is_set():
             started = time.monotonic()
             await self._delivered_or_unreachable(timeout)

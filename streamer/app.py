@@ -20,6 +20,8 @@ from providers.throttle import Throttled
 from .catalog import Catalog, Security, load_catalog
 from .clock import Clock, SystemClock
 from .config import Config
+from .feeds.board import FeedBoard
+from .feeds.build import Push, build_push
 from .manager import CycleReport, RealTimeStreamManager, Sink
 from .market import MarketSchedule
 from .notify import Notifier, keep_alive, watchdog_interval
@@ -33,9 +35,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamer.app")
 
 
-def demo_config(config: Config) -> Config:
-    """The same configuration with the replay feed as the only provider."""
-    providers = config.providers.model_copy(update={"chain": ["replay"]})
+def demo_config(config: Config, *, push: bool = False) -> Config:
+    """The same configuration with the replay feed as the only provider; with `push`, the recording also reaches
+    the daemon as Upstox ticks from a loopback server (streamer/feeds/demo.py), the replay feed standing by."""
+    update: dict[str, Any] = {"chain": ["replay"]}
+    if push:
+        update["push"] = config.providers.push.model_copy(update={"provider": "upstox"})
+    providers = config.providers.model_copy(update=update)
     return config.model_copy(update={"providers": providers})
 
 
@@ -51,6 +57,7 @@ class Daemon:
     http: Any = None
     followed: FollowedSet | None = None  # what the manager, WebSocket and HTTP universes follow
     storage: list[OutboxSink] = field(default_factory=list)  # the storage sinks (also in manager.sinks)
+    push: Push | None = None  # the push feed and its source (a reload hands the Upstox feed a new access token)
 
     async def serve(self) -> bool:
         try:
@@ -128,7 +135,13 @@ def build_sinks(config: Config) -> list[OutboxSink]:
             from sinks.pocketbase import PocketBaseBackend
 
             sinks.append(
-                OutboxSink(PocketBaseBackend(pb), data_dir=config.data_dir, reconnect=pb.reconnect, outbox=pb.outbox)
+                OutboxSink(
+                    PocketBaseBackend(pb),
+                    data_dir=config.data_dir,
+                    reconnect=pb.reconnect,
+                    outbox=pb.outbox,
+                    batch_interval=pb.batch_interval,
+                )
             )
     return sinks
 
@@ -157,8 +170,12 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
     grace = timedelta(seconds=config.symbols.watch_grace_period)
     followed = FollowedSet(securities, catalog, max_watched=config.symbols.max_watched, grace=grace)
     symbols = followed.symbols
+    # --- push provider (streamer/feeds/): primary for what it delivers, the polling chain fills in; the board
+    # tells clients which feeds are live (push) or delayed (polling). Started after the stream feed (below).
+    push = build_push(config, schedule, clock)
+    board = FeedBoard(members, push.source if push else None)
     storage = build_sinks(config)
-    components: list[Sink] = [*storage]
+    components: list[Sink] = [*(push.components if push else []), *storage]
     alerts = None
     if config.alerts.enabled:
         from .alerts import AlertEngine
@@ -174,6 +191,7 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
         # without the WebSocket server the SSE stream keeps 1000 batches for resume.
         stream = StreamCore(config.websocket.history_size if config.websocket.enabled else 1000)
         components.append(LocalFeed(stream))
+    components.append(board)
     if config.websocket.enabled:
         from .ws.server import WebSocketServer
 
@@ -184,7 +202,13 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
     if watcher is not None:
         components.append(watcher)  # after the PocketBase sink, which creates the watchlists collection
     manager = RealTimeStreamManager(
-        config, provider=FallbackChain(members), schedule=schedule, clock=clock, symbols=symbols, sinks=components
+        config,
+        provider=FallbackChain(members),
+        schedule=schedule,
+        clock=clock,
+        symbols=symbols,
+        sinks=components,
+        push=push.source if push else None,
     )
     reader = http = None
     if config.http.enabled:
@@ -206,10 +230,20 @@ def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
             catalog=catalog,
             followed=followed,
             watching=watcher is not None,
+            feeds=board,
         )
         manager.sinks.append(http)
     daemon = Daemon(
-        manager, clock, schedule, reader, alerts=alerts, ws=ws, http=http, followed=followed, storage=storage
+        manager,
+        clock,
+        schedule,
+        reader,
+        alerts=alerts,
+        ws=ws,
+        http=http,
+        followed=followed,
+        storage=storage,
+        push=push,
     )
     followed.on_change.append(follow_in_place(daemon))
     return daemon

@@ -16,6 +16,7 @@ class EventType(str, Enum):
     CONNECTION_STATUS = "connection_status"
     PROVIDER_STATUS = "provider_status"
     ALERT = "alert"
+    FEED_STATUS = "feed_status"
 
 
 class ProviderState(str, Enum):
@@ -24,15 +25,31 @@ class ProviderState(str, Enum):
     DOWN = "down"
 
 
+class Delivery(str, Enum):
+    """How quotes reach the daemon: pushed by a streaming feed as they trade, or asked for on a polling cycle."""
+
+    LIVE = "live"
+    DELAYED = "delayed"
+
+
 @dataclass(frozen=True, slots=True)
 class QuoteBatch:
-    """The quotes that changed in one polling cycle; sinks write a batch in one request."""
+    """The quotes that changed in one polling cycle, or in one window of a push feed's ticks (`cycle` is then the
+    polling cycle in progress); sinks write a batch in one request."""
 
     type: ClassVar[EventType] = EventType.STOCK_UPDATE
     cycle: int
-    updates: tuple[StockUpdate, ...]
+    updates: tuple[StockUpdate, ...]  # one per symbol, the latest: what streams, alerts and PocketBase take
     market_status: MarketStatus
     ready_at: datetime = field(default_factory=utc_now)
+    # Every tick behind `updates`, each at its exchange time, in arrival order (a push feed's window); empty when
+    # the updates are all there is (a polling cycle).
+    ticks: tuple[StockUpdate, ...] = ()
+
+    @property
+    def rows(self) -> tuple[StockUpdate, ...]:
+        """What a time series stores: every tick of a push window, or the quotes of a polling cycle."""
+        return self.ticks or self.updates
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +78,39 @@ class ProviderStatusChanged:
     state: ProviderState
     reason: str | None
     at: datetime = field(default_factory=utc_now)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedInfo:
+    """One quote feed as users are shown it: what it is (live push or delayed polling) and how it is doing."""
+
+    provider: str
+    delivery: Delivery
+    state: ProviderState
+
+    def to_dict(self) -> dict[str, object]:
+        return {"provider": self.provider, "delivery": self.delivery.value, "state": self.state.value}
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStatusChanged:
+    """Where quotes come from now: `live` while a push feed delivers some, `delayed` when polling delivers all."""
+
+    type: ClassVar[EventType] = EventType.FEED_STATUS
+    delivery: Delivery
+    feeds: tuple[FeedInfo, ...]
+    at: datetime = field(default_factory=utc_now)
+
+    def same_as(self, other: FeedStatusChanged | None) -> bool:
+        """True when `other` tells the same (whenever it was told)."""
+        return other is not None and (self.delivery, self.feeds) == (other.delivery, other.feeds)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "delivery": self.delivery.value,
+            "feeds": [f.to_dict() for f in self.feeds],
+            "at": format_timestamp(self.at),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,4 +153,4 @@ class Alert:
         }
 
 
-Event = QuoteBatch | MarketStatusChanged | ProviderStatusChanged | ConnectionStatusChanged | Alert
+Event = QuoteBatch | MarketStatusChanged | ProviderStatusChanged | ConnectionStatusChanged | Alert | FeedStatusChanged

@@ -28,6 +28,18 @@ class Schedule(Protocol):
     def next_transition(self, t: datetime) -> tuple[datetime, MarketStatus]: ...
 
 
+class PushSource(Protocol):
+    """A push provider beside the polling chain (streamer/feeds/push.py): it publishes its ticks through `publish`
+    and says which symbols the polling chain is still asked for."""
+
+    name: str
+
+    async def start(self, manager: RealTimeStreamManager, symbols: Sequence[str]) -> None: ...
+    def follow(self, symbols: Sequence[str]) -> None: ...
+    def polled(self, symbols: Sequence[str]) -> list[str]: ...
+    async def stop(self) -> None: ...
+
+
 class Sink(Protocol):
     name: str
 
@@ -75,6 +87,7 @@ class RealTimeStreamManager:
         symbols: Sequence[str],
         bus: EventBus | None = None,
         sinks: Sequence[Sink] = (),
+        push: PushSource | None = None,
     ) -> None:
         self.config = config
         self.provider = provider
@@ -95,6 +108,10 @@ class RealTimeStreamManager:
         self._provider_states: dict[str, tuple] = {}
         self._provider_errors: dict[tuple[str, str], int] = {}
         self._stop = asyncio.Event()
+        # --- push (streaming) provider: None polls only. It is primary for what it delivers; `poll_now` wakes the
+        # polling loop at once when the polling chain has to take symbols over from it.
+        self.push = push
+        self._wake = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -121,6 +138,8 @@ class RealTimeStreamManager:
         for symbol in [s for s in self.latest if s not in followed]:
             del self.latest[symbol]
         self.version += 1
+        if self.push is not None:
+            self.push.follow(self.symbols)
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -131,6 +150,8 @@ class RealTimeStreamManager:
         """Drain the bus into the sinks, then stop every component at once, all within one `shutdown_timeout`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.shutdown_timeout
+        if self.push is not None:
+            await self.push.stop()  # its last ticks are published before the bus drains
         drained = await self.bus.close(self.config.shutdown_timeout)
         # In parallel, sharing what is left: a sink waiting for its backend does not hold up the others, and
         # one that is not connected returns at once (its backlog is on disk already).
@@ -152,6 +173,8 @@ class RealTimeStreamManager:
     async def run(self) -> None:
         now = self.clock.now()
         status = await self._observe_status(now)
+        if self.push is not None:
+            await self.push.start(self, self.symbols)
         # A start-up fetch gives users the latest prices at once, whatever the hour.
         await self._cycle(status)
         anchor, k = now, 0
@@ -189,15 +212,21 @@ class RealTimeStreamManager:
         return polling.interval
 
     async def _sleep_until(self, when: datetime) -> None:
-        """Sleep on the injected clock, waking early when a stop is requested."""
+        """Sleep on the injected clock, waking early when a stop is requested (or `poll_now`)."""
         sleeper = asyncio.ensure_future(self.clock.sleep_until(when))
         stopper = asyncio.ensure_future(self._stop.wait())
+        waker = asyncio.ensure_future(self._wake.wait())
         try:
-            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({sleeper, stopper, waker}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sleeper, stopper):
+            self._wake.clear()
+            for task in (sleeper, stopper, waker):
                 task.cancel()
-            await asyncio.gather(sleeper, stopper, return_exceptions=True)
+            await asyncio.gather(sleeper, stopper, waker, return_exceptions=True)
+
+    def poll_now(self) -> None:
+        """Run the next polling cycle now rather than at its place on the grid (a push feed lost its symbols)."""
+        self._wake.set()
 
     async def _observe_status(self, now: datetime) -> MarketStatus:
         status = self.schedule.status_at(now)
@@ -217,7 +246,8 @@ class RealTimeStreamManager:
 
     async def _cycle(self, status: MarketStatus) -> CycleReport | None:
         started = time.perf_counter()
-        fetch = asyncio.ensure_future(self.provider.fetch(self.symbols))
+        symbols = self.push.polled(self.symbols) if self.push is not None else self.symbols
+        fetch = asyncio.ensure_future(self.provider.fetch(symbols))
         stopper = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait({fetch, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
@@ -228,20 +258,16 @@ class RealTimeStreamManager:
         result = fetch.result()
         await self._publish_provider_health()
         updates = [dataclasses.replace(u, market_status=status) for u in result.updates]
-        if not self.config.polling.publish_unchanged:
-            updates = [u for u in updates if not u.same_quote(self.latest.get(u.symbol))]
+        if self.push is not None:  # a polled (delayed) quote never replaces a newer one the push feed delivered
+            updates = [u for u in updates if (p := self.latest.get(u.symbol)) is None or u.timestamp >= p.timestamp]
         self.cycles += 1
-        if updates:
-            await self.bus.publish(QuoteBatch(self.cycles, tuple(updates), status, self.clock.now()))
-            self.latest.update((u.symbol, u) for u in updates)
-            self.version += 1
+        published = await self.publish(updates, status)
         report = CycleReport(
-            self.cycles, status, len(result.updates), len(updates), len(result.missing), time.perf_counter() - started
+            self.cycles, status, len(result.updates), published, len(result.missing), time.perf_counter() - started
         )
         self.last_cycle = report
         CYCLES.labels(status.value).inc()
         CYCLE_SECONDS.observe(report.seconds)
-        UPDATES_PUBLISHED.inc(len(updates))
         log.info(
             "cycle.done cycle=%d status=%s fetched=%d published=%d missing=%d took=%.3fs",
             report.cycle,
@@ -254,6 +280,20 @@ class RealTimeStreamManager:
         for hook in self.on_cycle:
             hook(report)
         return report
+
+    async def publish(
+        self, updates: Sequence[StockUpdate], status: MarketStatus, ticks: Sequence[StockUpdate] = ()
+    ) -> int:
+        """Publish the quotes that changed since the last published per symbol (all with `publish_unchanged`), and
+        every tick behind them for the time series; returns how many quotes were published."""
+        if not self.config.polling.publish_unchanged:
+            updates = [u for u in updates if not u.same_quote(self.latest.get(u.symbol))]
+        if updates or ticks:
+            await self.bus.publish(QuoteBatch(self.cycles, tuple(updates), status, self.clock.now(), tuple(ticks)))
+            self.latest.update((u.symbol, u) for u in updates)
+            self.version += 1
+            UPDATES_PUBLISHED.inc(len(updates))
+        return len(updates)
 
     async def _publish_provider_health(self) -> None:
         for member in getattr(self.provider, "members", [self.provider]):

@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from streamer.catalog import Catalog, Security
 from streamer.config import HttpConfig
+from streamer.feeds.board import FeedBoard
 from streamer.metrics import COMPONENTS
 from streamer.model import format_timestamp
 from streamer.stream.core import StreamCore
@@ -162,6 +163,7 @@ class HttpApi:
         catalog: Catalog | None = None,
         followed: FollowedSet | None = None,
         watching: bool = False,
+        feeds: FeedBoard | None = None,
     ) -> None:
         self.config = config
         self.manager = manager
@@ -173,6 +175,7 @@ class HttpApi:
         self.reader = reader
         self.components = list(components)
         self.alerts = alerts
+        self.feeds = feeds  # which feeds are live (push) or delayed (polling)
         self.hub = SseHub(stream, keepalive=keepalive)
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -253,12 +256,16 @@ class HttpApi:
         components = self._components()
         overall = overall_status(components)
         status = self.manager.status
-        body = {
+        body: dict[str, Any] = {
             "status": overall,
             "time": format_timestamp(self.manager.clock.now()),
             "market_status": status.value if status else None,
-            "components": components,
         }
+        if self.feeds is not None:
+            report = self.feeds.report()
+            body["delivery"] = report.delivery.value
+            body["feeds"] = [f.to_dict() for f in report.feeds]
+        body["components"] = components
         return json_response(dumps(body), status=503 if overall == "failed" else 200)
 
     def _components(self) -> dict[str, dict[str, Any]]:
@@ -272,6 +279,9 @@ class HttpApi:
                 "last_cycle": dataclasses.asdict(last) if last else None,
             }
         }
+        push = m.push
+        if push is not None:  # the push feed first: it is primary for what it delivers
+            out[f"provider:{push.name}"] = {k: _masked(v) for k, v in push.status().items()}
         for member in getattr(m.provider, "members", [m.provider]):
             h = member.health
             out[f"provider:{member.name}"] = {
@@ -279,6 +289,8 @@ class HttpApi:
                 "reason": _masked(h.reason),
                 "last_success": h.last_success,
             }
+        calendar = m.schedule.calendar_check(m.clock.now())
+        out["market"] = {**calendar.to_dict(), "timezone": self.tz.key}
         for component in self.components:
             try:
                 out[component.name] = {k: _masked(v) for k, v in component.status().items()}

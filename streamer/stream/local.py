@@ -1,5 +1,6 @@
 """`LocalFeed`: the core's adapter to the in-process bus. It numbers each quote batch (seq 1, 2, 3 ... under a
-random epoch chosen when the process starts) and feeds it, with market status changes and alerts, to the core."""
+random epoch chosen when the process starts) and feeds it, with market and feed status changes and alerts, to the
+core."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import secrets
 
 from streamer.bus import EventBus, Overflow, Subscription
-from streamer.events import Alert, EventType, MarketStatusChanged, QuoteBatch
+from streamer.events import Alert, EventType, FeedStatusChanged, MarketStatusChanged, QuoteBatch
 from streamer.model import format_timestamp
 
 from .core import StreamCore
@@ -43,7 +44,7 @@ class LocalFeed:
         self._sub = bus.subscribe(
             self.name,
             self._on_event,
-            [EventType.STOCK_UPDATE, EventType.MARKET_STATUS, EventType.ALERT],
+            [EventType.STOCK_UPDATE, EventType.MARKET_STATUS, EventType.FEED_STATUS, EventType.ALERT],
             maxsize=1000,
             overflow=Overflow.DROP_OLDEST,
             # Fan out before the storage sinks append the batch to their outboxes (JSON and SQLite, a few ms
@@ -68,7 +69,7 @@ class LocalFeed:
             "history_size": h.size,
         }
 
-    async def _on_event(self, event: QuoteBatch | MarketStatusChanged | Alert) -> None:
+    async def _on_event(self, event: QuoteBatch | MarketStatusChanged | FeedStatusChanged | Alert) -> None:
         if isinstance(event, QuoteBatch):
             numbered = self.number(event)
             if numbered is not None:

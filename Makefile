@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml | bootstrap
 	@touch $@
 
 ## Start QuestDB and PocketBase (obtained and cached on first use), then the daemon on the recorded demo session.
+## RUN_ARGS=--push: the session also arrives as live ticks from a loopback Upstox-format server (docs/providers.md).
 run: setup servers
 	PB_ADMIN_PASSWORD="$${PB_ADMIN_PASSWORD:-$$(scripts/run_pocketbase.sh dev-password)}" \
-		$(BIN)/streamer run --demo -c config.yaml
+		$(BIN)/streamer run --demo $(RUN_ARGS) -c config.yaml
 
 ## Download QuestDB and build PocketBase into the cache (once; later runs find them there).
 fetch-servers: bootstrap

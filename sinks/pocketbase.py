@@ -286,7 +286,13 @@ def storage(config: Config) -> OutboxSink | Skipped:
             "no superuser password (set sinks.pocketbase.admin_password, e.g. from ${PB_ADMIN_PASSWORD})",
             misconfigured=True,
         )
-    return OutboxSink(PocketBaseBackend(pb), data_dir=config.data_dir, reconnect=pb.reconnect, outbox=pb.outbox)
+    return OutboxSink(
+        PocketBaseBackend(pb),
+        data_dir=config.data_dir,
+        reconnect=pb.reconnect,
+        outbox=pb.outbox,
+        batch_interval=pb.batch_interval,
+    )
 
 
 def build(ctx: Context) -> OutboxSink | Skipped:

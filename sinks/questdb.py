@@ -17,7 +17,7 @@ import aiohttp
 
 from streamer.component import Skipped
 from streamer.config import Config, QuestDBSinkConfig
-from streamer.events import Event, EventType, QuoteBatch
+from streamer.events import Alert, Event, EventType, MarketStatusChanged, QuoteBatch
 from streamer.model import parse_timestamp
 
 from . import ilp
@@ -62,16 +62,15 @@ class QuestDBBackend:
         if isinstance(event, QuoteBatch):
             lines: list[str] = []
             unusable: list[Entry] = []
-            for u in event.updates:
+            for u in event.rows:  # a push window's every tick, or a polling cycle's quotes
                 try:
                     lines.append(schema.quote_line(u, self.prefix))
                 except (TypeError, ValueError):  # kept as data, refused with its reason when written
                     unusable.append(Entry("quote", u.to_dict()))
             return ([ilp_entry(f"{self.prefix}{schema.QUOTES}", lines)] if lines else []) + unusable
-        kind = _RECORD_KINDS.get(event.type)
-        if kind is None:
-            return []
-        record = Entry(kind, event.to_dict())
+        if not isinstance(event, MarketStatusChanged | Alert):
+            return []  # the rest of the bus is not stored
+        record = Entry(_RECORD_KINDS[event.type], event.to_dict())
         try:
             row = schema.row_for(record, self.prefix)
             return [ilp_entry(row.table, [ilp.line(row.table, row.symbols, row.columns, row.at)])]

@@ -24,6 +24,7 @@ from streamer.model import utc_now
 
 from . import telemetry
 from .base import Backend, Entry, Rejected
+from .coalesce import BatchCoalescer
 from .outbox import Outbox, OutboxFull, fitting
 from .telemetry import SinkCounters, SinkDetails, SinkState, StateChanged, rows
 
@@ -40,8 +41,18 @@ def describe(error: BaseException) -> str:
 
 
 class OutboxSink:
-    def __init__(self, backend: Backend, *, data_dir: Path, reconnect: ReconnectConfig, outbox: OutboxConfig) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        data_dir: Path,
+        reconnect: ReconnectConfig,
+        outbox: OutboxConfig,
+        batch_interval: float = 0.0,
+    ) -> None:
         self.backend = backend
+        # Quote batches closer together than this are merged before they reach the outbox (sinks/coalesce.py).
+        self.coalescer = BatchCoalescer(self._on_events, batch_interval) if batch_interval > 0 else None
         self.name = backend.name
         self.reconnect = reconnect
         self.outbox = Outbox(Path(data_dir) / "outbox" / f"{backend.name}.sqlite3", outbox.max_entries)
@@ -74,7 +85,7 @@ class OutboxSink:
         # Appending to the outbox is fast and local, so waiting (rather than dropping) on overflow is safe.
         bus.subscribe(
             self.name,
-            self._on_events,
+            self.coalescer or self._on_events,
             self.backend.event_types,
             maxsize=10_000,
             overflow=Overflow.WAIT,
@@ -94,6 +105,8 @@ class OutboxSink:
         A sink whose server is known to be unreachable (an attempt failed, or the connection was lost) does not
         wait at all; a first connection attempt still in flight is waited for, as is a connected server."""
         waited: float | None = None  # seconds spent waiting for the backend; None: not waited for
+        if self.coalescer is not None:
+            await self.coalescer.flush()
         if self.outbox.depth and not self._unreachable.is_set():
             started = time.monotonic()
             await self._delivered_or_unreachable(timeout)

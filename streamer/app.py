@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from providers.base import Provider
 from providers.chain import FallbackChain
@@ -28,6 +28,8 @@ from .clock import Clock, SystemClock
 from .component import Component, Health, Skipped
 from .compose import EDGE, INGEST, ONE_PROCESS, Context, Lifecycle, Part, Role, build_all, log_skipped
 from .config import Config
+from .feeds import board
+from .feeds.build import Push, build_demo, build_push
 from .http import api
 from .http.sse import OWN_HISTORY_SIZE
 from .manager import CycleReport, RealTimeStreamManager
@@ -46,19 +48,25 @@ log = logging.getLogger("streamer.app")
 
 # Every component the daemon can run, in start order (stopped in reverse), with the roles that run it.
 COMPONENTS: tuple[Part, ...] = (
+    Part(build_demo, INGEST),  # `--demo --push`: its loopback Upstox server is up before the manager starts the feed
     Part(questdb.build, INGEST),  # storage first: subscribed to the bus before anything is published
     Part(pocketbase.build, INGEST),  # creates the watchlists collection the watcher reads
     Part(alerts.build, INGEST),
     Part(local.build, ONE_PROCESS),  # feeds the stream core from this process's bus: starts before the transports
+    Part(board.build, INGEST),  # live or delayed: its first report reaches the core through the feed above
     Part(ws.build, EDGE),
     Part(watchlists.build, INGEST),
     Part(api.build, EDGE),  # last: it serves every other component's health
 )
 
 
-def demo_config(config: Config) -> Config:
-    """The same configuration with the replay feed as the only provider."""
-    providers = config.providers.model_copy(update={"chain": ["replay"]})
+def demo_config(config: Config, *, push: bool = False) -> Config:
+    """The same configuration with the replay feed as the only provider; with `push`, the recording also reaches
+    the daemon as Upstox ticks from a loopback server (streamer/feeds/demo.py), the replay feed standing by."""
+    update: dict[str, Any] = {"chain": ["replay"]}
+    if push:
+        update["push"] = config.providers.push.model_copy(update={"provider": "upstox"})
+    providers = config.providers.model_copy(update=update)
     return config.model_copy(update={"providers": providers})
 
 
@@ -75,6 +83,7 @@ class Daemon:
     lifecycle: Lifecycle
     alerts: AlertEngine | None = None  # a config reload replaces its rules
     storage: list[OutboxSink] = field(default_factory=list)  # the storage sinks (the demo asks them for its day)
+    push: Push | None = None  # the push feed and its source (a reload hands the Upstox feed a new access token)
     on_started: list[Callable[[], object]] = field(default_factory=list)  # once every component has started
     _stop: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
@@ -110,7 +119,10 @@ class Daemon:
             self.manager.request_stop()
 
     async def shutdown(self) -> bool:
-        """Drain the bus into the components, then stop them, all within one `shutdown_timeout`."""
+        """Stop the push feed (its last ticks published), drain the bus into the components, then stop them, all
+        within one `shutdown_timeout`."""
+        if self.manager is not None:
+            await self.manager.stop_push()
         drained = await self.lifecycle.shutdown(self.bus, self.config.shutdown_timeout)
         if self.manager is not None:
             await self.manager.close(drained=drained)
@@ -179,11 +191,19 @@ def build_daemon(config: Config, *, clock: Clock | None = None, role: Role = Rol
     securities = configured_securities(config.symbols, catalog)
     followed = FollowedSet(securities, catalog, max_watched=config.symbols.max_watched, grace=grace)
     bus = EventBus()
-    manager = None
+    manager = push = None
     if role in INGEST:
         members, clock = build_providers(config, clock, schedule, catalog)
+        # A push provider (streamer/feeds/) is primary for what it delivers; the polling chain fills in.
+        push = build_push(config, schedule, clock)
         manager = RealTimeStreamManager(
-            config, provider=FallbackChain(members), schedule=schedule, clock=clock, symbols=followed.symbols, bus=bus
+            config,
+            provider=FallbackChain(members),
+            schedule=schedule,
+            clock=clock,
+            symbols=followed.symbols,
+            bus=bus,
+            push=push.source if push else None,
         )
         followed.on_change.append(lambda f, _change: manager.replace_symbols(f.symbols))
     clock = clock or SystemClock()
@@ -193,7 +213,16 @@ def build_daemon(config: Config, *, clock: Clock | None = None, role: Role = Rol
         stream = StreamCore(config.websocket.history_size if config.websocket.enabled else OWN_HISTORY_SIZE)
     lifecycle = Lifecycle(reports=manager.healths if manager is not None else dict)
     context = Context(
-        config, clock, schedule, catalog, followed, stream=stream, quotes=manager, healths=lifecycle.healths
+        config,
+        clock,
+        schedule,
+        catalog,
+        followed,
+        stream=stream,
+        quotes=manager,
+        healths=lifecycle.healths,
+        manager=manager,
+        push=push,
     )
     lifecycle.components = build_all(COMPONENTS, role, context)
     return Daemon(
@@ -206,6 +235,7 @@ def build_daemon(config: Config, *, clock: Clock | None = None, role: Role = Rol
         lifecycle,
         alerts=next((c for c in lifecycle.components if isinstance(c, AlertEngine)), None),
         storage=[c for c in lifecycle.components if isinstance(c, OutboxSink)],
+        push=push,
     )
 
 

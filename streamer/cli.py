@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -85,6 +86,8 @@ def worker_command(args: argparse.Namespace, path: Path | None) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.push and not args.demo:
+        raise ValueError("--push goes with --demo (a live push feed is configured in providers.push)")
     path = _config_path(args.config)
     config = load_config(path)
     workers = worker_count(args, config)
@@ -103,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(f"--role {args.role}: not available yet (the roles arrive with the broker, issue 17)")
     from .app import demo_config, run_daemon
 
-    prepare = demo_config if args.demo else (lambda c: c)
+    prepare = partial(demo_config, push=args.push) if args.demo else (lambda c: c)
     config = prepare(config)
     try:
         # A reload may bring new secrets: the masker learns them before anything is logged about the new file.
@@ -200,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         metavar="N",
         help="--role edge only: run N processes sharing the ports, under a supervisor (default: one per core)",
+    )
+    run.add_argument(
+        "--push",
+        action="store_true",
+        help="with --demo: the session also arrives as live ticks from a loopback Upstox-format server "
+        "(sub-second updates, shown as live; the replay feed stands by as the delayed fallback)",
     )
     run.set_defaults(func=cmd_run)
 

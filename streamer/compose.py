@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from .catalog import Catalog
     from .clock import Clock
     from .config import Config
-    from .http.views import LatestQuotes, Listening, RecentAlerts
+    from .feeds.build import Push
+    from .http.views import FeedReport, LatestQuotes, Listening, RecentAlerts
+    from .manager import RealTimeStreamManager
     from .market import MarketSchedule
     from .stream.core import StreamCore
     from .universe import FollowedSet
@@ -55,8 +57,11 @@ class Context:
     stream: StreamCore | None  # the one core of every streaming transport; None when none of them runs
     quotes: LatestQuotes | None  # the latest quotes and market status (the manager); None without one
     healths: Callable[[], Healths]  # every component's health, read when asked
+    manager: RealTimeStreamManager | None = None  # the source of quotes and its providers; None in an edge
+    push: Push | None = None  # the push feed beside the polling chain, when one is configured
     # Set by an earlier build for a later one (the list's order says which comes first); None when skipped.
     alerts: RecentAlerts | None = None
+    feeds: FeedReport | None = None
     websocket: Listening | None = None
 
 

@@ -11,8 +11,9 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Protocol
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
+from zoneinfo import ZoneInfo
 
 from providers.base import ProviderChain, ProviderHealth
 
@@ -20,16 +21,36 @@ from .bus import EventBus
 from .clock import Clock
 from .component import Health, State
 from .config import Config
-from .events import MarketStatusChanged, ProviderState, QuoteBatch
+from .events import MarketStatusChanged, ProviderState, ProviderStatusChanged, QuoteBatch
+from .market import CalendarCheck
 from .metrics import CYCLE_SECONDS, CYCLES, PROVIDER_ERRORS, SKIPPED_TICKS, UPDATES_PUBLISHED
 from .model import MarketStatus, StockUpdate
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 log = logging.getLogger("streamer.manager")
 
 
 class Schedule(Protocol):
+    tz: ZoneInfo
+
     def status_at(self, t: datetime) -> MarketStatus: ...
     def next_transition(self, t: datetime) -> tuple[datetime, MarketStatus]: ...
+    def calendar_check(self, now: datetime) -> CalendarCheck: ...
+
+
+class PushSource(Protocol):
+    """A push provider beside the polling chain (streamer/feeds/push.py): it publishes its ticks through `publish`
+    and says which symbols the polling chain is still asked for."""
+
+    name: str
+
+    async def start(self, manager: RealTimeStreamManager, symbols: Sequence[str]) -> None: ...
+    def follow(self, symbols: Sequence[str]) -> None: ...
+    def polled(self, symbols: Sequence[str]) -> list[str]: ...
+    async def stop(self) -> None: ...
+    def health(self) -> Health[DataclassInstance]: ...
 
 
 def next_tick(anchor: datetime, interval: float, now: datetime, last: int) -> tuple[int, datetime]:
@@ -58,7 +79,6 @@ class CycleReport:
     def emit(self) -> None:
         CYCLES.labels(self.status.value).inc()
         CYCLE_SECONDS.observe(self.seconds)
-        UPDATES_PUBLISHED.inc(self.published)
         log.info(
             "cycle.done cycle=%d status=%s fetched=%d published=%d missing=%d took=%.3fs",
             self.cycle,
@@ -118,6 +138,21 @@ class ProviderDetails:
     last_success: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class CalendarDetails:
+    calendar: str
+    known_through: date | None  # the calendar's last known day (None: no fixed horizon)
+    reason: str | None
+    timezone: str
+
+
+def calendar_health(check: CalendarCheck, timezone: str) -> Health[CalendarDetails]:
+    """Whether the exchange calendar knows the days around now: degraded when a weekday is only assumed to trade."""
+    details = CalendarDetails(check.calendar, check.known_through, check.problem, timezone)
+    state = State.OK if check.problem is None else State.DEGRADED
+    return Health(state, details, reason=check.problem)
+
+
 def provider_health(health: ProviderHealth) -> Health[ProviderDetails]:
     """A provider's health in the components' vocabulary: degraded or down both need attention."""
     state = State.OK if health.state is ProviderState.OK else State.DEGRADED
@@ -126,8 +161,6 @@ def provider_health(health: ProviderHealth) -> Health[ProviderDetails]:
 
 
 class RealTimeStreamManager:
-    name = "manager"
-
     def __init__(
         self,
         config: Config,
@@ -137,6 +170,7 @@ class RealTimeStreamManager:
         clock: Clock,
         symbols: Sequence[str],
         bus: EventBus | None = None,
+        push: PushSource | None = None,
     ) -> None:
         self.config = config
         self.provider = provider
@@ -155,6 +189,10 @@ class RealTimeStreamManager:
         self._provider_states: dict[str, tuple[ProviderState, str | None]] = {}
         self._provider_errors: dict[tuple[str, str], int] = {}
         self._stop = asyncio.Event()
+        # --- push (streaming) provider: None polls only. It is primary for what it delivers; `poll_now` wakes the
+        # polling loop at once when the polling chain has to take symbols over from it.
+        self.push = push
+        self._wake = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -165,11 +203,19 @@ class RealTimeStreamManager:
         for symbol in [s for s in self.latest if s not in followed]:
             del self.latest[symbol]
         self.version += 1
+        if self.push is not None:
+            self.push.follow(self.symbols)
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
             log.info("manager.stopping fetching stopped; draining queued events into the sinks")
         self._stop.set()
+
+    async def stop_push(self) -> None:
+        """Stop the push feed, its last ticks published: called after the polling loop ended, before the bus
+        drains."""
+        if self.push is not None:
+            await self.push.stop()
 
     async def close(self, *, drained: bool) -> None:
         """Release the providers, after the bus has drained (`drained` says whether it did in time)."""
@@ -181,12 +227,18 @@ class RealTimeStreamManager:
         details = ManagerDetails(self.cycles, len(self.symbols), last)
         return Health(State.OK, details, label="running") if last else Health(State.STARTING, details)
 
-    def healths(self) -> dict[str, Health[ManagerDetails] | Health[ProviderDetails]]:
-        """Its own health under `manager`, then each provider's."""
-        return {"manager": self.health(), **self.provider_healths()}
+    def healths(self) -> dict[str, Health[DataclassInstance]]:
+        """Its own health under `manager`, the push feed's (primary for what it delivers) and each polling
+        provider's under `provider:<name>`, then the market calendar's."""
+        out: dict[str, Health[DataclassInstance]] = {"manager": self.health()}
+        if self.push is not None:
+            out[f"provider:{self.push.name}"] = self.push.health()
+        out.update(self.provider_healths())
+        out["market"] = calendar_health(self.schedule.calendar_check(self.clock.now()), self.schedule.tz.key)
+        return out
 
     def provider_healths(self) -> Mapping[str, Health[ProviderDetails]]:
-        """Each provider of the chain, in priority order, under `provider:<name>`."""
+        """Each provider of the polling chain, in priority order, under `provider:<name>`."""
         return {f"provider:{p.name}": provider_health(p.health) for p in self.provider.members}
 
     # --- polling loop ----------------------------------------------------------------------------
@@ -194,6 +246,8 @@ class RealTimeStreamManager:
     async def run(self) -> None:
         now = self.clock.now()
         status = await self._observe_status(now)
+        if self.push is not None:
+            await self.push.start(self, self.symbols)
         # A start-up fetch gives users the latest prices at once, whatever the hour.
         await self._cycle(status)
         anchor, k = now, 0
@@ -231,15 +285,21 @@ class RealTimeStreamManager:
         return polling.interval
 
     async def _sleep_until(self, when: datetime) -> None:
-        """Sleep on the injected clock, waking early when a stop is requested."""
+        """Sleep on the injected clock, waking early when a stop is requested (or `poll_now`)."""
         sleeper = asyncio.ensure_future(self.clock.sleep_until(when))
         stopper = asyncio.ensure_future(self._stop.wait())
+        waker = asyncio.ensure_future(self._wake.wait())
         try:
-            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({sleeper, stopper, waker}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sleeper, stopper):
+            self._wake.clear()
+            for task in (sleeper, stopper, waker):
                 task.cancel()
-            await asyncio.gather(sleeper, stopper, return_exceptions=True)
+            await asyncio.gather(sleeper, stopper, waker, return_exceptions=True)
+
+    def poll_now(self) -> None:
+        """Run the next polling cycle now rather than at its place on the grid (a push feed lost its symbols)."""
+        self._wake.set()
 
     async def _observe_status(self, now: datetime) -> MarketStatus:
         status = self.schedule.status_at(now)
@@ -259,7 +319,8 @@ class RealTimeStreamManager:
 
     async def _cycle(self, status: MarketStatus) -> CycleReport | None:
         started = time.perf_counter()
-        fetch = asyncio.ensure_future(self.provider.fetch(self.symbols))
+        symbols = self.push.polled(self.symbols) if self.push is not None else self.symbols
+        fetch = asyncio.ensure_future(self.provider.fetch(symbols))
         stopper = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait({fetch, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
@@ -268,17 +329,14 @@ class RealTimeStreamManager:
             await asyncio.gather(fetch, return_exceptions=True)
             return None
         result = fetch.result()
-        self._report_providers()
+        await self._report_providers()
         updates = [dataclasses.replace(u, market_status=status) for u in result.updates]
-        if not self.config.polling.publish_unchanged:
-            updates = [u for u in updates if not u.same_quote(self.latest.get(u.symbol))]
+        if self.push is not None:  # a polled (delayed) quote never replaces a newer one the push feed delivered
+            updates = [u for u in updates if (p := self.latest.get(u.symbol)) is None or u.timestamp >= p.timestamp]
         self.cycles += 1
-        if updates:
-            await self.bus.publish(QuoteBatch(self.cycles, tuple(updates), status, self.clock.now()))
-            self.latest.update((u.symbol, u) for u in updates)
-            self.version += 1
+        published = await self.publish(updates, status)
         report = CycleReport(
-            self.cycles, status, len(result.updates), len(updates), len(result.missing), time.perf_counter() - started
+            self.cycles, status, len(result.updates), published, len(result.missing), time.perf_counter() - started
         )
         self.last_cycle = report
         report.emit()
@@ -286,8 +344,23 @@ class RealTimeStreamManager:
             hook(report)
         return report
 
-    def _report_providers(self) -> None:
-        """What changed in each provider's health since the last cycle: new errors, a new state or reason."""
+    async def publish(
+        self, updates: Sequence[StockUpdate], status: MarketStatus, ticks: Sequence[StockUpdate] = ()
+    ) -> int:
+        """Publish the quotes that changed since the last published per symbol (all with `publish_unchanged`), and
+        every tick behind them for the time series; returns how many quotes were published."""
+        if not self.config.polling.publish_unchanged:
+            updates = [u for u in updates if not u.same_quote(self.latest.get(u.symbol))]
+        if updates or ticks:
+            await self.bus.publish(QuoteBatch(self.cycles, tuple(updates), status, self.clock.now(), tuple(ticks)))
+            self.latest.update((u.symbol, u) for u in updates)
+            self.version += 1
+            UPDATES_PUBLISHED.inc(len(updates))
+        return len(updates)
+
+    async def _report_providers(self) -> None:
+        """What changed in each provider's health since the last cycle: new errors, a new state or reason (its log
+        line, and a `ProviderStatusChanged` for the feed board)."""
         for member in self.provider.members:
             health = member.health
             for reason, count in health.errors_by_reason.items():
@@ -300,3 +373,4 @@ class RealTimeStreamManager:
             if state != before:
                 self._provider_states[member.name] = state
                 ProviderChanged(member.name, health.state, health.reason, first=before is None).emit()
+                await self.bus.publish(ProviderStatusChanged(member.name, health.state, health.reason))

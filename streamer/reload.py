@@ -1,5 +1,6 @@
 """Config reload on SIGHUP: read and validate the file again, apply what can change while running (the
-symbol list, alert rules, log level), and name everything else that changed as needing a restart.
+symbol list, alert rules, log level, the Upstox access token), and name everything else that changed as needing a
+restart.
 
 A file that fails validation is logged and the running configuration is kept."""
 
@@ -25,7 +26,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamer.reload")
 
 # Key paths applied live; every other changed key needs a restart.
-LIVE = ("symbols", "alerts.rules", "logging.level")
+LIVE = (
+    "symbols",
+    "alerts.rules",
+    "logging.level",
+    # Upstox tokens expire daily (03:30 IST): a new one is handed to the running feed, which reconnects with it.
+    "providers.upstox.access_token",
+    "providers.upstox.access_token_file",
+)
 
 
 @dataclass
@@ -128,6 +136,11 @@ class Reloader:
         if new.logging.level != old.logging.level:
             set_level(new.logging.level)
             log.info("reload.log_level level=%s previous=%s", new.logging.level, old.logging.level)
+        old_up, new_up = old.providers.upstox, new.providers.upstox
+        token = new_up.access_token
+        if token is not None and token != old_up.access_token and daemon.push is not None:
+            daemon.push.upstox.update_token(token)
+            log.info("reload.upstox_token the Upstox feed uses the new access token (at once if the old was refused)")
         # The running configuration: the old one with the live sections replaced, so keys that need a restart
         # are reported again on the next reload until the daemon is restarted.
         self.config = old.model_copy(
@@ -135,6 +148,13 @@ class Reloader:
                 "symbols": new.symbols,
                 "alerts": old.alerts.model_copy(update={"rules": new.alerts.rules}),
                 "logging": old.logging.model_copy(update={"level": new.logging.level}),
+                "providers": old.providers.model_copy(
+                    update={
+                        "upstox": old_up.model_copy(
+                            update={"access_token": token, "access_token_file": new_up.access_token_file}
+                        )
+                    }
+                ),
             }
         )
 

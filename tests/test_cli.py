@@ -76,6 +76,34 @@ def test_demo_publishes_updates_and_exits_0_on_sigterm(tmp_path):
         proc.kill()
 
 
+def test_demo_with_push_feeds_live_ticks_and_exits_0_on_sigterm(tmp_path):
+    config = write_config(tmp_path, "websocket:\n  port: 0\nhttp:\n  port: 0\n")
+    proc = subprocess.Popen(
+        [*STREAMER, "run", "--demo", "--push", "-c", str(config)],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        # The loopback server replays the session as ticks; the feed delivers them and clients are told "live".
+        events = read_events(proc, lambda e: e["event"] == "feeds.delivery" and "delivery=live" in e["msg"])
+        assert any(e["event"] == "demo.push" for e in events)
+        assert any(e["event"] == "push.delivering" for e in events)
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=30) == 0
+        assert '"event": "push.summary"' in rest and "drained=True" in rest
+    finally:
+        proc.kill()
+
+
+def test_push_without_demo_is_refused(tmp_path):
+    result = subprocess.run([*STREAMER, "run", "--push"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--push goes with --demo" in result.stderr
+
+
 def test_run_with_a_bad_config_exits_2_before_starting_anything(tmp_path):
     config = write_config(tmp_path, "polling:\n  interval: 0\n")
     result = subprocess.run([*STREAMER, "run", "-c", str(config)], capture_output=True, text=True, timeout=60)

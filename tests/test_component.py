@@ -157,10 +157,15 @@ def test_the_whole_daemon_is_the_list_in_start_order_with_reasons_for_what_is_le
         "http": {"port": 0},
     }
     daemon = build_daemon(demo_config(Config.model_validate(raw)))  # PocketBase enabled, without a password
-    assert [c.name for c in daemon.components] == ["alerts", "stream", "websocket", "http"]
-    assert len(COMPONENTS) == 7
+    assert [c.name for c in daemon.components] == ["alerts", "stream", "feeds", "websocket", "http"]
+    assert len(COMPONENTS) == 9
     skipped = {m.split()[1]: m for m in (r.getMessage() for r in caplog.records) if m.startswith("component.skipped")}
-    assert set(skipped) == {"component=questdb", "component=pocketbase", "component=watchlists"}
+    assert set(skipped) == {
+        "component=demo-upstox",
+        "component=questdb",
+        "component=pocketbase",
+        "component=watchlists",
+    }
     assert "disabled (sinks.questdb.enabled: false)" in skipped["component=questdb"]
     assert "no superuser password" in skipped["component=pocketbase"]
     levels = {r.getMessage().split()[1]: r.levelno for r in caplog.records if "component.skipped" in r.getMessage()}
@@ -172,8 +177,10 @@ def test_the_whole_daemon_is_the_list_in_start_order_with_reasons_for_what_is_le
     assert words == {
         "manager": "starting",
         "provider:replay": "ok",
+        "market": "ok",
         "alerts": "disabled",  # no rules configured (a reload may bring some)
         "stream": "stopped",
+        "feeds": "stopped",
         "websocket": "stopped",
         "http": "stopped",
     }

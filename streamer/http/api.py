@@ -36,7 +36,7 @@ from .params import ParamError, check_names, etag_matches, parse_history, parse_
 from .responses import NotFound, dumps, error, errors, etag_of, json_response, masked, secure_headers
 from .search import search_body, searchable
 from .sse import SseHub
-from .views import HistoryReader, LatestQuotes, Listening, RecentAlerts
+from .views import FeedReport, HistoryReader, LatestQuotes, Listening, RecentAlerts
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -90,6 +90,7 @@ class HttpApi:
         followed: FollowedSet | None = None,
         watching: bool = False,
         keepalive: float = 15.0,
+        feeds: FeedReport | None = None,
     ) -> None:
         self.settings = config
         self.config = config.http
@@ -106,6 +107,7 @@ class HttpApi:
         self.reader = reader
         self.alerts = alerts
         self.websocket = websocket  # the dashboard names its URL
+        self.feeds = feeds  # which feeds are live (push) or delayed (polling)
         self.hub = SseHub(stream, keepalive=keepalive)
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -186,12 +188,16 @@ class HttpApi:
         healths = self.healths()
         status = overall(h.state for h in healths.values())
         market = self.quotes.status
-        body = {
+        body: dict[str, object] = {
             "status": status.value,
             "time": format_timestamp(self.clock.now()),
             "market_status": market.value if market else None,
-            "components": {name: {k: masked(v) for k, v in h.wire().items()} for name, h in healths.items()},
         }
+        if self.feeds is not None:
+            report = self.feeds.report()
+            body["delivery"] = report.delivery.value
+            body["feeds"] = [f.to_dict() for f in report.feeds]
+        body["components"] = {name: {k: masked(v) for k, v in h.wire().items()} for name, h in healths.items()}
         return json_response(dumps(body), status=503 if status is State.FAILED else 200)
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -360,6 +366,7 @@ def build(ctx: Context) -> HttpApi | Skipped:
         reader=reader,
         alerts=ctx.alerts,
         websocket=ctx.websocket,
+        feeds=ctx.feeds,
         catalog=ctx.catalog,
         followed=ctx.followed,
         watching=watches(config),

@@ -141,6 +141,8 @@ class SseHub:
         # The last step joined the live fan-out; no await since, so nothing published in between is missed.
         if self.core.market is not None:
             stream.pending.append(frame(self.hub.market_message(self.core.market)))
+        if self.core.feeds is not None:
+            stream.pending.append(frame(self.hub.feeds_message(self.core.feeds)))
         self.hub.attach(session)
         if self.stopping:  # stop() came while this client was catching up
             stream.closed = "shutdown"

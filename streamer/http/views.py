@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from streamer.events import Alert
+from streamer.events import Alert, FeedStatusChanged
 from streamer.model import MarketStatus, StockUpdate
 
 from .params import Interval
@@ -52,6 +52,12 @@ class HistoryReader(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class FeedReport(Protocol):
+    """Where quotes come from now, live (a push feed) or delayed (polling), feed by feed (streamer/feeds/board.py)."""
+
+    def report(self) -> FeedStatusChanged: ...
 
 
 class Listening(Protocol):

@@ -1,5 +1,6 @@
 """`LocalFeed`: the core's adapter to the in-process bus. It numbers each quote batch (seq 1, 2, 3 ... under a
-random epoch chosen when the process starts) and feeds it, with market status changes and alerts, to the core."""
+random epoch chosen when the process starts) and feeds it, with market and feed status changes and alerts, to the
+core."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from streamer.bus import EventBus, Overflow, Subscription
 from streamer.component import Health, Skipped, State
-from streamer.events import Event, EventType, QuoteBatch
+from streamer.events import Alert, Event, EventType, FeedStatusChanged, MarketStatusChanged, QuoteBatch
 from streamer.model import format_timestamp
 
 from .core import StreamCore
@@ -58,7 +59,7 @@ class LocalFeed:
         self._sub = bus.subscribe(
             self.name,
             self._on_event,
-            [EventType.STOCK_UPDATE, EventType.MARKET_STATUS, EventType.ALERT],
+            [EventType.STOCK_UPDATE, EventType.MARKET_STATUS, EventType.FEED_STATUS, EventType.ALERT],
             maxsize=1000,
             overflow=Overflow.DROP_OLDEST,
             # Fan out before the storage sinks append the batch to their outboxes (JSON and SQLite, a few ms
@@ -82,7 +83,7 @@ class LocalFeed:
             numbered = self.number(event)
             if numbered is not None:
                 self.core.feed(numbered)
-        else:
+        elif isinstance(event, MarketStatusChanged | FeedStatusChanged | Alert):  # what it subscribed to
             self.core.feed(event)
 
 

@@ -82,6 +82,13 @@ async def publish_eventually(
     return published
 
 
+async def numbered(publisher: Publisher, cycle: int, symbols: list[str]) -> NumberedBatch:
+    """Publish cycle `cycle` of `symbols` while Redis answers; the batch as numbered."""
+    published = await publisher.publish(*quotes(cycle, symbols))
+    assert published is not None
+    return published
+
+
 @dataclass
 class Edge:
     """A subscriber consumed in the background; `updates` is everything it was handed, in order."""

@@ -22,7 +22,7 @@ from providers.stooq import StooqProvider
 from providers.throttle import Throttled
 from streamer.clock import FakeClock
 from streamer.config import AlphaVantageConfig, Config, StooqConfig
-from streamer.events import ProviderState
+from streamer.events import EventType, ProviderState
 from streamer.manager import RealTimeStreamManager
 from streamer.market import MarketSchedule
 from streamer.securities import Security
@@ -96,29 +96,13 @@ def garbage_replies(rng: random.Random) -> list:
     ]
 
 
-class Transitions:
-    """Each provider's state as the health endpoint shows it, recorded whenever it (or its reason) changes."""
-
-    def __init__(self, manager: RealTimeStreamManager) -> None:
-        self.manager = manager
-        self.seen: dict[str, tuple[str, str | None]] = {}
-        self.events: list[tuple[str, ProviderState]] = []
-
-    def observe(self) -> None:
-        for name, health in self.manager.provider_healths().items():
-            now = (health.label, health.reason)
-            if self.seen.get(name) != now:
-                self.seen[name] = now
-                self.events.append((name.removeprefix("provider:"), ProviderState(health.label)))
-
-
 @dataclass
 class Env:
     clock: FakeClock
     manager: RealTimeStreamManager
     stooq: WireServer
     http: aiohttp.ClientSession
-    transitions: Transitions
+    provider_events: list
     task: asyncio.Task
 
     async def cycle(self) -> None:
@@ -132,10 +116,9 @@ class Env:
         )
         assert not self.task.done(), self.task  # no crash
         assert await self.manager.bus.drain(5)
-        self.transitions.observe()
 
     def stooq_states(self) -> list[ProviderState]:
-        return [state for provider, state in self.transitions.events if provider == "stooq"]
+        return [e.state for e in self.provider_events if e.provider == "stooq"]
 
     async def health(self) -> dict:
         async with self.http.get("/api/v1/health") as r:
@@ -168,18 +151,21 @@ async def running() -> AsyncIterator[Env]:
             symbols=SYMBOLS,
         )
         api = api_for(manager, [Security(s, s, "stock") for s in SYMBOLS], healths=manager.healths)
-        transitions = Transitions(manager)
+        events: list = []
+
+        async def record(event):
+            events.append(event)
+
+        manager.bus.subscribe("test-recorder", record, [EventType.PROVIDER_STATUS])
         stooq_srv.reply = GOOD_STOOQ
         await api.start(manager.bus)
         task = asyncio.create_task(manager.run())
         async with aiohttp.ClientSession(api.url) as http:
-            env = Env(clock, manager, stooq_srv, http, transitions, task)
+            env = Env(clock, manager, stooq_srv, http, events, task)
             try:
                 await until(lambda: manager.cycles == 1 and clock.waiting > 0, 10, "the start-up cycle")
                 assert await manager.bus.drain(5)
-                transitions.observe()
-                events = transitions.events
-                assert [state for _, state in events] == [ProviderState.OK] * 2  # both providers, at start-up
+                assert [e.state for e in events] == [ProviderState.OK] * 2  # both providers, at start-up
                 events.clear()
                 yield env
             finally:

@@ -18,7 +18,7 @@ from sinks.questdb import QuestDBBackend
 from sinks.questdb_read import QuestDBReader
 from sinks.questdb_schema import ALERT_COLUMNS, MARKET_STATUS_COLUMNS, QUOTE_COLUMNS, create_table_sql
 from streamer.config import QuestDBSinkConfig
-from streamer.events import Alert, EventType, MarketStatusChanged, QuoteBatch
+from streamer.events import Alert, EventType, MarketStatusChanged, ProviderState, ProviderStatusChanged, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
 from tests.support import quotes
 from tests.support.network import free_port
@@ -126,6 +126,7 @@ def test_entries_for_maps_events_to_outbox_entries():
     alert = Alert("up5", "change_percent", "AAA", "AAA +5%", T0, 10.5, 5.0, 5.0)
     [stored] = b.entries_for(alert)
     assert stored.payload["table"] == "alerts" and 'message="AAA +5%"' in stored.payload["lines"][0]
+    assert b.entries_for(ProviderStatusChanged("stooq", ProviderState.OK, None)) == []
 
 
 # --- writing ---------------------------------------------------------------------------------------

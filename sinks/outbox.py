@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS entries (
     key TEXT,
     payload TEXT NOT NULL,
     created REAL NOT NULL,
-    rows INTEGER NOT NULL DEFAULT 1
+    rows INTEGER NOT NULL DEFAULT 1,
+    data BLOB
 );
 CREATE UNIQUE INDEX IF NOT EXISTS entries_latest ON entries(kind, key) WHERE key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS rejected (
@@ -31,9 +32,12 @@ CREATE TABLE IF NOT EXISTS rejected (
     payload TEXT NOT NULL,
     reason TEXT NOT NULL,
     rejected_at REAL NOT NULL,
-    rows INTEGER NOT NULL DEFAULT 1
+    rows INTEGER NOT NULL DEFAULT 1,
+    data BLOB
 );
 """
+# Outboxes written by older versions lack these columns; they are added on open.
+ADDED_COLUMNS = {"rows": "INTEGER NOT NULL DEFAULT 1", "data": "BLOB"}
 
 
 class OutboxFull(Exception):
@@ -66,10 +70,11 @@ class Outbox:
         self._db.execute("PRAGMA wal_autocheckpoint=256")
         self._db.execute(f"PRAGMA journal_size_limit={16 << 20}")
         self._db.executescript(SCHEMA)
-        for table in ("entries", "rejected"):  # outboxes written before entries carried a row count
+        for table in ("entries", "rejected"):
             columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            if "rows" not in columns:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN rows INTEGER NOT NULL DEFAULT 1")
+            for name, decl in ADDED_COLUMNS.items():
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
         self._depth = self._count()
 
     @property
@@ -101,15 +106,15 @@ class Outbox:
                     "json_extract(value, '$[1]') FROM json_each(?))",
                     (pairs,),
                 )
+                records = [(e.kind, e.key, _dump(e.payload), now, e.rows, e.data) for e in keyed]
                 db.executemany(
-                    "INSERT INTO entries(kind, key, payload, created, rows) VALUES (?, ?, ?, ?, ?)",
-                    [(e.kind, e.key, _dump(e.payload), now, e.rows) for e in keyed],
+                    "INSERT INTO entries(kind, key, payload, created, rows, data) VALUES (?, ?, ?, ?, ?, ?)", records
                 )
                 self._depth += sum(e.rows for e in keyed)
             kept = fitting(plain, self.max_entries - self._depth)
+            records = [(e.kind, e.key, _dump(e.payload), now, e.rows, e.data) for e in kept]
             db.executemany(
-                "INSERT INTO entries(kind, key, payload, created, rows) VALUES (?, NULL, ?, ?, ?)",
-                [(e.kind, _dump(e.payload), now, e.rows) for e in kept],
+                "INSERT INTO entries(kind, key, payload, created, rows, data) VALUES (?, ?, ?, ?, ?, ?)", records
             )
             self._depth += sum(e.rows for e in kept)
         refused = sum(e.rows for e in plain[len(kept) :])
@@ -119,13 +124,13 @@ class Outbox:
 
     def peek(self, limit: int) -> list[Entry]:
         """The oldest pending entries, in order, carrying about `limit` rows (always at least one entry)."""
-        cursor = self._db.execute("SELECT id, kind, key, payload, created, rows FROM entries ORDER BY id")
+        cursor = self._db.execute("SELECT id, kind, key, payload, created, rows, data FROM entries ORDER BY id")
         out: list[Entry] = []
         rows = 0
-        for id, kind, key, payload, created, n in cursor:
+        for id, kind, key, payload, created, n, data in cursor:
             if out and rows + n > limit:
                 break
-            out.append(Entry(kind, json.loads(payload), key, rows=n, id=id, created=created))
+            out.append(Entry(kind, json.loads(payload), key, rows=n, id=id, created=created, data=data))
             rows += n
         cursor.close()
         return out
@@ -141,8 +146,9 @@ class Outbox:
         now = time.time()
         with self._transaction() as db:
             db.executemany(
-                "INSERT INTO rejected(id, kind, key, payload, reason, rejected_at, rows) VALUES (?,?,?,?,?,?,?)",
-                [(e.id, e.kind, e.key, _dump(e.payload), reason, now, e.rows) for e in entries],
+                "INSERT INTO rejected(id, kind, key, payload, reason, rejected_at, rows, data) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                [(e.id, e.kind, e.key, _dump(e.payload), reason, now, e.rows, e.data) for e in entries],
             )
             self._depth -= self._delete_ids(db, entries)
 

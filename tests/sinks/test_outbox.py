@@ -118,3 +118,18 @@ def test_the_same_key_twice_in_one_append_keeps_the_newest(tmp_path):
     box.append([latest("PKN", 2.0), latest("CDR", 7.0), latest("PKN", 3.0)])  # two cycles queued together
     assert box.depth == 3
     assert {e.payload["symbol"]: e.payload["price"] for e in box.peek(10)} == {"PKN": 3.0, "PKO": 5.0, "CDR": 7.0}
+
+
+def test_bytes_kept_beside_the_payload_come_back_as_they_were_and_go_aside_with_a_refusal(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "o.sqlite3"
+    box = Outbox(path, 100)
+    raw = bytes(range(256))  # any byte, newlines and NULs included
+    box.append([Entry("ilp", {"table": "t"}, rows=2, data=raw), quote("PKN", 1.0)])
+    block, plain = box.peek(10)
+    assert (block.data, plain.data) == (raw, None)
+    box.reject([Entry("ilp", {"table": "t"}, rows=1, id=block.id, data=raw[:10])], "cast error")
+    box.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT rows, data, reason FROM rejected").fetchall() == [(1, raw[:10], "cast error")]

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .base import Entry
+from .outbox_checkpoint import WAL_LIMIT, Checkpointer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -66,9 +67,10 @@ class Outbox:
         # WAL + NORMAL: a commit survives the process being killed (not power loss) and costs no fsync.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        # Checkpoint every 16 MiB and give the space back after, whatever the page size.
-        self._db.execute("PRAGMA wal_autocheckpoint=256")
-        self._db.execute(f"PRAGMA journal_size_limit={16 << 20}")
+        # No checkpoints on this connection: a checkpoint's fsyncs would stall the event loop. The checkpointer
+        # copies the WAL back on a thread and connection of its own; the space is given back after.
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
         self._db.executescript(SCHEMA)
         for table in ("entries", "rejected"):
             columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
@@ -76,6 +78,8 @@ class Outbox:
                 if name not in columns:
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
         self._depth = self._count()
+        self._checkpointer = Checkpointer(path)
+        self._written = 0  # bytes appended since the checkpointer was last woken
 
     @property
     def depth(self) -> int:
@@ -97,6 +101,7 @@ class Outbox:
         keyed = [e for e in entries if e.key is not None]
         plain = [e for e in entries if e.key is None]
         keyed = list({(e.kind, e.key): e for e in keyed}.values())  # the newest of a key in this append wins
+        size = 0
         with self._transaction() as db:
             if keyed:  # two statements for a whole cycle, not two per record
                 pairs = json.dumps([[e.kind, e.key] for e in keyed])
@@ -110,6 +115,7 @@ class Outbox:
                 db.executemany(
                     "INSERT INTO entries(kind, key, payload, created, rows, data) VALUES (?, ?, ?, ?, ?, ?)", records
                 )
+                size += _size(records)
                 self._depth += sum(e.rows for e in keyed)
             kept = fitting(plain, self.max_entries - self._depth)
             records = [(e.kind, e.key, _dump(e.payload), now, e.rows, e.data) for e in kept]
@@ -117,6 +123,8 @@ class Outbox:
                 "INSERT INTO entries(kind, key, payload, created, rows, data) VALUES (?, ?, ?, ?, ?, ?)", records
             )
             self._depth += sum(e.rows for e in kept)
+            size += _size(records)
+        self._wrote(size)
         refused = sum(e.rows for e in plain[len(kept) :])
         if refused:
             raise OutboxFull(refused, self.max_entries)
@@ -139,6 +147,7 @@ class Outbox:
         """Remove delivered entries."""
         with self._transaction() as db:
             self._depth -= self._delete_ids(db, entries)
+        self._wrote(0)
 
     def reject(self, entries: Sequence[Entry], reason: str) -> None:
         """Move entries the backend refused as data to the `rejected` table, kept for inspection. An entry may
@@ -151,6 +160,7 @@ class Outbox:
                 [(e.id, e.kind, e.key, _dump(e.payload), reason, now, e.rows, e.data) for e in entries],
             )
             self._depth -= self._delete_ids(db, entries)
+        self._wrote(0)
 
     def rejected_count(self) -> int:
         """Rows set aside."""
@@ -165,8 +175,19 @@ class Outbox:
         ids = json.dumps([e.id for e in entries])  # one statement for a whole write, however many entries
         return self._delete(db, "id IN (SELECT value FROM json_each(?))", (ids,))
 
+    def _wrote(self, size: int) -> None:
+        """After a commit: wake the checkpointer once the WAL has grown by about `WAL_LIMIT`, else let it
+        checkpoint at the next quiet moment."""
+        self._written += size
+        if self._written >= WAL_LIMIT:
+            self._written = 0
+            self._checkpointer.wake()
+        else:
+            self._checkpointer.dirty()
+
     def close(self) -> None:
-        self._db.close()
+        self._checkpointer.close()
+        self._db.close()  # the last connection: SQLite checkpoints what is left and removes the WAL
 
     def _transaction(self):
         return _Transaction(self)
@@ -209,6 +230,12 @@ def fitting(entries: Sequence[Entry], room: int) -> list[Entry]:
             break
         kept.append(e)
     return kept
+
+
+def _size(records: list[tuple]) -> int:
+    """About what these rows add to the WAL: their payload and data, once now and about as much again when they
+    are deleted (the freed pages are written too)."""
+    return 2 * sum(len(r[2]) + len(r[5] or b"") for r in records)
 
 
 def _dump(payload: dict) -> str:

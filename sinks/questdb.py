@@ -59,8 +59,8 @@ class QuestDBBackend:
 
     def entries_for(self, event: Any) -> list[Entry]:
         if isinstance(event, QuoteBatch):
-            rows = [schema.quote_row(u, self.prefix) for u in event.updates]
-            block, failed = self._encoder().block(rows)
+            table = f"{self.prefix}{schema.QUOTES}"
+            block, failed = self._encoder().block(table, map(schema.quote_fields, event.updates))
             # A quote the client cannot encode is kept as data and refused with its reason when written.
             unusable = [Entry("quote", event.updates[i].to_dict()) for i, _ in failed]
             return ([block.entry()] if block is not None else []) + unusable
@@ -199,7 +199,8 @@ class QuestDBBackend:
     def _record_block(self, record: Entry) -> Block:
         """A single record's row (an alert, a status change, or a quote from an outbox written before blocks),
         encoded now; ValueError (or KeyError/TypeError) when its payload cannot be a row."""
-        block, failed = self._encoder().block([schema.row_for(record, self.prefix)])
+        row = schema.row_for(record, self.prefix)
+        block, failed = self._encoder().block(row.table, [row.fields])
         if block is None:
             raise ValueError(failed[0][1] if failed else "no row")
         return block

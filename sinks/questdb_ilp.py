@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from questdb import Protocol, QuestDBError, Sender
 
 from .base import Entry
-from .questdb_schema import Row
+from .questdb_schema import Fields
 
 KIND = "ilp"  # the outbox kind of a block
 
@@ -101,9 +102,11 @@ class Block:
             raise ValueError(f"unknown ILP version {version!r}")
         if not isinstance(data, bytes) or not isinstance(ends, list) or not ends:
             raise ValueError("an ILP block needs its bytes and the offset where each row ends")
-        if any(not isinstance(e, int) or e <= s for s, e in zip([0, *ends], ends, strict=False)) or ends[-1] != len(
-            data
-        ):
+        try:
+            offsets = array("q", ends)  # whole numbers, checked in C: this runs for every block written
+        except (TypeError, OverflowError) as e:
+            raise ValueError(f"row offsets {ends[:5]}… are not whole numbers") from e
+        if offsets[0] <= 0 or offsets[-1] != len(data) or ends != sorted(set(ends)):
             raise ValueError(f"row offsets {ends[:5]}… do not divide the block's {len(data)} bytes")
         return cls(table, IlpVersion(version), data, tuple(ends))
 
@@ -137,23 +140,18 @@ class Encoder:
         self._sender.establish()  # type: ignore[no-untyped-call]  # the stub leaves it unannotated
         self._buffer = self._sender.new_buffer()
 
-    def block(self, rows: Sequence[Row]) -> tuple[Block | None, list[tuple[int, str]]]:
-        """The rows that encode as one block (all of one table), and (index, reason) for each that did not."""
-        if not rows:
-            return None, []
-        table = rows[0].table
+    def block(self, table: str, rows: Iterable[Fields]) -> tuple[Block | None, list[tuple[int, str]]]:
+        """The rows (of one table) that encode as one block, and (index, reason) for each that did not."""
         buf = self._buffer
         buf.clear()  # type: ignore[no-untyped-call]
         add = buf.row
         ends: list[int] = []
         failed: list[tuple[int, str]] = []
-        for i, r in enumerate(rows):
-            if r.table != table:
-                raise ValueError(f"one block, one table: {r.table!r} among {table!r} rows")
+        for i, (symbols, columns, at) in enumerate(rows):
             try:
-                # A refused row is rolled back. `Row.columns` holds a subset of the client's value types (the
-                # stub's dict is invariant).
-                add(table, symbols=r.symbols, columns=r.columns, at=r.at)  # type: ignore[arg-type]
+                # A refused row is rolled back. `columns` holds a subset of the client's value types (the stub's
+                # dict is invariant).
+                add(table, symbols=symbols, columns=columns, at=at)  # type: ignore[arg-type]
             except (QuestDBError, TypeError, ValueError, OverflowError) as e:
                 failed.append((i, f"{type(e).__name__}: {e}"))
                 continue

@@ -73,6 +73,9 @@ def create_table_sql(table: str, prefix: str = "") -> str:
 Value = float | int | str | datetime | None
 
 
+Fields = tuple[dict[str, str | None], dict[str, Value], datetime]  # symbols, columns, designated timestamp
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     """One row: the arguments of the client's `Buffer.row`. None values are left out (stored as NULL)."""
@@ -81,6 +84,10 @@ class Row:
     symbols: dict[str, str | None]
     columns: dict[str, Value]
     at: datetime
+
+    @property
+    def fields(self) -> Fields:
+        return self.symbols, self.columns, self.at
 
 
 def _float(v: Any) -> float | None:
@@ -91,14 +98,16 @@ def _ts(v: Any) -> datetime | None:
     return None if v is None else parse_timestamp(v)
 
 
-def quote_row(u: StockUpdate, prefix: str = "") -> Row:
-    """A quote's row, straight from the validated model (the write path: every quote of every cycle comes here)."""
+_STATUS = {s: s.value for s in MarketStatus}  # a dict lookup; `.value` is a descriptor call, per quote
+
+
+def quote_fields(u: StockUpdate) -> Fields:
+    """A quote's row, straight from the validated model: every quote of every cycle comes here, so no `Row`."""
     p, o, h, lo, pc, c, cp = u.price, u.open, u.high, u.low, u.prev_close, u.change, u.change_percent
     if not type(p) is type(o) is type(h) is type(lo) is type(pc) is type(c) is type(cp) is float:
         p, o, h, lo, pc, c, cp = float(p), _float(o), _float(h), _float(lo), _float(pc), _float(c), _float(cp)
-    return Row(
-        f"{prefix}{QUOTES}",
-        {"symbol": u.symbol, "market_status": u.market_status.value, "data_source": u.data_source},
+    return (
+        {"symbol": u.symbol, "market_status": _STATUS[u.market_status], "data_source": u.data_source},
         {
             "price": p,
             "open": o,
@@ -112,6 +121,11 @@ def quote_row(u: StockUpdate, prefix: str = "") -> Row:
         },
         u.timestamp,
     )
+
+
+def quote_row(u: StockUpdate, prefix: str = "") -> Row:
+    """`quote_fields` as a `Row` of the quotes table."""
+    return Row(f"{prefix}{QUOTES}", *quote_fields(u))
 
 
 def quote_payload_row(p: dict[str, Any], prefix: str = "") -> Row:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sinks.base import Entry
 from sinks.questdb import QuestDBBackend
 from sinks.questdb_ilp import Block, Encoder, IlpVersion, version_from_settings
-from sinks.questdb_schema import QUOTE_COLUMNS, QUOTES, Row, create_table_sql, quote_from_record
+from sinks.questdb_schema import QUOTE_COLUMNS, QUOTES, create_table_sql, quote_from_record
 from streamer.events import QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
 from tests.fuzz.conftest import FUZZ, TRIED
@@ -161,8 +161,8 @@ def test_the_version_is_the_newest_both_sides_speak():
 
 
 def block_of(version: IlpVersion, prices: list[float]) -> Block:
-    rows = [Row("t", {"s": f"S{i}"}, {"price": p}, T0 + timedelta(seconds=i)) for i, p in enumerate(prices)]
-    block, failed = Encoder(version, "127.0.0.1", 9000).block(rows)
+    rows = [({"s": f"S{i}"}, {"price": p}, T0 + timedelta(seconds=i)) for i, p in enumerate(prices)]
+    block, failed = Encoder(version, "127.0.0.1", 9000).block("t", rows)
     assert block is not None and failed == []
     return block
 
@@ -192,6 +192,7 @@ def test_a_corrupt_block_entry_is_refused_naming_what_is_wrong():
         "unknown ILP version 9": Entry("ilp", {**good.payload, "version": 9}, data=good.data),
         "needs its bytes": Entry("ilp", good.payload),
         "do not divide the block's": Entry("ilp", {**good.payload, "ends": [5, 3]}, data=good.data),
+        "not whole numbers": Entry("ilp", {**good.payload, "ends": [5.5, len(good.data)]}, data=good.data),
         "each ending in a newline": Entry("ilp", {"table": "t", "lines": ["t,s=x 1"]}),
         "not an ILP block": Entry("ilp", {"lines": []}),
     }
@@ -203,10 +204,10 @@ def test_a_corrupt_block_entry_is_refused_naming_what_is_wrong():
 def test_rows_the_client_refuses_are_named_and_the_rest_encode():
     encoder = Encoder(IlpVersion.BINARY, "127.0.0.1", 9000)
     rows = [
-        Row("t", {"s": "ok"}, {"x": 1.0}, T0),
-        Row("t", {"s": "big"}, {"x": 2**64}, T0),  # beyond a LONG
-        Row("t", {"s": "ok2"}, {"x": 2.0}, T0),
+        ({"s": "ok"}, {"x": 1.0}, T0),
+        ({"s": "big"}, {"x": 2**64}, T0),  # beyond a LONG
+        ({"s": "ok2"}, {"x": 2.0}, T0),
     ]
-    block, failed = encoder.block(rows)
+    block, failed = encoder.block("t", rows)
     assert block is not None and block.rows == 2 and block.row(1).startswith(b"t,s=ok2 ")
     assert [i for i, _ in failed] == [1] and "OverflowError" in failed[0][1]

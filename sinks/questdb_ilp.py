@@ -14,7 +14,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from itertools import accumulate
 
 from questdb import Protocol, QuestDBError, Sender
 
@@ -120,12 +120,9 @@ class Block:
         return out
 
 
-def _offsets(lengths: Any) -> tuple[int, ...]:
-    total, ends = 0, []
-    for n in lengths:
-        total += n
-        ends.append(total)
-    return tuple(ends)
+def _offsets(lengths: Iterable[int]) -> tuple[int, ...]:
+    """Where each row ends, from the rows' lengths."""
+    return tuple(accumulate(lengths))
 
 
 class Encoder:

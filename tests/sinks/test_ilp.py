@@ -20,7 +20,7 @@ from sinks.questdb_ilp import Block, Encoder, IlpVersion, version_from_settings
 from sinks.questdb_schema import QUOTE_COLUMNS, QUOTES, create_table_sql, quote_from_record
 from streamer.events import QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
-from tests.fuzz.conftest import FUZZ, TRIED
+from tests.fuzz.conftest import FUZZ, LONG, TRIED
 from tests.helpers import qdb_query
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -41,26 +41,34 @@ text = st.text(
 )
 positive = st.floats(min_value=0, max_value=1e300, exclude_min=True, allow_nan=False, allow_infinity=False)
 signed = st.floats(allow_nan=False, allow_infinity=False)
+# Built once: a strategy made inside the composite would be built and validated again for every draw.
+symbols = text.filter(str.strip)
+maybe_positive = st.none() | positive
+maybe_signed = st.none() | signed
+days = st.sampled_from(DAYS)
+volumes = st.integers(0, 2**63 - 1)
+statuses = st.sampled_from(list(MarketStatus))
+delays = st.timedeltas(timedelta(0), timedelta(days=1))
+times_of_day = st.times()
 
 
 @st.composite
 def quotes(draw: st.DrawFn, source: str) -> StockUpdate:
-    day = draw(st.sampled_from(DAYS))
-    at = datetime.combine(day, draw(st.times()), UTC)
+    at = datetime.combine(draw(days), draw(times_of_day), UTC)
     return StockUpdate(
-        symbol=draw(text.filter(str.strip)),
+        symbol=draw(symbols),
         price=draw(positive),
         timestamp=at,
         data_source=source,
-        volume=draw(st.integers(0, 2**63 - 1)),
-        open=draw(st.none() | positive),
-        high=draw(st.none() | positive),
-        low=draw(st.none() | positive),
-        prev_close=draw(st.none() | positive),
-        change=draw(st.none() | signed),
-        change_percent=draw(st.none() | signed),
-        market_status=draw(st.sampled_from(list(MarketStatus))),
-        received_at=at + draw(st.timedeltas(timedelta(0), timedelta(days=1))),
+        volume=draw(volumes),
+        open=draw(maybe_positive),
+        high=draw(maybe_positive),
+        low=draw(maybe_positive),
+        prev_close=draw(maybe_positive),
+        change=draw(maybe_signed),
+        change_percent=draw(maybe_signed),
+        market_status=draw(statuses),
+        received_at=at + draw(delays),
     )
 
 
@@ -93,6 +101,7 @@ def loop_thread():
 
 
 @pytest.mark.servers
+@pytest.mark.timeout(3600 if LONG else 300)  # the long run's 10 000 cycles per version take minutes to draw
 @pytest.mark.parametrize("version", list(IlpVersion))
 def test_what_the_sink_stores_reads_back_from_questdb_as_the_quotes(questdb_config, own_table, loop_thread, version):
     source = f"fuzz-{version.name.lower()}"

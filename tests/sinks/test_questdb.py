@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import socket
 import struct
 import time
@@ -71,10 +72,15 @@ def quote(symbol: str, at: datetime, price: float = 10.0, volume: int = 100, **k
     )
 
 
+@functools.cache
+def encoding(prefix: str, version: IlpVersion) -> QuestDBBackend:
+    """A backend used only to encode (pure): one per table prefix and version, as the daemon has one."""
+    return QuestDBBackend(QuestDBSinkConfig(), table_prefix=prefix, ilp_version=version)
+
+
 def entries(*updates: StockUpdate, prefix: str = "", version: IlpVersion = IlpVersion.BINARY) -> list[Entry]:
     """What the sink appends for one cycle of these quotes: one "ilp" entry, encoded on arrival."""
-    pure = QuestDBBackend(QuestDBSinkConfig(), table_prefix=prefix, ilp_version=version)
-    made = pure.entries_for(QuoteBatch(1, updates, MarketStatus.OPEN))
+    made = encoding(prefix, version).entries_for(QuoteBatch(1, updates, MarketStatus.OPEN))
     return [dataclasses.replace(e, id=i + 1) for i, e in enumerate(made)]
 
 

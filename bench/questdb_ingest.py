@@ -225,8 +225,8 @@ async def run(args: argparse.Namespace, servers) -> Report:
             ]
         )
     report.notes = [
-        "each figure is the median over the rounds; a ratio is the median of the rounds' ratios (the two paths of "
-        "a round ran minutes apart under about the same load)",
+        "each figure is the median over the rounds; a ratio is the median of the rounds' ratios (the paths of a "
+        "round run one after the other, under about the same load)",
         "timed to the server's acknowledgement of the last row (transactional HTTP requests); rows stored is the "
         "table's count once QuestDB's WAL has applied it (the smallest over the rounds)",
         "client CPU is this process, every thread (the outbox's checkpointer included); 'of which event loop' is "

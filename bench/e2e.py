@@ -37,6 +37,7 @@ from sinks.base import Entry
 from sinks.pocketbase import PocketBaseBackend
 from sinks.pocketbase_schema import STOCK_DATA
 from sinks.questdb import QuestDBBackend
+from sinks.questdb_ilp import Block
 from sinks.runner import OutboxSink, SinkState
 from streamer.alerts import AlertEngine
 from streamer.bus import EventBus
@@ -58,14 +59,14 @@ TIMEOUT = 15.0
 
 def stamps(entry: Entry) -> list[str]:
     """The quote timestamps an outbox entry carries: a PocketBase record's, or an ILP block's (one per cycle
-    here, in nanoseconds at the end of each `stock_prices` line)."""
+    here: the designated timestamp of each `stock_prices` row)."""
     if entry.kind != "ilp":
         stamp = entry.payload.get("timestamp")
         return [str(stamp)] if stamp is not None else []
-    if entry.payload["table"] != "stock_prices":
+    block = Block.from_entry(entry)
+    if block.table != "stock_prices":
         return []
-    nanos = {int(line.rsplit(" ", 1)[1]) for line in entry.payload["lines"]}
-    return [format_timestamp(EPOCH + dt.timedelta(microseconds=n // 1000)) for n in nanos]
+    return [format_timestamp(EPOCH + dt.timedelta(microseconds=m)) for m in set(block.timestamps())]
 
 
 class Acked:

@@ -21,6 +21,7 @@ class Entry:
     rows: int = 1  # records it carries (an "ilp" block carries a whole cycle): what limits, depths and counts measure
     id: int = field(default=0, compare=False)  # outbox sequence number, assigned on append
     created: float = field(default=0.0, compare=False)  # when it entered the outbox (epoch seconds)
+    data: bytes | None = None  # opaque bytes kept beside the payload (a QuestDB block's encoded rows), not JSON
 
 
 class Rejected(Exception):

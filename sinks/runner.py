@@ -235,6 +235,9 @@ class OutboxSink:
             await self._writable_again()
         self._idle.clear()
         self._pending.set()
+        # Let delivery run. With a backlog of events on the bus, its queue hands this handler batch after batch
+        # without suspending, and writes would otherwise start only once every queued event was appended.
+        await asyncio.sleep(0)
 
     async def _hold(self, batch: list[Entry], error: BaseException) -> None:
         """The outbox's disk refused a write (full, read-only, I/O error): keep the entries in memory, bounded

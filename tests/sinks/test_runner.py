@@ -372,3 +372,27 @@ async def test_connected_sinks_share_one_shutdown_timeout(tmp_path):
     took = loop.time() - started
     assert timeout <= took < 1.5 * timeout  # each waited for its server, at the same time
     assert [s.outbox.depth for s in sinks] == [1, 1]  # kept for the next start
+
+
+async def test_with_a_backlog_on_the_bus_writes_start_before_every_event_is_stored(tmp_path):
+    """Events queued on the bus faster than the sink stores them: delivery overlaps with storing the rest."""
+    backend = RemoteDouble()
+    stored_at_first_write: list[int] = []
+    write = backend.write
+
+    async def recording(entries):
+        if not stored_at_first_write:
+            stored_at_first_write.append(sink.outbox.depth)
+        await write(entries)
+
+    backend.write = recording
+    bus, sink = await start(tmp_path, backend)
+    await until(lambda: sink.state is SinkState.CONNECTED)
+    total = 1000  # ten bus batches of 100
+    for n in range(total):
+        await bus.publish(batch(n))
+    await until(lambda: len(backend.rows) == total, 30)
+    assert [r["price"] for r in backend.rows] == [10.0 + n for n in range(total)]  # in order
+    assert backend.writes > 1 and stored_at_first_write[0] < total  # the first write did not wait for them all
+    await sink.stop()
+    await bus.close()

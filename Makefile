@@ -53,10 +53,12 @@ bench: bench-quick
 	$(BIN)/python -m bench.soak --duration 3600
 
 LINTED := streamer providers sinks bench examples tests scripts
-## Formatting and lint (ruff); CI runs it before the tests.
+## Formatting and lint (ruff), then types: mypy --strict over the files [tool.mypy] names (streamer, providers,
+## sinks, bench, examples); CI runs it before the tests.
 lint: setup
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/ruff check $(LINTED)
+	$(BIN)/mypy
 
 ## Regenerate providers/upstox/proto/*_pb2.py(i) from its .proto (protoc from the pinned grpcio-tools).
 proto: setup

@@ -242,6 +242,7 @@ def stored_rows(servers: Servers, n: int, began: float, ended: float) -> int:
 async def run(args: argparse.Namespace, servers: Servers) -> Report:
     from streamer.app import build_daemon
     from streamer.config import load_config
+    from streamer.ws.server import WebSocketServer
 
     report = Report(
         "8. Push feed",
@@ -259,14 +260,15 @@ async def run(args: argparse.Namespace, servers: Servers) -> Report:
     config = load_config(daemon_config(work, servers, url, args.instruments, args.cadence, not args.no_questdb))
     daemon = build_daemon(config)
     serving = asyncio.create_task(daemon.serve())
-    assert daemon.push is not None and daemon.ws is not None
+    ws = next(c for c in daemon.components if isinstance(c, WebSocketServer))
+    assert daemon.push is not None and daemon.manager is not None
     push = daemon.push.source
     qdb = daemon.storage[0] if daemon.storage else None  # None with --no-questdb
-    await wait("the WebSocket server", lambda: daemon.ws is not None and daemon.ws.port is not None, 60)
+    await wait("the WebSocket server", lambda: ws.port is not None, 60)
     await wait("the feed connected", lambda: push.provider.status().connected, 60)
 
     cli_end, cli_conn = mp.Pipe()
-    cli = mp.Process(target=client, args=(cli_conn, daemon.ws.url, args.instruments), daemon=True)
+    cli = mp.Process(target=client, args=(cli_conn, ws.url, args.instruments), daemon=True)
     cli.start()
     await asyncio.to_thread(cli_end.recv)
 
@@ -276,7 +278,11 @@ async def run(args: argparse.Namespace, servers: Servers) -> Report:
     await wait("the feed covering every instrument", lambda: len(push.covering) == args.instruments, 60)
 
     counters = push.merger.counters
-    ticks0, cpu0, delivered0 = counters.accepted + counters.duplicates, cpu_seconds(), qdb.delivered if qdb else 0
+    ticks0, cpu0, delivered0 = (
+        counters.accepted + counters.duplicates,
+        cpu_seconds(),
+        qdb.counters.delivered if qdb else 0,
+    )
     gen_end.send({"cmd": "run", "seconds": args.seconds})
     depth_max, lag = 0, []
     result: dict[str, Any] | None = None
@@ -292,7 +298,7 @@ async def run(args: argparse.Namespace, servers: Servers) -> Report:
     await wait("the feed decoding every tick", lambda: counters.accepted + counters.duplicates >= total, 60)
     decoded = counters.accepted + counters.duplicates
     took = result["ended"] - result["began"]
-    delivered = qdb.delivered - delivered0 if qdb else 0
+    delivered = qdb.counters.delivered - delivered0 if qdb else 0
     if qdb is not None:
         await wait("the outbox emptied", lambda: qdb.outbox.depth == 0, 120)
     drained_at = time.time()
@@ -308,7 +314,7 @@ async def run(args: argparse.Namespace, servers: Servers) -> Report:
             break
         await asyncio.sleep(0.25)
     visible_after = time.time() - result["ended"]
-    daemon.manager.request_stop()
+    daemon.request_stop()
     await serving
     for proc in (gen, cli):
         proc.join(10)

@@ -41,7 +41,7 @@ from streamer.model import MarketStatus
 
 from .common import Report, cpu_seconds, finish, load1, num, parser
 from .fanout_server import replay_cycles
-from .servers import FAST_RECONNECT, Ports, running_servers
+from .servers import FAST_RECONNECT, Ports, Servers, running_servers
 
 BASE = dt.datetime(2020, 1, 6, tzinfo=dt.UTC)
 TARGET = 0.8  # of the client's rows/s (issue 14)
@@ -99,7 +99,7 @@ async def through_sink(cfg: QuestDBSinkConfig, name: str, events: list[QuoteBatc
         cpu0, loop0, t0 = cpu_seconds(), time.thread_time(), time.perf_counter()
         for event in events:
             await bus.publish(event)
-        while sink.delivered < total:
+        while sink.counters.delivered < total:
             await asyncio.sleep(0.005)
         took, cpu, loop_cpu = time.perf_counter() - t0, cpu_seconds() - cpu0, time.thread_time() - loop0
         await sink.stop(5)
@@ -115,7 +115,7 @@ def direct(cfg: QuestDBSinkConfig, rows: list[schema.Row]) -> tuple[float, float
     cpu0, t0 = cpu_seconds(), time.perf_counter()
     with Sender.from_conf(client_conf(cfg)) as sender:
         for r in rows:
-            sender.row(r.table, symbols=r.symbols, columns=r.columns, at=r.at)
+            sender.row(r.table, symbols=r.symbols, columns={**r.columns}, at=r.at)
         sender.flush()
     return time.perf_counter() - t0, cpu_seconds() - cpu0
 
@@ -126,7 +126,7 @@ def mapped(cfg: QuestDBSinkConfig, events: list[QuoteBatch]) -> tuple[float, flo
         for event in events:
             for u in event.updates:
                 r = schema.quote_row(u, "bench_mapped_")
-                sender.row(r.table, symbols=r.symbols, columns=r.columns, at=r.at)
+                sender.row(r.table, symbols=r.symbols, columns={**r.columns}, at=r.at)
         sender.flush()
     return time.perf_counter() - t0, cpu_seconds() - cpu0
 
@@ -142,7 +142,16 @@ async def applied(admin: QuestDBBackend, name: str, expected: int) -> int:
     return n
 
 
-async def one(name: str, cfg, admin, qdb_pid: int, events, rows, quotes: int, quiet: bool = False) -> Run:
+async def one(
+    name: str,
+    cfg: QuestDBSinkConfig,
+    admin: QuestDBBackend,
+    qdb_pid: int,
+    events: list[QuoteBatch],
+    rows: list[schema.Row],
+    quotes: int,
+    quiet: bool = False,
+) -> Run:
     await reset(admin, name)
     load, qdb0 = load1(), cpu_seconds(qdb_pid)
     loop_cpu = None
@@ -165,7 +174,7 @@ async def one(name: str, cfg, admin, qdb_pid: int, events, rows, quotes: int, qu
     return run
 
 
-async def run(args: argparse.Namespace, servers) -> Report:
+async def run(args: argparse.Namespace, servers: Servers) -> Report:
     cfg = servers.questdb_config()
     qdb_pid = int((servers.qdb_dir / "questdb.pid").read_text())
     paths = args.paths.split(",")

@@ -13,7 +13,7 @@ from itertools import chain
 from streamer.events import Event, QuoteBatch
 from streamer.model import StockUpdate
 
-Handler = Callable[[list[Event]], Awaitable[None]]
+Handler = Callable[[Sequence[Event]], Awaitable[None]]
 
 
 def merge(batches: Sequence[QuoteBatch]) -> QuoteBatch:
@@ -49,7 +49,7 @@ class BatchCoalescer:
         """Batches waiting for the interval to pass."""
         return len(self._held)
 
-    async def __call__(self, events: list[Event]) -> None:
+    async def __call__(self, events: Sequence[Event]) -> None:
         out: list[Event] = []
         for event in events:
             if isinstance(event, QuoteBatch):

@@ -11,6 +11,8 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 from .base import Entry
 from .outbox_checkpoint import WAL_LIMIT, Checkpointer
@@ -87,7 +89,7 @@ class Outbox:
         return self._depth
 
     def _count(self) -> int:
-        return self._db.execute("SELECT coalesce(sum(rows), 0) FROM entries").fetchone()[0]
+        return int(self._db.execute("SELECT coalesce(sum(rows), 0) FROM entries").fetchone()[0])
 
     def oldest_age(self, now: float | None = None) -> float | None:
         """Seconds since the oldest pending entry was appended, or None when empty."""
@@ -164,12 +166,12 @@ class Outbox:
 
     def rejected_count(self) -> int:
         """Rows set aside."""
-        return self._db.execute("SELECT coalesce(sum(rows), 0) FROM rejected").fetchone()[0]
+        return int(self._db.execute("SELECT coalesce(sum(rows), 0) FROM rejected").fetchone()[0])
 
     @staticmethod
-    def _delete(db: sqlite3.Connection, where: str, params: tuple) -> int:
+    def _delete(db: sqlite3.Connection, where: str, params: tuple[object, ...]) -> int:
         """Delete matching entries; returns the rows they carried."""
-        return sum(n for (n,) in db.execute(f"DELETE FROM entries WHERE {where} RETURNING rows", params))
+        return sum(int(n) for (n,) in db.execute(f"DELETE FROM entries WHERE {where} RETURNING rows", params))
 
     def _delete_ids(self, db: sqlite3.Connection, entries: Sequence[Entry]) -> int:
         ids = json.dumps([e.id for e in entries])  # one statement for a whole write, however many entries
@@ -189,7 +191,7 @@ class Outbox:
         self._checkpointer.close()
         self._db.close()  # the last connection: SQLite checkpoints what is left and removes the WAL
 
-    def _transaction(self):
+    def _transaction(self) -> _Transaction:
         return _Transaction(self)
 
 
@@ -201,7 +203,7 @@ class _Transaction:
         self.outbox._db.execute("BEGIN IMMEDIATE")
         return self.outbox._db
 
-    def __exit__(self, kind, value, tb) -> None:
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         db = self.outbox._db
         if kind is None:
             try:
@@ -232,11 +234,11 @@ def fitting(entries: Sequence[Entry], room: int) -> list[Entry]:
     return kept
 
 
-def _size(records: list[tuple]) -> int:
+def _size(records: list[tuple[Any, ...]]) -> int:
     """About what these rows add to the WAL: their payload and data, once now and about as much again when they
     are deleted (the freed pages are written too)."""
     return 2 * sum(len(r[2]) + len(r[5] or b"") for r in records)
 
 
-def _dump(payload: dict) -> str:
+def _dump(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)

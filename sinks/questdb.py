@@ -10,17 +10,22 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from streamer.config import QuestDBSinkConfig
-from streamer.events import EventType, QuoteBatch
+from streamer.component import Skipped
+from streamer.config import Config, QuestDBSinkConfig
+from streamer.events import Alert, Event, EventType, MarketStatusChanged, QuoteBatch
 from streamer.model import parse_timestamp
 
 from . import questdb_schema as schema
 from .base import Entry, Rejected
 from .questdb_ilp import Block, Encoder, IlpVersion, Refusal, parse_refusal, version_from_settings
+from .runner import OutboxSink
+
+if TYPE_CHECKING:
+    from streamer.compose import Context
 
 log = logging.getLogger("sinks.questdb")
 
@@ -59,17 +64,16 @@ class QuestDBBackend:
 
     # --- Backend ---------------------------------------------------------------------------------
 
-    def entries_for(self, event: Any) -> list[Entry]:
+    def entries_for(self, event: Event) -> list[Entry]:
         if isinstance(event, QuoteBatch):
             table = f"{self.prefix}{schema.QUOTES}"
             block, failed = self._encoder().block(table, map(schema.quote_fields, event.rows))
             # A quote the client cannot encode is kept as data and refused with its reason when written.
             unusable = [Entry("quote", event.rows[i].to_dict()) for i, _ in failed]
             return ([block.entry()] if block is not None else []) + unusable
-        kind = _RECORD_KINDS.get(getattr(event, "type", None))
-        if kind is None:
-            return []
-        record = Entry(kind, event.to_dict())
+        if not isinstance(event, MarketStatusChanged | Alert):
+            return []  # the rest of the bus is not stored
+        record = Entry(_RECORD_KINDS[event.type], event.to_dict())
         try:
             return [self._record_block(record).entry()]
         except (KeyError, TypeError, ValueError):
@@ -153,7 +157,8 @@ class QuestDBBackend:
                     raise QuestDBUnavailable(
                         f"{self.url}/exec answered {resp.status} to {sql[:60]!r}: {_error_text(text)}"
                     )
-                return json.loads(text)
+                answer: dict[str, Any] = json.loads(text)
+                return answer
         except (TimeoutError, aiohttp.ClientError, ValueError) as e:
             raise QuestDBUnavailable(f"cannot reach QuestDB at {self.url}: {type(e).__name__}: {e}") from e
 
@@ -273,3 +278,15 @@ def _error_text(body: str) -> str:
         return str(json.loads(body).get("error", body))
     except (ValueError, AttributeError):
         return body[:200]
+
+
+def storage(config: Config) -> OutboxSink | Skipped:
+    """QuestDB's storage sink (`sinks.questdb.enabled`): the backend behind its outbox and reconnect loop."""
+    qdb = config.sinks.questdb
+    if not qdb.enabled:
+        return Skipped(QuestDBBackend.name, "disabled (sinks.questdb.enabled: false)")
+    return OutboxSink(QuestDBBackend(qdb), data_dir=config.data_dir, reconnect=qdb.reconnect, outbox=qdb.outbox)
+
+
+def build(ctx: Context) -> OutboxSink | Skipped:
+    return storage(ctx.config)

@@ -13,13 +13,15 @@ from .model import MarketStatus, StockUpdate, format_timestamp, utc_now
 class EventType(str, Enum):
     STOCK_UPDATE = "stock_update"
     MARKET_STATUS = "market_status"
-    CONNECTION_STATUS = "connection_status"
     PROVIDER_STATUS = "provider_status"
     ALERT = "alert"
     FEED_STATUS = "feed_status"
 
 
 class ProviderState(str, Enum):
+    """A provider's own words for its health (providers/base.py); in the components' vocabulary both DEGRADED
+    and DOWN are degraded, since the next provider of the chain may deliver."""
+
     OK = "ok"
     DEGRADED = "degraded"
     DOWN = "down"
@@ -73,6 +75,9 @@ class MarketStatusChanged:
 
 @dataclass(frozen=True, slots=True)
 class ProviderStatusChanged:
+    """A provider's health changed (or was seen for the first time): the feed board tells clients and the health
+    endpoint whether quotes are live or delayed (streamer/feeds/board.py)."""
+
     type: ClassVar[EventType] = EventType.PROVIDER_STATUS
     provider: str
     state: ProviderState
@@ -114,19 +119,6 @@ class FeedStatusChanged:
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionStatusChanged:
-    """A sink's connection state machine moved (CONNECTING -> CONNECTED -> RECONNECTING ...)."""
-
-    type: ClassVar[EventType] = EventType.CONNECTION_STATUS
-    component: str
-    state: str
-    previous: str | None
-    reason: str | None = None
-    attempt: int = 0
-    at: datetime = field(default_factory=utc_now)
-
-
-@dataclass(frozen=True, slots=True)
 class Alert:
     """A rule fired for a symbol, or (symbol None) a system condition such as a full outbox."""
 
@@ -153,4 +145,6 @@ class Alert:
         }
 
 
-Event = QuoteBatch | MarketStatusChanged | ProviderStatusChanged | ConnectionStatusChanged | Alert | FeedStatusChanged
+# Everything the bus carries. A sink's connection state is not an event: each component reports its health
+# (streamer/component.py) and writes its own log line and metric where the change happens.
+Event = QuoteBatch | MarketStatusChanged | ProviderStatusChanged | Alert | FeedStatusChanged

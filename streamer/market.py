@@ -46,14 +46,6 @@ class CalendarCheck:
     known_through: date | None  # the calendar's last known day (None: it has no fixed horizon)
     problem: str | None = None
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "state": "ok" if self.problem is None else "degraded",
-            "calendar": self.calendar,
-            "known_through": self.known_through.isoformat() if self.known_through else None,
-            "reason": self.problem,
-        }
-
 
 class MarketSchedule:
     """Status of the GPW equities session at any instant, from MarketConfig times and the exchange calendar."""

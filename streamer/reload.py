@@ -11,12 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
 
 from .catalog import Security
 from .config import Config, ConfigError, load_config
 from .logs import set_level
 from .universe import configured_securities
+
+if TYPE_CHECKING:
+    from .app import Daemon
 
 log = logging.getLogger("streamer.reload")
 
@@ -38,7 +43,7 @@ class ReloadResult:
     error: str | None = None  # why the new file was refused (the old configuration is kept)
 
 
-def changed_keys(old: Any, new: Any, path: str = "") -> list[str]:
+def changed_keys(old: object, new: object, path: str = "") -> list[str]:
     """Dotted key paths whose values differ between two configurations (lists compare whole)."""
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[str] = []
@@ -48,16 +53,17 @@ def changed_keys(old: Any, new: Any, path: str = "") -> list[str]:
     return [] if old == new else [path]
 
 
-def _plain(config: Config) -> dict[str, Any]:
+def _plain(config: Config) -> dict[str, object]:
     # Secrets are compared by value: a changed password is a change (never logged, only its key path).
     def reveal(node: Any) -> Any:
         if isinstance(node, dict):
             return {k: reveal(v) for k, v in node.items()}
         if isinstance(node, list):
             return [reveal(v) for v in node]
-        return node.get_secret_value() if hasattr(node, "get_secret_value") else node
+        return node.get_secret_value() if isinstance(node, SecretStr) else node
 
-    return reveal(config.model_dump())
+    plain: dict[str, object] = reveal(config.model_dump())
+    return plain
 
 
 def _live(key: str) -> bool:
@@ -72,7 +78,7 @@ class Reloader:
         config: Config,
         path: Path | None,
         *,
-        daemon: Any,
+        daemon: Daemon,
         prepare: Callable[[Config], Config] = lambda c: c,
         on_secrets: Callable[[Config], None] = lambda c: None,
     ) -> None:
@@ -105,7 +111,7 @@ class Reloader:
             "reload.done file=%s applied=%s symbols=%d alert_rules=%d level=%s",
             source,
             ",".join(result.applied) or "-",
-            len(self.daemon.manager.symbols),
+            len(self.daemon.followed.symbols),
             len(self.config.alerts.rules),
             self.config.logging.level,
         )

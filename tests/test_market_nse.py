@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from streamer.app import build_daemon
+from streamer.component import State, overall
 from streamer.config import load_config
-from streamer.http.api import overall_status
+from streamer.manager import calendar_health
 from streamer.market import MarketSchedule
 from streamer.model import MarketStatus
 
@@ -66,10 +67,10 @@ def test_past_the_calendars_horizon_the_assumption_is_logged_and_health_says_deg
     assert "every weekday of 2027" in lines[0]
 
     quiet = schedule.calendar_check(datetime(2026, 12, 1, 12, 0, tzinfo=IST))
-    assert quiet.problem is None and quiet.to_dict()["state"] == "ok"
+    assert quiet.problem is None and calendar_health(quiet, IST.key).wire()["state"] == "ok"
     near = schedule.calendar_check(datetime(2026, 12, 28, 12, 0, tzinfo=IST))  # a week before the horizon
     assert near.problem is not None and "2026-12-31" in near.problem and "2027" in near.problem
-    assert overall_status({"market": near.to_dict()}) == "degraded"
+    assert overall([calendar_health(near, IST.key).state]) is State.DEGRADED
     # What is assumed past it: every weekday trades (Republic Day 2027 among them), not a crash.
     assert schedule.status_at(datetime(2027, 1, 26, 11, 0, tzinfo=IST)) is MarketStatus.OPEN
 

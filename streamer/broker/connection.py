@@ -74,7 +74,7 @@ def connect(config: BrokerConfig, *, read_timeout: float | None = None) -> Redis
             "password": config.sentinel_password.get_secret_value() if config.sentinel_password else None,
             "protocol": 2,
         }
-        sentinel = Sentinel(sentinels, sentinel_kwargs=asking, **options)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(sentinels, sentinel_kwargs=asking, **options)  # type: ignore[no-untyped-call]  # redis-py leaves Sentinel() unannotated
         master: Redis = sentinel.master_for(config.master_name)
         return master
     parts = urlsplit(config.url)

@@ -7,18 +7,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from providers.base import Provider
 from streamer.bus import EventBus, Subscription
-from streamer.events import Delivery, EventType, FeedInfo, FeedStatusChanged, ProviderState, ProviderStatusChanged
+from streamer.component import Health, Skipped, State
+from streamer.events import Delivery, Event, EventType, FeedInfo, FeedStatusChanged, ProviderState
 
 from .push import PushSource
+
+if TYPE_CHECKING:
+    from streamer.compose import Context
 
 log = logging.getLogger("streamer.feeds")
 
 
+@dataclass(frozen=True, slots=True)
+class BoardDetails:
+    delivery: Delivery
+
+
 class FeedBoard:
-    """A component (`start`, `stop`, `status`) reporting the push feed (if any) and the polling providers."""
+    """A component (`start`, `stop`, `health`) reporting the push feed (if any) and the polling providers."""
 
     name = "feeds"
 
@@ -66,7 +77,7 @@ class FeedBoard:
             )
         await self._bus.publish(report)
 
-    async def _on_provider(self, event: ProviderStatusChanged) -> None:
+    async def _on_provider(self, event: Event) -> None:
         await self.refresh()
 
     async def stop(self, timeout: float = 5.0) -> None:
@@ -76,6 +87,15 @@ class FeedBoard:
             await self._bus.unsubscribe(self._sub)
         self._sub = None
 
-    def status(self) -> dict[str, object]:
-        report = self.last or self.report()
-        return {"state": "running" if self._sub is not None else "stopped", "delivery": report.delivery.value}
+    def health(self) -> Health[BoardDetails]:
+        details = BoardDetails((self.last or self.report()).delivery)
+        return Health(State.OK, details, label="running") if self._sub is not None else Health(State.STOPPED, details)
+
+
+def build(ctx: Context) -> FeedBoard | Skipped:
+    """The live/delayed report of the manager's feeds (its polling providers and the push feed, if any)."""
+    if ctx.manager is None:
+        return Skipped(FeedBoard.name, "no quote feeds in this role")
+    feeds = FeedBoard(ctx.manager.provider.members, ctx.push.source if ctx.push else None)
+    ctx.feeds = feeds  # the health endpoint shows its report
+    return feeds

@@ -4,11 +4,12 @@ needs beside it: with the replay feed, the offline demo's loopback server."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from streamer.clock import Clock
+from streamer.component import Component, Skipped
 from streamer.config import Config
 from streamer.market import MarketSchedule
 from streamer.model import MarketStatus
@@ -17,20 +18,24 @@ from .push import PushSource
 
 if TYPE_CHECKING:  # imported when a push provider is configured: protobuf and the Upstox client are not light
     from providers.upstox.feed import UpstoxFeed
+    from streamer.compose import Context
 
     from .demo import DemoPush
 
 log = logging.getLogger("streamer.feeds")
 
 
+DEMO = "demo-upstox"  # the push demo's component name
+
+
 @dataclass
 class Push:
-    """What `build_push` made: the source for the manager, the Upstox feed (a reload hands it a new token), and the
-    components to run beside it (started before the manager starts the feed)."""
+    """What `build_push` made: the source for the manager, the Upstox feed (a reload hands it a new token), and with
+    the replay feed the demo's loopback server (a component, started before the manager starts the feed)."""
 
     source: PushSource
     upstox: UpstoxFeed
-    components: list[DemoPush] = field(default_factory=list)
+    demo: DemoPush | None = None
 
 
 def build_push(config: Config, schedule: MarketSchedule, clock: Clock) -> Push | None:
@@ -41,7 +46,7 @@ def build_push(config: Config, schedule: MarketSchedule, clock: Clock) -> Push |
     from providers.upstox.feed import UpstoxFeed
 
     upstox = config.providers.upstox
-    components: list[DemoPush] = []
+    demo = None
     if config.providers.chain == ["replay"]:
         from providers.replay import DemoClock
 
@@ -51,7 +56,6 @@ def build_push(config: Config, schedule: MarketSchedule, clock: Clock) -> Push |
             raise ValueError("providers.push with the replay feed needs the demo clock (streamer run --demo --push)")
         demo = DemoPush(clock)
         upstox = demo.upstox_config(upstox)
-        components.append(demo)
 
     def market_open(t: datetime) -> bool:
         return schedule.status_at(t) is MarketStatus.OPEN
@@ -62,6 +66,13 @@ def build_push(config: Config, schedule: MarketSchedule, clock: Clock) -> Push |
         "provider.push provider=%s instruments=%d demo=%s",
         feed.name,
         len(upstox.instruments),
-        "yes" if components else "no",
+        "yes" if demo else "no",
     )
-    return Push(source, feed, components)
+    return Push(source, feed, demo)
+
+
+def build_demo(ctx: Context) -> Component | Skipped:
+    """The loopback Upstox server of `streamer run --demo --push`, made with the push feed (above)."""
+    if ctx.push is None or ctx.push.demo is None:
+        return Skipped(DEMO, "no push demo (streamer run --demo --push)")
+    return ctx.push.demo

@@ -13,6 +13,7 @@ import secrets
 import socket
 import zlib
 from bisect import bisect_right
+from dataclasses import dataclass
 from datetime import timedelta
 from itertools import pairwise
 
@@ -22,8 +23,11 @@ from providers.replay import DemoClock, ReplaySession
 from providers.upstox.loopback import UpstoxLoopback, row_feed
 from providers.upstox.wire import InstrumentFeed
 from streamer.bus import EventBus
+from streamer.component import Health, State
 from streamer.config import ReconnectConfig, UpstoxConfig
 from streamer.model import StockUpdate
+
+from .build import DEMO
 
 log = logging.getLogger("streamer.demo")
 
@@ -49,10 +53,16 @@ def spread(session: ReplaySession) -> list[tuple[timedelta, StockUpdate]]:
     return ticks
 
 
+@dataclass(frozen=True, slots=True)
+class DemoDetails:
+    url: str
+    ticks: int
+
+
 class DemoPush:
     """A component (`start`, `stop`, `status`): the loopback server and the task replaying ticks into it."""
 
-    name = "demo-upstox"
+    name = DEMO
 
     def __init__(self, clock: DemoClock) -> None:
         self.clock = clock
@@ -103,8 +113,9 @@ class DemoPush:
             self._task = None
         await self.loopback.stop()
 
-    def status(self) -> dict[str, object]:
-        return {"state": "running" if self._task else "stopped", "url": self.base_url, "ticks": self.ticks}
+    def health(self) -> Health[DemoDetails]:
+        details = DemoDetails(self.base_url, self.ticks)
+        return Health(State.OK, details, label="running") if self._task else Health(State.STOPPED, details)
 
     async def _replay(self) -> None:
         """Send each tick when the demo clock reaches it, pass after pass (the clock moves to the next trading day

@@ -12,16 +12,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from providers.push import FeedStatus, MergedTicks, PushProvider, TickMerger
 from streamer.bus import EventBus
 from streamer.clock import Clock
-from streamer.events import ProviderState, ProviderStatusChanged
+from streamer.component import Health, State
+from streamer.events import Delivery, ProviderState, ProviderStatusChanged
 from streamer.metrics import PROVIDER_ERRORS, PUSH_BATCHES, PUSH_TAKEOVERS, PUSH_TICKS
-from streamer.model import MarketStatus, StockUpdate, format_timestamp
+from streamer.model import MarketStatus, StockUpdate
 
 log = logging.getLogger("streamer.push")
 
@@ -55,6 +56,28 @@ def _wall() -> datetime:
 
 def _stamped(updates: Sequence[StockUpdate], status: MarketStatus) -> list[StockUpdate]:
     return [u if u.market_status is status else replace(u, market_status=status) for u in updates]
+
+
+@dataclass(frozen=True, slots=True)
+class PushDetails:
+    """The push feed's fields on /api/v1/health."""
+
+    reason: str | None
+    delivery: Delivery
+    connected: bool
+    delivering: int
+    covering: int
+    taken_over: str | None
+    last_data_at: datetime | None
+    segments: dict[str, str]
+    problems: dict[str, int]
+    reconnects: int
+    ticks: int
+    duplicates: int
+    out_of_order: int
+    same_instant: int
+    batches: int
+    takeovers: int
 
 
 class PushSource:
@@ -141,29 +164,31 @@ class PushSource:
             await self._publish(merged)
         self._summary(force=True)
 
-    def status(self) -> dict[str, object]:
-        """The feed's health for `/api/v1/health`: state and reason, connection, what it delivers, counters."""
+    def health(self) -> Health[PushDetails]:
+        """The feed's health for `/api/v1/health`: state and reason, connection, what it delivers, counters. Degraded
+        or down is degraded for the daemon: polling stands in for what it does not deliver."""
         feed: FeedStatus = self.provider.status()
         c = self.merger.counters
-        return {
-            "state": feed.state.value,
-            "reason": feed.reason,
-            "delivery": "live",
-            "connected": feed.connected,
-            "delivering": len(feed.delivering),
-            "covering": len(self.covering),
-            "taken_over": self.takeover_reason,
-            "last_data_at": format_timestamp(feed.last_data_at) if feed.last_data_at else None,
-            "segments": dict(feed.segments),
-            "problems": dict(feed.problems),
-            "reconnects": feed.reconnects,
-            "ticks": c.accepted,
-            "duplicates": c.duplicates,
-            "out_of_order": c.out_of_order,
-            "same_instant": c.same_instant,
-            "batches": self.batches,
-            "takeovers": self.takeovers,
-        }
+        details = PushDetails(
+            reason=feed.reason,
+            delivery=Delivery.LIVE,
+            connected=feed.connected,
+            delivering=len(feed.delivering),
+            covering=len(self.covering),
+            taken_over=self.takeover_reason,
+            last_data_at=feed.last_data_at,
+            segments=dict(feed.segments),
+            problems=dict(feed.problems),
+            reconnects=feed.reconnects,
+            ticks=c.accepted,
+            duplicates=c.duplicates,
+            out_of_order=c.out_of_order,
+            same_instant=c.same_instant,
+            batches=self.batches,
+            takeovers=self.takeovers,
+        )
+        state = State.OK if feed.state is ProviderState.OK else State.DEGRADED
+        return Health(state, details, label=feed.state.value, reason=feed.reason)
 
     # --- ticks -> batches ------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from streamer.model import StockUpdate, format_timestamp
 from streamer.stream.feed import NumberedBatch
 from streamer.stream.messages import encode
 from tests.conftest import Server
-from tests.helpers import until
+from tests.support.waiting import until
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

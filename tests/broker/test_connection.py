@@ -30,7 +30,7 @@ from streamer.config import ConfigError, parse_config
 from streamer.logs import setup_logging
 from tests.broker.helpers import quotes, redis_client
 from tests.conftest import REDIS_PASSWORD, REDIS_PORT, REPO, Server
-from tests.helpers import until
+from tests.support.waiting import until
 from tests.test_secrets import spellings
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(120)]

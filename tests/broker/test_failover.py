@@ -28,8 +28,8 @@ from streamer.broker.subscriber import Snapshot, Subscriber, Update
 from streamer.config import BrokerConfig
 from streamer.stream.feed import NumberedBatch
 from tests.broker.helpers import assert_one_content_per_seq, leader, numbered, quotes, redis_client
-from tests.helpers import until
 from tests.sentinel_topology import SentinelTopology
+from tests.support.waiting import until
 
 pytestmark = [
     pytest.mark.servers,

@@ -27,7 +27,7 @@ from tests.broker.helpers import (
     redis_client,
 )
 from tests.conftest import REDIS_PORT, Server
-from tests.helpers import until
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(120)]
 

@@ -18,7 +18,8 @@ from streamer.config import Config
 from streamer.events import EventType, QuoteBatch
 from streamer.feeds.demo import DemoPush
 from streamer.model import StockUpdate
-from tests.helpers import qdb_query, until
+from tests.support.storage import qdb_query
+from tests.support.waiting import until
 
 from .conftest import RunningDaemon, start_daemon
 

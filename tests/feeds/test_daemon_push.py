@@ -23,11 +23,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from providers.upstox.loopback import UpstoxLoopback
 from streamer.app import Daemon, build_daemon
 from streamer.config import load_config
+from streamer.http import HttpApi
 from streamer.reload import Reloader
-from tests.helpers import until
-from tests.http.sse_client import SseClient
+from streamer.ws import WebSocketServer
 from tests.providers.upstox_fixtures import KEYS, NOW_MS, TOKEN, trade
 from tests.providers.wire import StooqRow, WireServer, stooq_book
+from tests.support.sse_client import SseClient
+from tests.support.waiting import until
 
 NEW_TOKEN = "upstox-Next+day/43=y"
 NSE_MARKET = {
@@ -94,12 +96,13 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
         reloader = Reloader(config, path, daemon=daemon)
         task = asyncio.create_task(daemon.serve())
         try:
-            await until(lambda: daemon.http is not None and daemon.http.port is not None, 30, "the HTTP API")
-            assert daemon.http is not None
-            async with aiohttp.ClientSession(base_url=daemon.http.url) as http:
+            api = daemon.component("http")
+            assert isinstance(api, HttpApi)
+            await until(lambda: api.port is not None, 30, "the HTTP API")
+            async with aiohttp.ClientSession(base_url=api.url) as http:
                 yield Running(daemon, upstox, reloader, token_file, http)
         finally:
-            daemon.manager.request_stop()
+            daemon.request_stop()
             await asyncio.wait_for(task, 30)
 
 
@@ -118,17 +121,14 @@ async def test_clients_and_health_are_told_live_or_delayed_and_a_new_token_needs
     caplog.set_level(logging.INFO)
     async with running(tmp_path) as run:
         daemon = run.daemon
-        assert daemon.ws is not None and daemon.ws.port is not None
+        server, api = daemon.component("websocket"), daemon.component("http")
+        assert isinstance(server, WebSocketServer) and isinstance(api, HttpApi) and server.port is not None
         await until(
-            lambda: (
-                daemon.http is not None
-                and daemon.http.feeds is not None
-                and daemon.http.feeds.report().delivery.value == "live"
-            ),
+            lambda: api.feeds is not None and api.feeds.report().delivery.value == "live",
             20,
             "the feed live",
         )
-        async with connect(daemon.ws.url) as ws, run.http.get("/api/v1/stream") as sse_resp:
+        async with connect(server.url) as ws, run.http.get("/api/v1/stream") as sse_resp:
             hello = json.loads(await ws.recv())
             assert hello["type"] == "connection" and hello["delivery"] == "live"
             assert hello["feeds"] == [

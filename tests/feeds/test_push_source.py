@@ -15,10 +15,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from providers.base import FetchResult, ProviderHealth
+from providers.chain import FallbackChain
 from providers.upstox.feed import UpstoxFeed
 from providers.upstox.loopback import UpstoxLoopback
 from streamer.bus import EventBus
 from streamer.clock import FakeClock
+from streamer.compose import Lifecycle
 from streamer.config import Config
 from streamer.events import Delivery, EventType, FeedStatusChanged, QuoteBatch
 from streamer.feeds.board import FeedBoard
@@ -26,8 +28,8 @@ from streamer.feeds.push import PushSource
 from streamer.manager import RealTimeStreamManager
 from streamer.market import MarketSchedule
 from streamer.model import MarketStatus, StockUpdate
-from tests.helpers import until
 from tests.providers.upstox_fixtures import KEYS, TOKEN, config, trade
+from tests.support.waiting import until
 
 IST = ZoneInfo("Asia/Kolkata")
 NSE = Config.model_validate(
@@ -126,14 +128,14 @@ async def running(start: datetime, **upstox_overrides: object) -> AsyncIterator[
         bus = EventBus()
         manager = RealTimeStreamManager(
             NSE,
-            provider=poll,
+            provider=FallbackChain([poll]),
             schedule=SCHEDULE,
             clock=clock,
             symbols=FOLLOWED,
             bus=bus,
-            sinks=[board],
             push=source,
         )
+        components = Lifecycle([board])
         run = Run(clock, upstox, poll, source, manager, board)
 
         async def record(event: QuoteBatch | FeedStatusChanged) -> None:
@@ -143,12 +145,15 @@ async def running(start: datetime, **upstox_overrides: object) -> AsyncIterator[
                 run.feeds.append(event)
 
         bus.subscribe("test", record, [EventType.STOCK_UPDATE, EventType.FEED_STATUS], maxsize=100_000)
-        task = asyncio.create_task(manager.serve())
+        await components.start(bus, timeout=5)
+        task = asyncio.create_task(manager.run())
         try:
             yield run
-        finally:
+        finally:  # as the daemon shuts down: the feed's last ticks, the drain, the components, the providers
             manager.request_stop()
             await asyncio.wait_for(task, 30)
+            await manager.stop_push()
+            await manager.close(drained=await components.shutdown(bus, 5))
 
 
 def delivery(run: Run) -> Delivery | None:

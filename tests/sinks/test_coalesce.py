@@ -19,7 +19,8 @@ from streamer.bus import EventBus
 from streamer.config import OutboxConfig, PocketBaseSinkConfig
 from streamer.events import Alert, Event, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
-from tests.helpers import pb_records, until
+from tests.support.storage import pb_records
+from tests.support.waiting import until
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 

@@ -21,7 +21,7 @@ from sinks.questdb_schema import QUOTE_COLUMNS, QUOTES, create_table_sql, quote_
 from streamer.events import QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
 from tests.fuzz.conftest import FUZZ, LONG, TRIED
-from tests.helpers import qdb_query
+from tests.support.storage import qdb_query
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

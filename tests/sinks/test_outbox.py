@@ -6,7 +6,7 @@ import pytest
 from sinks.base import Entry
 from sinks.outbox import Outbox, OutboxFull
 from sinks.outbox_checkpoint import QUIET, WAL_LIMIT
-from tests.helpers import until
+from tests.support.waiting import until
 
 
 def quote(symbol, price):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import socket
 import struct
 import time
 import uuid
@@ -25,7 +24,10 @@ from sinks.questdb_schema import ALERT_COLUMNS, MARKET_STATUS_COLUMNS, QUOTE_COL
 from streamer.config import QuestDBSinkConfig
 from streamer.events import Alert, EventType, MarketStatusChanged, ProviderState, ProviderStatusChanged, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
-from tests.helpers import qdb_query
+from tests.support import quotes
+from tests.support.network import free_port
+from tests.support.storage import qdb_query, qdb_rows_eventually
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.servers
 
@@ -61,15 +63,7 @@ def sym() -> str:
 
 def quote(symbol: str, at: datetime, price: float = 10.0, volume: int = 100, **kw) -> StockUpdate:
     kw.setdefault("received_at", at + timedelta(seconds=1))
-    return StockUpdate.with_change(
-        symbol=symbol,
-        price=price,
-        timestamp=at,
-        data_source="test",
-        volume=volume,
-        prev_close=kw.pop("prev_close", 9.5),
-        **kw,
-    )
+    return quotes.quote(symbol, price, at=at, volume=volume, prev_close=kw.pop("prev_close", 9.5), **kw)
 
 
 @functools.cache
@@ -86,13 +80,15 @@ def entries(*updates: StockUpdate, prefix: str = "", version: IlpVersion = IlpVe
 
 async def wait_for_rows(reader: QuestDBReader, symbol: str, n: int, timeout: float = 15) -> list[StockUpdate]:
     """Poll until `symbol` has at least `n` rows (WAL apply is asynchronous); fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = await reader.history(symbol, EPOCH, FAR, limit=100_000)
-        if len(rows) >= n or time.monotonic() > deadline:
-            assert len(rows) >= n, f"{symbol}: {len(rows)} rows visible after {timeout}s, expected {n}"
-            return rows
-        await asyncio.sleep(0.05)
+    rows: list[StockUpdate] = []
+
+    async def enough() -> bool:
+        nonlocal rows
+        rows = list(await reader.history(symbol, EPOCH, FAR, limit=100_000))
+        return len(rows) >= n
+
+    await until(enough, timeout, f"{n} rows of {symbol} visible", interval=0.05)
+    return rows
 
 
 sql = qdb_query  # the shared helper: one PG-wire query against the test QuestDB
@@ -198,16 +194,8 @@ async def test_one_write_spanning_tables_lands_in_each(backend, reader, _local_q
     ]
     await backend.write(mixed)
     await wait_for_rows(reader, s, 2)
-    deadline = time.monotonic() + 15
-    while not (
-        rows := await sql(
-            _local_questdb,
-            "SELECT status, previous, next_status, next_change FROM market_status WHERE timestamp = %s",
-            [at],
-        )
-    ):
-        assert time.monotonic() < deadline, "market_status row not visible"
-        await asyncio.sleep(0.05)
+    query = "SELECT status, previous, next_status, next_change FROM market_status WHERE timestamp = %s"
+    rows = await qdb_rows_eventually(_local_questdb, query, [at], 1, timeout=15)
     assert rows == [("open", "pre_market", "after_hours", (at + timedelta(hours=8)).replace(tzinfo=None))]
 
 
@@ -224,10 +212,7 @@ async def test_alerts_land_and_a_repeated_alert_is_one_row(backend, _local_quest
         "SELECT symbol, rule, kind, message, price, value, threshold FROM alerts "
         "WHERE timestamp = %s AND (symbol = %s OR rule IN (%s, %s)) ORDER BY rule DESC"
     )
-    deadline = time.monotonic() + 15
-    while len(rows := await sql(_local_questdb, query, [T0, s, system.rule, marker.rule])) < 3:
-        assert time.monotonic() < deadline, f"alerts not visible: {rows}"
-        await asyncio.sleep(0.05)
+    rows = await qdb_rows_eventually(_local_questdb, query, [T0, s, system.rule, marker.rule], 3, timeout=15)
     assert rows == [
         (s, "up5", "change_percent", f"{s} +5.2%", 10.52, 5.2, 5.0),
         (None, system.rule, "system", "outbox full", None, None, None),
@@ -307,12 +292,6 @@ def test_parse_refusal_tells_data_from_server_trouble():
 
 
 # --- connection failures ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_a_closed_port_fails_fast_and_is_not_a_rejection():

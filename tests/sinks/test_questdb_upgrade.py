@@ -18,8 +18,9 @@ from streamer.bus import EventBus
 from streamer.config import OutboxConfig
 from streamer.model import StockUpdate, parse_timestamp
 from tests.conftest import FAST_RECONNECT
-from tests.helpers import qdb_rows_eventually, until
 from tests.sinks.data import outbox_before_i14 as before
+from tests.support.storage import qdb_rows_eventually
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.servers
 
@@ -39,7 +40,7 @@ async def test_an_outbox_from_before_the_client_encoded_is_delivered_after_the_u
     await sink.start(bus)
     try:
         await until(lambda: sink.outbox.depth == 0, 30, "the old outbox delivered")
-        assert (sink.delivered, sink.rejected) == (8, 0)
+        assert (sink.counters.delivered, sink.counters.rejected) == (8, 0)
     finally:
         await sink.stop()
         await bus.close()

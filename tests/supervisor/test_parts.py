@@ -12,7 +12,7 @@ from streamer.supervisor import Supervisor, SupervisorSettings, WorkerIdentity
 from streamer.supervisor.notify_socket import NotifyMessage, NotifySocket, parse_fields
 from streamer.supervisor.process import WorkerProcess, describe_exit
 from streamer.supervisor.restart import RestartPolicy
-from tests.helpers import until
+from tests.support.waiting import until
 
 # --- restart policy ----------------------------------------------------------------------------------------------
 

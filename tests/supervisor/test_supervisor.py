@@ -9,9 +9,9 @@ import sys
 import aiohttp
 import pytest
 
-from tests.daemon_process import write_config
-from tests.helpers import until
 from tests.supervisor.group import FAST, alive, ask, client, start_group
+from tests.support.daemon import write_config
+from tests.support.waiting import until
 
 
 @pytest.fixture

@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml | bootstrap
 	@touch $@
 
 ## Start QuestDB and PocketBase (obtained and cached on first use), then the daemon on the recorded demo session.
+## RUN_ARGS=--push: the session also arrives as live ticks from a loopback Upstox-format server (docs/providers.md).
 run: setup servers
 	PB_ADMIN_PASSWORD="$${PB_ADMIN_PASSWORD:-$$(scripts/run_pocketbase.sh dev-password)}" \
-		$(BIN)/streamer run --demo -c config.yaml
+		$(BIN)/streamer run --demo $(RUN_ARGS) -c config.yaml
 
 ## The same, scaled out (docs/scaling.md): Redis, one ingest on the demo feed and an edge of two workers on the
 ## default ports, so the dashboard at http://127.0.0.1:8080/ is served through Redis. Ctrl-C stops both roles.
@@ -59,10 +60,12 @@ bench: bench-quick
 	$(BIN)/python -m bench.soak --duration 3600
 
 LINTED := streamer providers sinks bench examples tests scripts
-## Formatting and lint (ruff); CI runs it before the tests.
+## Formatting and lint (ruff), then types: mypy --strict over the files [tool.mypy] names (streamer, providers,
+## sinks, bench, examples); CI runs it before the tests.
 lint: setup
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/ruff check $(LINTED)
+	$(BIN)/mypy
 
 ## Regenerate providers/upstox/proto/*_pb2.py(i) from its .proto (protoc from the pinned grpcio-tools).
 proto: setup

@@ -25,76 +25,100 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from multiprocessing.queues import Queue
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import psycopg
+from psycopg.conninfo import make_conninfo
 
+from sinks.base import Entry
 from sinks.pocketbase import PocketBaseBackend
 from sinks.pocketbase_schema import STOCK_DATA
 from sinks.questdb import QuestDBBackend
+from sinks.questdb_ilp import Block
 from sinks.runner import OutboxSink, SinkState
 from streamer.alerts import AlertEngine
 from streamer.bus import EventBus
+from streamer.compose import Lifecycle
 from streamer.config import OutboxConfig, load_config
-from streamer.events import QuoteBatch
+from streamer.events import Event, QuoteBatch
 from streamer.model import MarketStatus, format_timestamp
 from streamer.ws.server import WebSocketServer
 
 from .common import Report, ms, parser, pct
 from .fanout_server import equities, replay_cycles
 from .loadgen import LoadProcess
-from .servers import FAST_RECONNECT, run_against_servers
+from .servers import FAST_RECONNECT, Servers, run_against_servers
 
 POLL = 0.002  # seconds between two observer queries
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 TIMEOUT = 15.0
 
 
-def stamps(entry) -> list[str]:
+def stamps(entry: Entry) -> list[str]:
     """The quote timestamps an outbox entry carries: a PocketBase record's, or an ILP block's (one per cycle
-    here, in nanoseconds at the end of each `stock_prices` line)."""
+    here: the designated timestamp of each `stock_prices` row)."""
     if entry.kind != "ilp":
         stamp = entry.payload.get("timestamp")
-        return [stamp] if stamp is not None else []
-    if entry.payload["table"] != "stock_prices":
+        return [str(stamp)] if stamp is not None else []
+    block = Block.from_entry(entry)
+    if block.table != "stock_prices":
         return []
-    nanos = {int(line.rsplit(" ", 1)[1]) for line in entry.payload["lines"]}
-    return [format_timestamp(EPOCH + dt.timedelta(microseconds=n // 1000)) for n in nanos]
+    return [format_timestamp(EPOCH + dt.timedelta(microseconds=m)) for m in set(block.timestamps())]
 
 
-def acked(backend, log: dict[str, float]) -> None:
-    """Record when the backend's write of a cycle returned (the server acknowledged it)."""
-    write = backend.write
+class Acked:
+    """A backend that records when its write of a cycle returned (the server acknowledged it)."""
 
-    async def timed(entries):
-        await write(entries)
+    def __init__(self, inner: QuestDBBackend | PocketBaseBackend, log: dict[str, float]) -> None:
+        self.inner = inner
+        self.log = log
+        self.name = inner.name
+        self.event_types = inner.event_types
+        self.rows_per_write = inner.rows_per_write
+
+    def entries_for(self, event: Event) -> list[Entry]:
+        return self.inner.entries_for(event)
+
+    async def connect(self) -> None:
+        await self.inner.connect()
+
+    async def write(self, entries: list[Entry]) -> None:
+        await self.inner.write(entries)
         now = time.time()
         for e in entries:
             for stamp in stamps(e):
-                log.setdefault(stamp, now)
+                self.log.setdefault(stamp, now)
 
-    backend.write = timed
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def newest_quote(self) -> dt.datetime | None:
+        return await self.inner.newest_quote()
 
 
-def questdb_observer(pg: dict, jobs, seen, expected: int) -> None:
+Jobs: TypeAlias = "Queue[str | None]"  # cycle timestamps to watch for, then None
+Seen: TypeAlias = "Queue[tuple[str, float] | None]"  # (timestamp, when seen), then None
+
+
+def questdb_observer(conninfo: str, jobs: Jobs, seen: Seen, expected: int) -> None:
     """In its own process: for each cycle's timestamp, poll until its rows answer a query; report when."""
-    with psycopg.connect(**pg, autocommit=True) as conn:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
         while (stamp := jobs.get()) is not None:
             at = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
             deadline = time.time() + TIMEOUT
             while time.time() < deadline:
-                if (
-                    conn.execute("SELECT count() FROM stock_prices WHERE timestamp = %s", [at]).fetchone()[0]
-                    >= expected
-                ):
+                row = conn.execute("SELECT count() FROM stock_prices WHERE timestamp = %s", [at]).fetchone()
+                if row is not None and row[0] >= expected:
                     seen.put((stamp, time.time()))
                     break
                 time.sleep(POLL)
     seen.put(None)
 
 
-def pocketbase_observer(url: str, jobs, seen, expected: int) -> None:
+def pocketbase_observer(url: str, jobs: Jobs, seen: Seen, expected: int) -> None:
     """In its own process: for each cycle's timestamp, poll until a public reader sees all its records, or newer
     ones (`stock_data` holds the latest quote per symbol: a cycle the sink coalesced into the next is seen when
     that one is, which is what a reader of the latest state experiences)."""
@@ -111,7 +135,7 @@ def pocketbase_observer(url: str, jobs, seen, expected: int) -> None:
     seen.put(None)
 
 
-async def collect(results) -> dict[str, float]:
+async def collect(results: Seen) -> dict[str, float]:
     """An observer's (timestamp, seen at) reports, until it says it is done."""
     seen: dict[str, float] = {}
     while (item := await asyncio.to_thread(results.get)) is not None:
@@ -119,7 +143,7 @@ async def collect(results) -> dict[str, float]:
     return seen
 
 
-async def run(args: argparse.Namespace, servers) -> Report:
+async def run(args: argparse.Namespace, servers: Servers) -> Report:
     defaults = load_config(None)
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     bus = EventBus()
@@ -129,18 +153,16 @@ async def run(args: argparse.Namespace, servers) -> Report:
         await pb.client.send("DELETE", f"/api/collections/{STOCK_DATA}/records/{record['id']}")
     qdb_ack: dict[str, float] = {}
     pb_ack: dict[str, float] = {}
-    acked(qdb, qdb_ack)
-    acked(pb, pb_ack)
-    sinks = [OutboxSink(b, data_dir=work, reconnect=FAST_RECONNECT, outbox=OutboxConfig()) for b in (qdb, pb)]
+    backends = (Acked(qdb, qdb_ack), Acked(pb, pb_ack))
+    sinks = [OutboxSink(b, data_dir=work, reconnect=FAST_RECONNECT, outbox=OutboxConfig()) for b in backends]
     symbols = equities()
     ws = WebSocketServer(defaults.websocket.model_copy(update={"port": 0}), symbols=symbols)
-    components = [*sinks, AlertEngine(defaults.alerts), ws]
-    for c in components:
-        await c.start(bus)
+    components = Lifecycle([*sinks, AlertEngine(defaults.alerts), ws])
+    await components.start(bus, timeout=5)
     deadline = time.monotonic() + 60
     while any(s.state is not SinkState.CONNECTED for s in sinks):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"sinks did not connect: {[s.status() for s in sinks]}")
+            raise RuntimeError(f"sinks did not connect: {[s.health().wire() for s in sinks]}")
         await asyncio.sleep(0.1)
     lists = work / "watchlists.json"
     lists.write_text(json.dumps([symbols]))
@@ -149,13 +171,9 @@ async def run(args: argparse.Namespace, servers) -> Report:
     mp = multiprocessing.get_context("spawn")
     qjobs, pjobs, qresults, presults = mp.Queue(), mp.Queue(), mp.Queue(), mp.Queue()
     q = servers.questdb_config()
-    pg = {
-        "host": q.host,
-        "port": q.pg_port,
-        "user": q.username,
-        "dbname": q.database,
-        "password": q.password.get_secret_value(),
-    }
+    pg = make_conninfo(
+        host=q.host, port=q.pg_port, user=q.username, dbname=q.database, password=q.password.get_secret_value()
+    )
     observers = [
         mp.Process(target=questdb_observer, args=(pg, qjobs, qresults, 80)),
         mp.Process(target=pocketbase_observer, args=(f"http://127.0.0.1:{servers.ports.pb}", pjobs, presults, 80)),
@@ -192,9 +210,7 @@ async def run(args: argparse.Namespace, servers) -> Report:
     dump = work / "ws.npz"
     await client.command("dump", path=str(dump))
     await client.stop()
-    for c in reversed(components):
-        await c.stop(5)
-    await bus.close(5)
+    await components.shutdown(bus, 5)
     data = np.load(dump)
     shutil.rmtree(work, ignore_errors=True)
 

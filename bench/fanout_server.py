@@ -19,7 +19,7 @@ import sys
 import time
 from collections import defaultdict
 
-from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
 from providers.replay import iter_batches, load_session
@@ -68,6 +68,7 @@ class DaemonFanout:
 
     async def start(self) -> int:
         await self.ws.start(self.bus)
+        assert self.ws.port is not None  # listening once started
         return self.ws.port
 
     def clients(self) -> int:
@@ -90,7 +91,7 @@ class BaselineFanout:
         self.prev: dict[frozenset[str], int] = defaultdict(int)
         self.seq = 0
         self.epoch = "baseline"
-        self.server = None
+        self.server: Server | None = None
         self.count = 0
 
     async def handler(self, conn: ServerConnection) -> None:
@@ -117,7 +118,7 @@ class BaselineFanout:
 
     async def start(self) -> int:
         self.server = await serve(self.handler, "127.0.0.1", 0, compression=None)
-        return self.server.sockets[0].getsockname()[1]
+        return int(self.server.sockets[0].getsockname()[1])
 
     def clients(self) -> int:
         return self.count
@@ -168,7 +169,7 @@ async def serve_commands(kind: str) -> None:
     loop = asyncio.get_running_loop()
     while line := await reader.readline():
         cmd = json.loads(line)
-        answer: dict = {"event": cmd["cmd"]}
+        answer: dict[str, object] = {"event": cmd["cmd"]}
         if cmd["cmd"] == "rss":
             gc.collect()
             answer.update(rss=rss_bytes(), clients=server.clients())

@@ -26,7 +26,7 @@ from streamer.broker.edge import BrokerFeed
 from streamer.broker.ingest import BrokerPublisher
 from streamer.bus import EventBus
 from streamer.config import BrokerConfig, WebSocketConfig
-from streamer.events import Alert, MarketStatusChanged, QuoteBatch
+from streamer.events import Alert, FeedStatusChanged, MarketStatusChanged, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate, utc_now
 from streamer.stream.core import StreamCore
 from streamer.stream.feed import NumberedBatch
@@ -102,6 +102,9 @@ class Stamps:
         pass
 
     def on_alert(self, alert: Alert) -> None:
+        pass
+
+    def on_feeds(self, event: FeedStatusChanged) -> None:
         pass
 
 

@@ -21,17 +21,21 @@ from providers.replay import load_session
 from streamer.app import build_daemon, demo_config
 from streamer.config import load_config
 from streamer.logs import setup_logging
+from streamer.ws.server import WebSocketServer
 
 from .common import Report, finish, load1, open_fds, parser, raise_fd_limit, rss_bytes
 from .loadgen import LoadProcess, watchlists
-from .servers import PB_EMAIL, Ports, running_servers
+from .servers import PB_EMAIL, Ports, Servers, running_servers
 
 METRICS = ("rss_mib", "fds", "tasks")
+Sample = dict[str, float]  # one sample of the daemon's resources and traffic
 
 
-def daemon_config(work: Path, servers, sinks: bool, speed: float, ports: tuple[int, int]) -> Path:
+def daemon_config(work: Path, servers: Servers | None, speed: float, ports: tuple[int, int]) -> Path:
+    """The daemon's configuration: storage on the bench servers, or off without them."""
     path = work / "config.yaml"
-    qdb = servers.questdb_config() if sinks else None
+    sinks = servers is not None
+    qdb = servers.questdb_config() if servers else None
     path.write_text(f"""
 data_dir: {work / "data"}
 providers:
@@ -39,7 +43,7 @@ providers:
 sinks:
   questdb: {{enabled: {str(sinks).lower()}, http_port: {qdb.http_port if qdb else 9000},
             pg_port: {qdb.pg_port if qdb else 8812}}}
-  pocketbase: {{enabled: {str(sinks).lower()}, url: "http://127.0.0.1:{servers.ports.pb if sinks else 8090}",
+  pocketbase: {{enabled: {str(sinks).lower()}, url: "http://127.0.0.1:{servers.ports.pb if servers else 8090}",
                admin_email: {PB_EMAIL}, admin_password: "${{BENCH_PB_PASSWORD:-}}"}}
 websocket: {{host: 127.0.0.1, port: {ports[0]}}}
 http: {{host: 127.0.0.1, port: {ports[1]}}}
@@ -47,7 +51,7 @@ http: {{host: 127.0.0.1, port: {ports[1]}}}
     return path
 
 
-def warmup_end(samples: list[dict], minimum: float) -> float:
+def warmup_end(samples: list[Sample], minimum: float) -> float:
     """Warm-up lasts `minimum` seconds and, beyond that, until the WebSocket history (the resume window, the
     largest bounded buffer: `history_size` batches) is full, if it fills with three samples left to judge."""
     full = next((s["t"] for s in samples if s["history"] >= s["history_size"]), None)
@@ -56,21 +60,23 @@ def warmup_end(samples: list[dict], minimum: float) -> float:
     return minimum
 
 
-def growth(samples: list[dict], warmup: float) -> dict[str, float]:
+def growth(samples: list[Sample], warmup: float) -> dict[str, float]:
     """Mean of the last three samples against the mean of the first three after warm-up, per metric."""
     after = [s for s in samples if s["t"] >= warmup] or samples[-1:]
     first, last = after[:3], after[-3:]
     return {m: (sum(s[m] for s in last) / len(last)) / (sum(s[m] for s in first) / len(first)) - 1 for m in METRICS}
 
 
-async def run(args: argparse.Namespace, servers) -> Report:
+async def run(args: argparse.Namespace, servers: Servers | None) -> Report:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if servers is not None:
         os.environ["BENCH_PB_PASSWORD"] = servers.pb_password
-    config = demo_config(load_config(daemon_config(work, servers, servers is not None, args.speed, args.ports)))
+    config = demo_config(load_config(daemon_config(work, servers, args.speed, args.ports)))
     daemon = build_daemon(config)
-    ws = next(c for c in daemon.manager.sinks if getattr(c, "name", "") == "websocket")
+    ws = next(c for c in daemon.components if isinstance(c, WebSocketServer))
+    manager = daemon.manager
+    assert manager is not None  # the whole daemon polls
     serving = asyncio.create_task(daemon.serve())
     while ws.port is None:
         if serving.done():
@@ -89,22 +95,22 @@ async def run(args: argparse.Namespace, servers) -> Report:
         f"{args.sample:.0f} s for {args.duration:.0f} s, warm-up at least {args.warmup:.0f} s.",
         servers=True,
     )
-    samples: list[dict] = []
+    samples: list[Sample] = []
     started = time.monotonic()
     while True:
         stats = await load.command("stats")
-        st = ws.status()
-        s = {
+        st = ws.health().details
+        s: Sample = {
             "t": time.monotonic() - started,
             "rss_mib": rss_bytes() / 2**20,
             "fds": open_fds(),
             "tasks": len(asyncio.all_tasks()),
-            "clients": st["clients"],
-            "connections": st["connections"],
-            "sent": st["messages_sent"],
+            "clients": st.clients,
+            "connections": st.connections,
+            "sent": st.messages_sent,
             "received": stats["messages"],
             "load1": load1(),
-            "cycles": daemon.manager.cycles,
+            "cycles": manager.cycles,
             "history": ws.history.depth,
             "history_size": ws.history.size,
         }
@@ -115,7 +121,7 @@ async def run(args: argparse.Namespace, servers) -> Report:
         await asyncio.sleep(min(args.sample, max(0.0, args.duration - (time.monotonic() - started))) or 0.01)
     final = await load.command("stats")
     await load.stop()
-    daemon.manager.request_stop()
+    daemon.request_stop()
     drained = await serving
 
     warmup = warmup_end(samples, args.warmup)
@@ -137,12 +143,12 @@ async def run(args: argparse.Namespace, servers) -> Report:
         [
             f"{s['t'] / 60:.1f}",
             f"{s['rss_mib']:.1f}",
-            s["fds"],
-            s["tasks"],
-            s["clients"],
-            s["connections"],
-            s["received"],
-            s["history"],
+            f"{s['fds']:.0f}",
+            f"{s['tasks']:.0f}",
+            f"{s['clients']:.0f}",
+            f"{s['connections']:.0f}",
+            f"{s['received']:.0f}",
+            f"{s['history']:.0f}",
             f"{s['load1']:.2f}",
         ]
         for s in shown

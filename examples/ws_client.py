@@ -102,7 +102,7 @@ class StreamClient:
         if kind == "connection":
             say(
                 f"# connected to {msg['server']} {msg['version']} (protocol {msg['protocol']}, epoch {msg['epoch']},"
-                f" seq {msg['seq']}, market {msg['market_status']})"
+                f" seq {msg['seq']}, market {msg['market_status']}, quotes {msg.get('delivery', 'unknown')})"
             )
         elif kind in ("subscription_confirmed", "resync"):
             self.symbols = None if msg["all"] else msg["symbols"]
@@ -130,6 +130,9 @@ class StreamClient:
                 self.on_quote(msg["seq"], quote)
         elif kind == "market_status":
             say(f"# market {msg['data']['status']} (was {msg['data']['previous']})")
+        elif kind == "feed_status":  # where the quotes come from: a push feed (live) or polling (delayed)
+            feeds = ", ".join(f"{f['provider']} {f['delivery']} {f['state']}" for f in msg["data"]["feeds"])
+            say(f"# quotes {msg['data']['delivery']} ({feeds})")
         elif kind == "alert":
             say(f"# ALERT {msg['symbol']}: {json.dumps(msg['data'])}")
         elif kind == "error":

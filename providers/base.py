@@ -32,7 +32,7 @@ class Problem:
 
 @dataclass
 class ProviderHealth:
-    """Mutable health a provider keeps; the manager turns changes into `provider_status` events."""
+    """Mutable health a provider keeps; the manager reports it per provider (log line, metric, health)."""
 
     state: ProviderState = ProviderState.OK
     reason: str | None = None
@@ -68,8 +68,13 @@ class ProviderHealth:
 
 
 class Provider(Protocol):
-    name: str
-    health: ProviderHealth
+    """One source of quotes (Stooq, Alpha Vantage, the replay feed), or a wrapper around one."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def health(self) -> ProviderHealth: ...
 
     async def fetch(self, symbols: Sequence[str]) -> FetchResult:
         """Quotes for `symbols` (canonical tickers, e.g. `PKN`). Never raises for provider-side faults:
@@ -77,3 +82,12 @@ class Provider(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+
+
+class ProviderChain(Provider, Protocol):
+    """What the manager polls: providers in priority order behind one `fetch` (providers/chain.py)."""
+
+    @property
+    def members(self) -> Sequence[Provider]:
+        """The providers in priority order; each keeps its own `health`, reported one by one."""
+        ...

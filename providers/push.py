@@ -4,12 +4,16 @@ turns a stream of ticks into one batch per cadence.
 A tick is a `StockUpdate` whose `timestamp` is the exchange's time of the trade. The merger keeps two views of a
 window: the latest quote per symbol (what WebSocket, SSE, alerts and PocketBase are given, latest-wins) and every
 tick in arrival order (what QuestDB stores, each at its exchange timestamp). `MergedTicks.as_fetch_result` speaks
-the polling vocabulary, so a merged window can be handled like one polling cycle."""
+the polling vocabulary, so a merged window can be handled like one polling cycle.
+
+Exchange times have a resolution (Upstox: milliseconds) and two trades of one symbol may share one instant. The time
+series keys a row by (timestamp, symbol), so the merger stores such a tick one microsecond after the symbol's
+previous one: both rows are kept, in arrival order, and a retried write of either is still an upsert."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -19,6 +23,8 @@ from streamer.model import StockUpdate
 
 # Called by a push provider for every tick it decodes, in arrival order; it must not block (the merger's `add`).
 TickSink = Callable[[StockUpdate], None]
+# Between two stored ticks of one symbol that share an exchange instant (far below any feed's resolution).
+SAME_INSTANT_STEP = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,7 @@ class MergerCounters:
     accepted: int = 0
     duplicates: int = 0  # same market data as the symbol's previous tick (e.g. a depth-only update): dropped
     out_of_order: int = 0  # older than the symbol's latest: stored, never published as the latest
+    same_instant: int = 0  # a new trade at the same exchange time as the previous one: stored a microsecond later
     batches: int = 0
 
 
@@ -98,8 +105,10 @@ class TickMerger:
         self._ticks: list[StockUpdate] = []
         self._opened_at: datetime | None = None
         self._last_flush: datetime | None = None
-        # The last tick accepted per symbol, across windows: what "duplicate" and "out of order" are judged against.
+        # The last tick accepted per symbol as the feed sent it, across windows: what "duplicate", "out of order" and
+        # "same instant" are judged against; and as it was stored (a same-instant tick is moved a microsecond on).
         self._previous: dict[str, StockUpdate] = {}
+        self._stored: dict[str, StockUpdate] = {}
 
     @property
     def pending(self) -> int:
@@ -107,20 +116,26 @@ class TickMerger:
         return len(self._ticks)
 
     def add(self, tick: StockUpdate, now: datetime) -> None:
-        previous = self._previous.get(tick.symbol)
+        symbol = tick.symbol
+        previous = self._previous.get(symbol)
         if tick.same_quote(previous):
             self.counters.duplicates += 1
             return
         self.counters.accepted += 1
-        self._ticks.append(tick)
         if self._opened_at is None:
             self._opened_at = now
         if previous is not None and tick.timestamp < previous.timestamp:
             self.counters.out_of_order += 1  # history keeps it at its own time; the published price does not go back
+            self._ticks.append(tick)
             return
-        self._previous[tick.symbol] = tick
-        self._latest.pop(tick.symbol, None)  # re-inserted last: a symbol's place follows its latest tick
-        self._latest[tick.symbol] = tick
+        self._previous[symbol] = tick
+        if previous is not None and tick.timestamp == previous.timestamp:
+            self.counters.same_instant += 1
+            tick = replace(tick, timestamp=self._stored[symbol].timestamp + SAME_INSTANT_STEP)
+        self._stored[symbol] = tick
+        self._ticks.append(tick)
+        self._latest.pop(symbol, None)  # re-inserted last: a symbol's place follows its latest tick
+        self._latest[symbol] = tick
 
     def due(self) -> datetime | None:
         """When the pending ticks should be flushed; None when nothing is pending."""
@@ -144,3 +159,4 @@ class TickMerger:
         """Drop what is known of symbols no longer followed (a later tick of theirs starts afresh)."""
         for symbol in symbols:
             self._previous.pop(symbol, None)
+            self._stored.pop(symbol, None)

@@ -32,7 +32,6 @@ from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from providers.base import FetchResult, ProviderHealth
@@ -374,8 +373,8 @@ class ReplayProvider:
         self._reported: set[str] = set()
 
     def _offset(self, now: datetime) -> timedelta:
-        offset_at: Any = getattr(self.clock, "offset_at", None)
-        return offset_at(now) if offset_at else timedelta(0)
+        """Replayed minus file time: the demo clock's pass; none on any other clock (a test's fake clock)."""
+        return self.clock.offset_at(now) if isinstance(self.clock, DemoClock) else timedelta(0)
 
     async def fetch(self, symbols: Sequence[str]) -> FetchResult:
         now = self.clock.now()

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared helpers for scripts/run_questdb.sh and scripts/run_pocketbase.sh.
+# Shared helpers for the scripts/run_*.sh server scripts.
 # Sourced, never executed. The caller sets LOG_TAG (e.g. "questdb") before sourcing
 # and runs under `set -euo pipefail`.
 #
@@ -36,6 +36,12 @@ die_with_log() {
 }
 
 have() { command -v "$1" >/dev/null 2>&1; }
+
+# A value in redis.conf's quoting: double quotes, with backslash and double quote escaped.
+conf_quote() {
+    local v=${1//\\/\\\\}
+    printf '"%s"' "${v//\"/\\\"}"
+}
 
 # Absolute path without requiring it to exist (the data dir may be created later).
 abspath() {

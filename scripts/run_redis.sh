@@ -17,8 +17,12 @@
 #   REDIS_PASSWORD  requirepass (unset = no password, fine on loopback for development)
 #   REDIS_SAVE      RDB save points, e.g. "3600 1 300 100" (default "": no snapshots, a restart is empty)
 #   REDIS_TLS_PORT with REDIS_TLS_CERT, REDIS_TLS_KEY and REDIS_TLS_CA: also serve TLS on that port
+#   REDIS_REPLICAOF "host port": start as a replica of that master (scripts/run_sentinel.sh sets it)
 #   REDIS_SERVER    the redis-server binary (default: redis-server on PATH)
 set -euo pipefail
+# Everything this script and the server write is private: redis.conf holds the password, and Sentinel's CONFIG
+# REWRITE recreates it with the server's umask.
+umask 077
 
 LOG_TAG=redis
 SERVER_NAME=Redis
@@ -32,6 +36,7 @@ TLS_PORT=${REDIS_TLS_PORT:-}
 START_TIMEOUT=${REDIS_START_TIMEOUT:-30}
 STOP_TIMEOUT=${REDIS_STOP_TIMEOUT:-30}
 SAVE=${REDIS_SAVE:-}
+REPLICAOF=${REDIS_REPLICAOF:-}
 
 PIDFILE=$DATA_DIR/redis.pid
 LOGFILE=$DATA_DIR/redis.log
@@ -56,6 +61,10 @@ validate_settings() {
             [[ -r ${!var} ]] || die "$var=${!var} is not a readable file"
         done
     fi
+    if [[ -n $REPLICAOF ]]; then
+        [[ $REPLICAOF =~ ^[A-Za-z0-9.:-]+\ [0-9]+$ ]] || die "REDIS_REPLICAOF must be \"host port\", got '$REPLICAOF'"
+        require_port "the port of REDIS_REPLICAOF" "${REPLICAOF#* }"
+    fi
     if [[ -n ${REDIS_PASSWORD:-} && ${REDIS_PASSWORD} == *$'\n'* ]]; then
         die "REDIS_PASSWORD must be one line"
     fi
@@ -66,29 +75,29 @@ redis_bin() {
         [[ -x $REDIS_SERVER ]] || die "REDIS_SERVER=$REDIS_SERVER is not executable"
         printf '%s\n' "$REDIS_SERVER"
     else
-        command -v redis-server || die "redis-server not found: install Debian's redis-server package (apt-get install redis-server redis-tools)"
+        command -v redis-server || die "redis-server not found: run scripts/bootstrap.sh (it installs Debian's redis-server)"
     fi
-}
-
-# A value in redis.conf's quoting: double quotes, with backslash and double quote escaped.
-conf_quote() {
-    local v=${1//\\/\\\\}
-    printf '"%s"' "${v//\"/\\\"}"
 }
 
 # The whole file is ours and rewritten on every start (mode 600: it may hold the password). Persistence is off
 # unless REDIS_SAVE asks for it: the broker numbers its stream itself and notices a Redis that restarted empty or
 # older (docs/scaling.md), so a throwaway Redis is the honest default for development.
+# masterauth is written whenever there is a password: under Sentinel any node may become a replica of another.
+# A replica syncs at once (repl-diskless-sync-delay 0) instead of waiting 5 s for others to join it.
 write_conf() {
     (
-        umask 077
         {
             printf '# managed by stock-streamer scripts/run_redis.sh (rewritten on every start)\n'
             printf 'bind 127.0.0.1\nprotected-mode yes\nport %s\n' "$PORT"
             printf 'dir %s\ndbfilename dump.rdb\nappendonly no\n' "$(conf_quote "$DATA_DIR")"
             if [[ -n $SAVE ]]; then printf 'save %s\n' "$SAVE"; else printf 'save ""\n'; fi
             printf 'daemonize no\nset-proc-title no\nlogfile ""\n'
-            [[ -z ${REDIS_PASSWORD:-} ]] || printf 'requirepass %s\n' "$(conf_quote "$REDIS_PASSWORD")"
+            printf 'repl-diskless-sync-delay 0\n'
+            if [[ -n ${REDIS_PASSWORD:-} ]]; then
+                printf 'requirepass %s\n' "$(conf_quote "$REDIS_PASSWORD")"
+                printf 'masterauth %s\n' "$(conf_quote "$REDIS_PASSWORD")"
+            fi
+            [[ -z $REPLICAOF ]] || printf 'replicaof %s\n' "$REPLICAOF"
             if [[ -n $TLS_PORT ]]; then
                 printf 'tls-port %s\ntls-auth-clients no\n' "$TLS_PORT"
                 printf 'tls-cert-file %s\n' "$(conf_quote "$(abspath "$REDIS_TLS_CERT")")"
@@ -156,7 +165,7 @@ cmd_start() {
         die_with_log "$LOGFILE" "$why (log: $LOGFILE)"
     fi
     write_runinfo "$RUNINFO" "version=$version" "port=$PORT" "tls_port=$TLS_PORT"
-    log "started (pid $pid): redis://127.0.0.1:$PORT${TLS_PORT:+ rediss://127.0.0.1:$TLS_PORT}; data $DATA_DIR; log $LOGFILE"
+    log "started (pid $pid): redis://127.0.0.1:$PORT${TLS_PORT:+ rediss://127.0.0.1:$TLS_PORT}${REPLICAOF:+, replica of ${REPLICAOF/ /:}}; data $DATA_DIR; log $LOGFILE"
 }
 
 cmd_status() {

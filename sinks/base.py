@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from streamer.events import EventType
+from streamer.events import Event, EventType
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,11 +16,12 @@ class Entry:
     """One unit of work in a sink's outbox, delivered in `id` order."""
 
     kind: str  # e.g. "ilp", "stock_data", "market_update", "alert"
-    payload: dict[str, Any]  # JSON-serialisable
+    payload: dict[str, Any]  # JSON-serialisable (the outbox stores it as JSON text)
     key: str | None = None  # set for latest-wins kinds: a newer pending entry with the same kind+key replaces the older
     rows: int = 1  # records it carries (an "ilp" block carries a whole cycle): what limits, depths and counts measure
     id: int = field(default=0, compare=False)  # outbox sequence number, assigned on append
     created: float = field(default=0.0, compare=False)  # when it entered the outbox (epoch seconds)
+    data: bytes | None = None  # opaque bytes kept beside the payload (a QuestDB block's encoded rows), not JSON
 
 
 class Rejected(Exception):
@@ -39,9 +40,9 @@ class Rejected(Exception):
 class Backend(Protocol):
     name: str  # "questdb", "pocketbase": used in logs, status and the outbox file name
     event_types: frozenset[EventType]  # the bus events this sink consumes
-    rows_per_write: int  # optional: how many rows a backlog write may carry (runner.ROWS_PER_WRITE if absent)
+    rows_per_write: int  # how many rows one write may carry: a cycle is one write, a backlog goes in chunks
 
-    def entries_for(self, event: Any) -> list[Entry]:
+    def entries_for(self, event: Event) -> list[Entry]:
         """Turn one bus event into outbox entries (pure; no I/O)."""
 
     async def connect(self) -> None:

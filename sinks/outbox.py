@@ -11,8 +11,11 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 from .base import Entry
+from .outbox_checkpoint import WAL_LIMIT, Checkpointer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -21,7 +24,8 @@ CREATE TABLE IF NOT EXISTS entries (
     key TEXT,
     payload TEXT NOT NULL,
     created REAL NOT NULL,
-    rows INTEGER NOT NULL DEFAULT 1
+    rows INTEGER NOT NULL DEFAULT 1,
+    data BLOB
 );
 CREATE UNIQUE INDEX IF NOT EXISTS entries_latest ON entries(kind, key) WHERE key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS rejected (
@@ -31,9 +35,12 @@ CREATE TABLE IF NOT EXISTS rejected (
     payload TEXT NOT NULL,
     reason TEXT NOT NULL,
     rejected_at REAL NOT NULL,
-    rows INTEGER NOT NULL DEFAULT 1
+    rows INTEGER NOT NULL DEFAULT 1,
+    data BLOB
 );
 """
+# Outboxes written by older versions lack these columns; they are added on open.
+ADDED_COLUMNS = {"rows": "INTEGER NOT NULL DEFAULT 1", "data": "BLOB"}
 
 
 class OutboxFull(Exception):
@@ -62,15 +69,19 @@ class Outbox:
         # WAL + NORMAL: a commit survives the process being killed (not power loss) and costs no fsync.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        # Checkpoint every 16 MiB and give the space back after, whatever the page size.
-        self._db.execute("PRAGMA wal_autocheckpoint=256")
-        self._db.execute(f"PRAGMA journal_size_limit={16 << 20}")
+        # No checkpoints on this connection: a checkpoint's fsyncs would stall the event loop. The checkpointer
+        # copies the WAL back on a thread and connection of its own; the space is given back after.
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
         self._db.executescript(SCHEMA)
-        for table in ("entries", "rejected"):  # outboxes written before entries carried a row count
+        for table in ("entries", "rejected"):
             columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            if "rows" not in columns:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN rows INTEGER NOT NULL DEFAULT 1")
+            for name, decl in ADDED_COLUMNS.items():
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
         self._depth = self._count()
+        self._checkpointer = Checkpointer(path)
+        self._written = 0  # bytes appended since the checkpointer was last woken
 
     @property
     def depth(self) -> int:
@@ -78,7 +89,7 @@ class Outbox:
         return self._depth
 
     def _count(self) -> int:
-        return self._db.execute("SELECT coalesce(sum(rows), 0) FROM entries").fetchone()[0]
+        return int(self._db.execute("SELECT coalesce(sum(rows), 0) FROM entries").fetchone()[0])
 
     def oldest_age(self, now: float | None = None) -> float | None:
         """Seconds since the oldest pending entry was appended, or None when empty."""
@@ -92,6 +103,7 @@ class Outbox:
         keyed = [e for e in entries if e.key is not None]
         plain = [e for e in entries if e.key is None]
         keyed = list({(e.kind, e.key): e for e in keyed}.values())  # the newest of a key in this append wins
+        size = 0
         with self._transaction() as db:
             if keyed:  # two statements for a whole cycle, not two per record
                 pairs = json.dumps([[e.kind, e.key] for e in keyed])
@@ -101,17 +113,20 @@ class Outbox:
                     "json_extract(value, '$[1]') FROM json_each(?))",
                     (pairs,),
                 )
+                records = [(e.kind, e.key, _dump(e.payload), now, e.rows, e.data) for e in keyed]
                 db.executemany(
-                    "INSERT INTO entries(kind, key, payload, created, rows) VALUES (?, ?, ?, ?, ?)",
-                    [(e.kind, e.key, _dump(e.payload), now, e.rows) for e in keyed],
+                    "INSERT INTO entries(kind, key, payload, created, rows, data) VALUES (?, ?, ?, ?, ?, ?)", records
                 )
+                size += _size(records)
                 self._depth += sum(e.rows for e in keyed)
             kept = fitting(plain, self.max_entries - self._depth)
+            records = [(e.kind, e.key, _dump(e.payload), now, e.rows, e.data) for e in kept]
             db.executemany(
-                "INSERT INTO entries(kind, key, payload, created, rows) VALUES (?, NULL, ?, ?, ?)",
-                [(e.kind, _dump(e.payload), now, e.rows) for e in kept],
+                "INSERT INTO entries(kind, key, payload, created, rows, data) VALUES (?, ?, ?, ?, ?, ?)", records
             )
             self._depth += sum(e.rows for e in kept)
+            size += _size(records)
+        self._wrote(size)
         refused = sum(e.rows for e in plain[len(kept) :])
         if refused:
             raise OutboxFull(refused, self.max_entries)
@@ -119,13 +134,13 @@ class Outbox:
 
     def peek(self, limit: int) -> list[Entry]:
         """The oldest pending entries, in order, carrying about `limit` rows (always at least one entry)."""
-        cursor = self._db.execute("SELECT id, kind, key, payload, created, rows FROM entries ORDER BY id")
+        cursor = self._db.execute("SELECT id, kind, key, payload, created, rows, data FROM entries ORDER BY id")
         out: list[Entry] = []
         rows = 0
-        for id, kind, key, payload, created, n in cursor:
+        for id, kind, key, payload, created, n, data in cursor:
             if out and rows + n > limit:
                 break
-            out.append(Entry(kind, json.loads(payload), key, rows=n, id=id, created=created))
+            out.append(Entry(kind, json.loads(payload), key, rows=n, id=id, created=created, data=data))
             rows += n
         cursor.close()
         return out
@@ -134,6 +149,7 @@ class Outbox:
         """Remove delivered entries."""
         with self._transaction() as db:
             self._depth -= self._delete_ids(db, entries)
+        self._wrote(0)
 
     def reject(self, entries: Sequence[Entry], reason: str) -> None:
         """Move entries the backend refused as data to the `rejected` table, kept for inspection. An entry may
@@ -141,28 +157,41 @@ class Outbox:
         now = time.time()
         with self._transaction() as db:
             db.executemany(
-                "INSERT INTO rejected(id, kind, key, payload, reason, rejected_at, rows) VALUES (?,?,?,?,?,?,?)",
-                [(e.id, e.kind, e.key, _dump(e.payload), reason, now, e.rows) for e in entries],
+                "INSERT INTO rejected(id, kind, key, payload, reason, rejected_at, rows, data) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                [(e.id, e.kind, e.key, _dump(e.payload), reason, now, e.rows, e.data) for e in entries],
             )
             self._depth -= self._delete_ids(db, entries)
+        self._wrote(0)
 
     def rejected_count(self) -> int:
         """Rows set aside."""
-        return self._db.execute("SELECT coalesce(sum(rows), 0) FROM rejected").fetchone()[0]
+        return int(self._db.execute("SELECT coalesce(sum(rows), 0) FROM rejected").fetchone()[0])
 
     @staticmethod
-    def _delete(db: sqlite3.Connection, where: str, params: tuple) -> int:
+    def _delete(db: sqlite3.Connection, where: str, params: tuple[object, ...]) -> int:
         """Delete matching entries; returns the rows they carried."""
-        return sum(n for (n,) in db.execute(f"DELETE FROM entries WHERE {where} RETURNING rows", params))
+        return sum(int(n) for (n,) in db.execute(f"DELETE FROM entries WHERE {where} RETURNING rows", params))
 
     def _delete_ids(self, db: sqlite3.Connection, entries: Sequence[Entry]) -> int:
         ids = json.dumps([e.id for e in entries])  # one statement for a whole write, however many entries
         return self._delete(db, "id IN (SELECT value FROM json_each(?))", (ids,))
 
-    def close(self) -> None:
-        self._db.close()
+    def _wrote(self, size: int) -> None:
+        """After a commit: wake the checkpointer once the WAL has grown by about `WAL_LIMIT`, else let it
+        checkpoint at the next quiet moment."""
+        self._written += size
+        if self._written >= WAL_LIMIT:
+            self._written = 0
+            self._checkpointer.wake()
+        else:
+            self._checkpointer.dirty()
 
-    def _transaction(self):
+    def close(self) -> None:
+        self._checkpointer.close()
+        self._db.close()  # the last connection: SQLite checkpoints what is left and removes the WAL
+
+    def _transaction(self) -> _Transaction:
         return _Transaction(self)
 
 
@@ -174,7 +203,7 @@ class _Transaction:
         self.outbox._db.execute("BEGIN IMMEDIATE")
         return self.outbox._db
 
-    def __exit__(self, kind, value, tb) -> None:
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         db = self.outbox._db
         if kind is None:
             try:
@@ -205,5 +234,11 @@ def fitting(entries: Sequence[Entry], room: int) -> list[Entry]:
     return kept
 
 
-def _dump(payload: dict) -> str:
+def _size(records: list[tuple[Any, ...]]) -> int:
+    """About what these rows add to the WAL: their payload and data, once now and about as much again when they
+    are deleted (the freed pages are written too)."""
+    return 2 * sum(len(r[2]) + len(r[5] or b"") for r in records)
+
+
+def _dump(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)

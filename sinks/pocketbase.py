@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from streamer.config import PocketBaseSinkConfig
-from streamer.events import EventType, QuoteBatch
+from streamer.component import Skipped
+from streamer.config import Config, PocketBaseSinkConfig
+from streamer.events import Alert, Event, EventType, QuoteBatch
 from streamer.model import parse_timestamp
 
 from .base import Entry, Rejected
@@ -28,6 +29,10 @@ from .pocketbase_schema import (
     plan_record,
     quote_time,
 )
+from .runner import OutboxSink
+
+if TYPE_CHECKING:
+    from streamer.compose import Context
 
 log = logging.getLogger("sinks.pocketbase")
 
@@ -51,6 +56,7 @@ class PocketBaseBackend:
 
     name = "pocketbase"
     event_types = frozenset({EventType.STOCK_UPDATE, EventType.ALERT})
+    rows_per_write = 5000  # a cycle is one write; a backlog goes in chunks of this many records
 
     def __init__(self, config: PocketBaseSinkConfig, *, client: PocketBaseClient | None = None) -> None:
         self.config = config
@@ -64,12 +70,12 @@ class PocketBaseBackend:
 
     # --- Backend protocol ----------------------------------------------------------------------
 
-    def entries_for(self, event: Any) -> list[Entry]:
+    def entries_for(self, event: Event) -> list[Entry]:
         if isinstance(event, QuoteBatch):
             entries = [Entry("stock_data", u.to_dict(), key=u.symbol) for u in event.updates]
             entries.append(Entry("market_update", market_update_payload(event, self.config.movers)))
             return entries
-        if getattr(event, "type", None) == EventType.ALERT:
+        if isinstance(event, Alert):
             return [Entry("alert", event.to_dict())]
         return []
 
@@ -266,3 +272,28 @@ class PocketBaseBackend:
         if status == 400:
             return describe_error(body)
         raise PocketBaseError(f"write {entry.kind} {entry.key or planned.record_id}", status, body)
+
+
+def storage(config: Config) -> OutboxSink | Skipped:
+    """PocketBase's storage sink (`sinks.pocketbase.enabled`, with a superuser password): the backend behind
+    its outbox and reconnect loop."""
+    pb = config.sinks.pocketbase
+    if not pb.enabled:
+        return Skipped(PocketBaseBackend.name, "disabled (sinks.pocketbase.enabled: false)")
+    if pb.admin_password is None:
+        return Skipped(
+            PocketBaseBackend.name,
+            "no superuser password (set sinks.pocketbase.admin_password, e.g. from ${PB_ADMIN_PASSWORD})",
+            misconfigured=True,
+        )
+    return OutboxSink(
+        PocketBaseBackend(pb),
+        data_dir=config.data_dir,
+        reconnect=pb.reconnect,
+        outbox=pb.outbox,
+        batch_interval=pb.batch_interval,
+    )
+
+
+def build(ctx: Context) -> OutboxSink | Skipped:
+    return storage(ctx.config)

@@ -1,4 +1,4 @@
-"""The QuestDB sink's tables: DDL, outbox entry -> ILP row mapping, and the read-side SQL. Pure: no I/O.
+"""The QuestDB sink's tables: DDL, event -> row mapping, and the read-side SQL. Pure: no I/O.
 
 Column types here are exactly what the ILP client writes: Python float -> DOUBLE, int -> LONG (`i` suffix),
 datetime -> TIMESTAMP (micros), `symbols=` -> SYMBOL, str column -> STRING. A mismatch makes QuestDB refuse the row."""
@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sinks import ilp
 from sinks.base import Entry
 from streamer.model import MarketStatus, StockUpdate, parse_timestamp
 
@@ -74,14 +73,21 @@ def create_table_sql(table: str, prefix: str = "") -> str:
 Value = float | int | str | datetime | None
 
 
+Fields = tuple[dict[str, str | None], dict[str, Value], datetime]  # symbols, columns, designated timestamp
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One ILP line: arguments of `Buffer.row`. None values are left out (stored as NULL)."""
+    """One row: the arguments of the client's `Buffer.row`. None values are left out (stored as NULL)."""
 
     table: str
     symbols: dict[str, str | None]
     columns: dict[str, Value]
     at: datetime
+
+    @property
+    def fields(self) -> Fields:
+        return self.symbols, self.columns, self.at
 
 
 def _float(v: Any) -> float | None:
@@ -92,19 +98,24 @@ def _ts(v: Any) -> datetime | None:
     return None if v is None else parse_timestamp(v)
 
 
-def quote_row(u: StockUpdate, prefix: str = "") -> Row:
-    """A quote's row, straight from the validated model (the write path: no dict round-trip)."""
-    return Row(
-        f"{prefix}{QUOTES}",
-        {"symbol": u.symbol, "market_status": u.market_status.value, "data_source": u.data_source},
+_STATUS = {s: s.value for s in MarketStatus}  # a dict lookup; `.value` is a descriptor call, per quote
+
+
+def quote_fields(u: StockUpdate) -> Fields:
+    """A quote's row, straight from the validated model: every quote of every cycle comes here, so no `Row`."""
+    p, o, h, lo, pc, c, cp = u.price, u.open, u.high, u.low, u.prev_close, u.change, u.change_percent
+    if not type(p) is type(o) is type(h) is type(lo) is type(pc) is type(c) is type(cp) is float:
+        p, o, h, lo, pc, c, cp = float(p), _float(o), _float(h), _float(lo), _float(pc), _float(c), _float(cp)
+    return (
+        {"symbol": u.symbol, "market_status": _STATUS[u.market_status], "data_source": u.data_source},
         {
-            "price": float(u.price),
-            "open": _float(u.open),
-            "high": _float(u.high),
-            "low": _float(u.low),
-            "prev_close": _float(u.prev_close),
-            "change": _float(u.change),
-            "change_percent": _float(u.change_percent),
+            "price": p,
+            "open": o,
+            "high": h,
+            "low": lo,
+            "prev_close": pc,
+            "change": c,
+            "change_percent": cp,
             "volume": u.volume,
             "received_at": u.received_at,
         },
@@ -112,24 +123,9 @@ def quote_row(u: StockUpdate, prefix: str = "") -> Row:
     )
 
 
-def quote_line(u: StockUpdate, prefix: str = "") -> str:
-    """`ilp.line(*quote_row(u))`, the same text at a third of the cost: every quote of every cycle goes through
-    here. A quote with a missing optional field, an int price, or a value whose repr has an exponent (laid out
-    differently in ILP) takes the general path."""
-    p, o, h, lo, pc, c, cp = u.price, u.open, u.high, u.low, u.prev_close, u.change, u.change_percent
-    if type(p) is type(o) is type(h) is type(lo) is type(pc) is type(c) is type(cp) is float:
-        fields = (
-            f"price={p!r},open={o!r},high={h!r},low={lo!r},prev_close={pc!r},change={c!r},"
-            f"change_percent={cp!r}"
-        )  # finite: StockUpdate refuses nan and inf
-        if "e-" not in fields and "e+" not in fields:
-            return (
-                f"{prefix}{QUOTES},symbol={ilp.symbol_text(u.symbol)},market_status={u.market_status.value},"
-                f"data_source={ilp.symbol_text(u.data_source)} {fields},volume={u.volume}i,"
-                f"received_at={ilp.cached_micros(u.received_at)}t {ilp.cached_micros(u.timestamp) * 1000}\n"
-            )
-    r = quote_row(u, prefix)
-    return ilp.line(r.table, r.symbols, r.columns, r.at)
+def quote_row(u: StockUpdate, prefix: str = "") -> Row:
+    """`quote_fields` as a `Row` of the quotes table."""
+    return Row(f"{prefix}{QUOTES}", *quote_fields(u))
 
 
 def quote_payload_row(p: dict[str, Any], prefix: str = "") -> Row:

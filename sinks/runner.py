@@ -10,37 +10,29 @@ import asyncio
 import logging
 import sqlite3
 import time
-from enum import Enum
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from streamer.bus import EventBus, Overflow
+from streamer.component import Health, State
 from streamer.config import OutboxConfig, ReconnectConfig
-from streamer.events import Alert, ConnectionStatusChanged
-from streamer.metrics import COMPONENTS, SINK_DELIVERED, SINK_RECONNECTS, SINK_REJECTED
+from streamer.events import Alert, Event
+from streamer.metrics import COMPONENTS
 from streamer.model import utc_now
 
+from . import telemetry
 from .base import Backend, Entry, Rejected
+from .coalesce import BatchCoalescer
 from .outbox import Outbox, OutboxFull, fitting
+from .telemetry import SinkCounters, SinkDetails, SinkState, StateChanged, rows
 
 log = logging.getLogger("sinks.runner")
 
-ROWS_PER_WRITE = 5000  # unless the backend says otherwise; a cycle is one write, a backlog goes in chunks
 EVENTS_PER_APPEND = 100  # events queued on the bus go into the outbox in one transaction
 
-
-class SinkState(str, Enum):
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    RECONNECTING = "reconnecting"
-    FAILED = "failed"
-    STOPPED = "stopped"
-
-
-def rows(entries: list[Entry]) -> int:
-    return sum(e.rows for e in entries)
+__all__ = ["OutboxSink", "SinkState"]
 
 
 def describe(error: BaseException) -> str:
@@ -49,19 +41,25 @@ def describe(error: BaseException) -> str:
 
 
 class OutboxSink:
-    def __init__(self, backend: Backend, *, data_dir: Path, reconnect: ReconnectConfig, outbox: OutboxConfig) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        data_dir: Path,
+        reconnect: ReconnectConfig,
+        outbox: OutboxConfig,
+        batch_interval: float = 0.0,
+    ) -> None:
         self.backend = backend
+        # Quote batches closer together than this are merged before they reach the outbox (sinks/coalesce.py).
+        self.coalescer = BatchCoalescer(self._on_events, batch_interval) if batch_interval > 0 else None
         self.name = backend.name
-        self._rows_per_write: int = getattr(backend, "rows_per_write", ROWS_PER_WRITE)
         self.reconnect = reconnect
         self.outbox = Outbox(Path(data_dir) / "outbox" / f"{backend.name}.sqlite3", outbox.max_entries)
         self.state = SinkState.STOPPED
         self.attempt = 0
         self.last_error: str | None = None
-        self.delivered = 0
-        self.rejected = 0
-        self.refused = 0
-        self.reconnects = 0
+        self.counters = SinkCounters()
         self.delivery_lag: float | None = None  # seconds from outbox to backend, of the last write
         self._full_alerted = False  # one alert per episode of a full outbox, not one per refused event
         # Entries the outbox's disk could not take (disk full, I/O error), oldest first; they go into the
@@ -71,7 +69,7 @@ class OutboxSink:
         self._bus: EventBus | None = None
         self._pending = asyncio.Event()
         self._idle = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._ever_connected = False
         # Set once a connection attempt has failed or the connection was lost, cleared on connecting: stop()
         # does not wait for a server known to be unreachable (its backlog is on disk already).
@@ -87,7 +85,7 @@ class OutboxSink:
         # Appending to the outbox is fast and local, so waiting (rather than dropping) on overflow is safe.
         bus.subscribe(
             self.name,
-            self._on_events,
+            self.coalescer or self._on_events,
             self.backend.event_types,
             maxsize=10_000,
             overflow=Overflow.WAIT,
@@ -98,7 +96,7 @@ class OutboxSink:
             log.info("sink.outbox_recovered sink=%s pending=%d delivering after connect", self.name, self.outbox.depth)
             self._pending.set()
         COMPONENTS.register(f"sink:{self.name}", self._gauges)
-        await self._set_state(SinkState.CONNECTING)
+        self._set_state(SinkState.CONNECTING)
         self._task = asyncio.create_task(self._run(), name=f"sink:{self.name}")
 
     async def stop(self, timeout: float = 5.0) -> None:
@@ -107,6 +105,8 @@ class OutboxSink:
         A sink whose server is known to be unreachable (an attempt failed, or the connection was lost) does not
         wait at all; a first connection attempt still in flight is waited for, as is a connected server."""
         waited: float | None = None  # seconds spent waiting for the backend; None: not waited for
+        if self.coalescer is not None:
+            await self.coalescer.flush()
         if self.outbox.depth and not self._unreachable.is_set():
             started = time.monotonic()
             await self._delivered_or_unreachable(timeout)
@@ -128,7 +128,7 @@ class OutboxSink:
             self._log_stopped(waited)
             self.outbox.close()
             COMPONENTS.unregister(f"sink:{self.name}")
-            await self._set_state(SinkState.STOPPED)
+            self._set_state(SinkState.STOPPED)
 
     async def _delivered_or_unreachable(self, timeout: float) -> None:
         """Wait until the outbox is empty, the backend turns out unreachable, or `timeout` has passed."""
@@ -161,24 +161,27 @@ class OutboxSink:
             f"; last error: {self.last_error}" if self.last_error else "",
         )
 
-    def status(self) -> dict[str, Any]:
-        age = self.outbox.oldest_age() if self.outbox.depth else None
-        return {
-            "state": self.state.value,
-            "attempt": self.attempt,
-            "last_error": self.last_error,
-            "outbox_depth": self.outbox.depth,
-            "outbox_oldest_age_seconds": age,
-            "outbox_unwritable": self._unwritable,
-            "held_in_memory": rows(self._spill),
-            "delivered": self.delivered,
-            "rejected": self.rejected,
-            "refused": self.refused,
-            "reconnects": self.reconnects,
-            "delivery_lag_seconds": self.delivery_lag,
-        }
+    def health(self) -> Health[SinkDetails]:
+        depth = self.outbox.depth
+        c = self.counters
+        details = SinkDetails(
+            attempt=self.attempt,
+            last_error=self.last_error,
+            outbox_depth=depth,
+            outbox_oldest_age_seconds=self.outbox.oldest_age() if depth else None,
+            outbox_unwritable=self._unwritable,
+            held_in_memory=rows(self._spill),
+            delivered=c.delivered,
+            rejected=c.rejected,
+            refused=c.refused,
+            reconnects=c.reconnects,
+            delivery_lag_seconds=self.delivery_lag,
+        )
+        state = self.state
+        reason = self.last_error if state.health is not State.OK else None
+        return Health(state.health, details, label=state.value, reason=reason, backlog=depth)
 
-    def _gauges(self):
+    def _gauges(self) -> Iterator[tuple[str, str, dict[str, str], float]]:
         labels = {"sink": self.name}
         yield (
             "streamer_sink_outbox_depth",
@@ -207,7 +210,7 @@ class OutboxSink:
 
     # --- bus side --------------------------------------------------------------------------------
 
-    async def _on_events(self, events: list[Any]) -> None:
+    async def _on_events(self, events: Sequence[Event]) -> None:
         entries = [entry for event in events for entry in self.backend.entries_for(event)]
         if not entries:
             return
@@ -216,7 +219,7 @@ class OutboxSink:
             self.outbox.append(batch)
         except OutboxFull as e:
             self._spill = []
-            self.refused += e.refused
+            self.counters.refused += e.refused
             log.error(
                 "sink.outbox_full sink=%s refused=%d limit=%d: new entries are refused until the backend catches up",
                 self.name,
@@ -232,6 +235,9 @@ class OutboxSink:
             await self._writable_again()
         self._idle.clear()
         self._pending.set()
+        # Let delivery run. With a backlog of events on the bus, its queue hands this handler batch after batch
+        # without suspending, and writes would otherwise start only once every queued event was appended.
+        await asyncio.sleep(0)
 
     async def _hold(self, batch: list[Entry], error: BaseException) -> None:
         """The outbox's disk refused a write (full, read-only, I/O error): keep the entries in memory, bounded
@@ -240,7 +246,7 @@ class OutboxSink:
         self._spill = fitting(batch[::-1], self.outbox.max_entries - self.outbox.depth)[::-1]
         lost = rows(batch) - rows(self._spill)
         if lost:
-            self.refused += lost
+            self.counters.refused += lost
             log.error(
                 "sink.spill_full sink=%s refused=%d: the outbox cannot write and %d rows already wait in memory",
                 self.name,
@@ -289,7 +295,7 @@ class OutboxSink:
         try:
             self.outbox.append(self._spill)
         except OutboxFull as e:
-            self.refused += e.refused
+            self.counters.refused += e.refused
         except sqlite3.Error:
             return False
         self._spill = []
@@ -331,12 +337,8 @@ class OutboxSink:
                 await asyncio.sleep(self.reconnect.max_delay)
             except Exception as e:
                 self.last_error = describe(e)
-                self.reconnects += 1
-                SINK_RECONNECTS.labels(self.name).inc()
-                log.warning(
-                    "sink.connection_lost sink=%s pending=%d reason=%s", self.name, self.outbox.depth, self.last_error
-                )
-                await self._set_state(SinkState.RECONNECTING, self.last_error)
+                telemetry.ConnectionLost(self.name, self.outbox.depth, self.last_error).emit(self.counters)
+                self._set_state(SinkState.RECONNECTING, self.last_error)
 
     async def _connect(self) -> None:
         retrying = AsyncRetrying(
@@ -350,7 +352,7 @@ class OutboxSink:
                 await self.backend.connect()
         self.attempt = 0
         self._ever_connected = True
-        await self._set_state(SinkState.CONNECTED)
+        self._set_state(SinkState.CONNECTED)
 
     def _backoff(self, state: RetryCallState) -> float:
         if state.attempt_number >= self.reconnect.failed_after:
@@ -374,13 +376,13 @@ class OutboxSink:
             self.outbox.depth,
             self.last_error,
         )
-        await self._set_state(new, self.last_error)
+        self._set_state(new, self.last_error)
 
     async def _deliver(self) -> None:
         while True:
             if self._spill and self._store_spill():
                 await self._writable_again()
-            batch = self.outbox.peek(self._rows_per_write)
+            batch = self.outbox.peek(self.backend.rows_per_write)
             if not batch:
                 self._pending.clear()
                 if self._spill:  # held entries: try the disk again soon even if no new event comes
@@ -398,8 +400,7 @@ class OutboxSink:
                 self._reject(batch, r)
             else:
                 self.outbox.ack(batch)
-                self.delivered += rows(batch)
-                SINK_DELIVERED.labels(self.name).inc(rows(batch))
+                telemetry.Delivered(self.name, rows(batch)).emit(self.counters)
             if self._full_alerted and self.outbox.depth < self.outbox.max_entries * 0.9:
                 self._full_alerted = False
                 log.info("sink.outbox_recovered sink=%s pending=%d", self.name, self.outbox.depth)
@@ -411,23 +412,10 @@ class OutboxSink:
         bad = {e.id for e in rejection.entries}
         self.outbox.reject(rejection.entries, rejection.reason)
         self.outbox.ack([e for e in batch if e.id not in bad])
-        refused = rows(rejection.entries)
-        self.delivered += rows(batch) - refused
-        self.rejected += refused
-        SINK_DELIVERED.labels(self.name).inc(rows(batch) - refused)
-        SINK_REJECTED.labels(self.name).inc(refused)
-        for e in rejection.entries[:20]:
-            log.error(
-                "sink.rejected sink=%s kind=%s entry=%s reason=%s", self.name, e.kind, e.payload, rejection.reason
-            )
-        if len(rejection.entries) > 20:
-            log.error(
-                "sink.rejected sink=%s %d more entries rejected for the same reason",
-                self.name,
-                len(rejection.entries) - 20,
-            )
+        delivered = rows(batch) - rows(rejection.entries)
+        telemetry.Rejected(self.name, rejection.entries, rejection.reason, delivered).emit(self.counters)
 
-    async def _set_state(self, state: SinkState, reason: str | None = None) -> None:
+    def _set_state(self, state: SinkState, reason: str | None = None) -> None:
         if state is self.state:
             return
         previous, self.state = self.state, state
@@ -435,14 +423,4 @@ class OutboxSink:
             self._unreachable.clear()
         elif state in (SinkState.RECONNECTING, SinkState.FAILED):
             self._unreachable.set()
-        log.info(
-            "sink.state sink=%s state=%s previous=%s%s",
-            self.name,
-            state.value,
-            previous.value,
-            f" reason={reason}" if reason else "",
-        )
-        if self._bus is not None and not self._bus.closed:
-            await self._bus.publish(
-                ConnectionStatusChanged(self.name, state.value, previous.value, reason, self.attempt)
-            )
+        StateChanged(self.name, state, previous, reason).emit()

@@ -11,14 +11,18 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from .bus import EventBus, Overflow, Subscription
+from .component import Health, Skipped, State
 from .config import AlertRule, AlertsConfig
-from .events import Alert, EventType, QuoteBatch
+from .events import Alert, Event, EventType, QuoteBatch
 from .metrics import ALERTS_FIRED
 from .model import StockUpdate
+
+if TYPE_CHECKING:
+    from .compose import Context
 
 log = logging.getLogger("streamer.alerts")
 
@@ -117,6 +121,32 @@ def trading_day(update: StockUpdate, tz: ZoneInfo) -> date:
 # --- engine ----------------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class AlertCounts:
+    evaluated: int = 0  # quotes
+    fired: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """A rule fired: counted, its metric and its log line written together."""
+
+    alert: Alert
+
+    def emit(self, counts: AlertCounts) -> None:
+        counts.fired += 1
+        ALERTS_FIRED.labels(self.alert.rule).inc()
+        log.info("alert.fired rule=%s symbol=%s %s", self.alert.rule, self.alert.symbol, self.alert.message)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsDetails:
+    rules: int
+    evaluated: int
+    fired: int
+    recent: int
+
+
 @dataclass
 class _SymbolState:
     last: StockUpdate | None = None
@@ -124,15 +154,14 @@ class _SymbolState:
 
 
 class AlertEngine:
-    """Evaluates every rule on each published quote; a bus component (`start`, `stop`, `status`)."""
+    """Evaluates every rule on each published quote; a component (`start`, `stop`, `health`)."""
 
     name = "alerts"
 
     def __init__(self, config: AlertsConfig, *, timezone: str = "Europe/Warsaw", keep: int = RECENT_ALERTS) -> None:
         self.config = config
         self.tz = ZoneInfo(timezone)
-        self.fired = 0
-        self.evaluated = 0
+        self.counts = AlertCounts()
         self._recent: deque[Alert] = deque(maxlen=keep)
         self._symbols: dict[str, _SymbolState] = {}
         self._last_fired: dict[tuple[str, str], datetime] = {}
@@ -167,7 +196,7 @@ class AlertEngine:
         delta = volume_delta(previous, update, self.tz) if self._window else None
         if previous is not None and trading_day(previous, self.tz) != trading_day(update, self.tz):
             state.deltas.clear()  # a new day: yesterday's pace is no baseline for today's
-        alerts = []
+        alerts: list[Alert] = []
         for rule in self.rules:
             watch = self._watch[rule.name]
             if watch and update.symbol not in watch:
@@ -180,7 +209,7 @@ class AlertEngine:
         if delta is not None:
             state.deltas.append(delta)
         state.last = update
-        self.evaluated += 1
+        self.counts.evaluated += 1
         return alerts
 
     @staticmethod
@@ -218,19 +247,17 @@ class AlertEngine:
         if self._bus is not None and self._sub in self._bus.subscriptions:
             await self._bus.unsubscribe(self._sub)
         self._sub = None
-        log.info("alerts.stopped evaluated=%d fired=%d", self.evaluated, self.fired)
+        log.info("alerts.stopped evaluated=%d fired=%d", self.counts.evaluated, self.counts.fired)
 
-    def status(self) -> dict[str, Any]:
-        state = "disabled" if not self.rules else "running" if self._sub is not None else "stopped"
-        return {
-            "state": state,
-            "rules": len(self.rules),
-            "evaluated": self.evaluated,
-            "fired": self.fired,
-            "recent": len(self._recent),
-        }
+    def health(self) -> Health[AlertsDetails]:
+        details = AlertsDetails(len(self.rules), self.counts.evaluated, self.counts.fired, len(self._recent))
+        if not self.rules:
+            return Health(State.OK, details, label="disabled")
+        if self._sub is None:
+            return Health(State.STOPPED, details)
+        return Health(State.OK, details, label="running")
 
-    async def _on_event(self, event: Any) -> None:
+    async def _on_event(self, event: Event) -> None:
         if not isinstance(event, QuoteBatch):
             return
         for update in event.updates:
@@ -238,12 +265,19 @@ class AlertEngine:
                 await self._fire(alert)
 
     async def _fire(self, alert: Alert) -> None:
-        self.fired += 1
         self._recent.append(alert)
-        ALERTS_FIRED.labels(alert.rule).inc()
-        log.info("alert.fired rule=%s symbol=%s %s", alert.rule, alert.symbol, alert.message)
+        Fired(alert).emit(self.counts)
         if self._bus is None or self._bus.closed:
             # Shutting down: the bus takes no new events; the alert stays in the in-memory list only.
             log.warning("alert.not_published rule=%s symbol=%s the bus is closed", alert.rule, alert.symbol)
             return
         await self._bus.publish(alert)
+
+
+def build(ctx: Context) -> AlertEngine | Skipped:
+    """The alert engine when `alerts.enabled`; its rules can change on reload, so it runs even with none."""
+    if not ctx.config.alerts.enabled:
+        return Skipped(AlertEngine.name, "disabled (alerts.enabled: false)")
+    engine = AlertEngine(ctx.config.alerts, timezone=ctx.config.market.timezone)
+    ctx.alerts = engine  # the HTTP API answers GET /api/v1/alerts from its recent ones when QuestDB cannot
+    return engine

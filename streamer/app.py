@@ -1,5 +1,6 @@
-"""Builds the daemon from its configuration (clock, providers, schedule, sinks, the manager) and runs it as a
-service: signals, config reload, and systemd notifications."""
+"""The composition root: the daemon is the list of its components below, each built by its own module from the
+configuration (or skipped, with the reason), selected by the deployment role, started in order and stopped in
+reverse; and `run_daemon` runs it as a service: signals, config reload, systemd notifications."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,48 +17,116 @@ from typing import TYPE_CHECKING, Any
 from providers.base import Provider
 from providers.chain import FallbackChain
 from providers.throttle import Throttled
+from sinks import pocketbase, questdb
+from sinks.runner import OutboxSink
 
-from .catalog import Catalog, Security, load_catalog
+from . import alerts, watchlists
+from .alerts import AlertEngine
+from .bus import EventBus
+from .catalog import Catalog, load_catalog
 from .clock import Clock, SystemClock
+from .component import Component, Health, Skipped
+from .compose import EDGE, INGEST, ONE_PROCESS, Context, Lifecycle, Part, Role, build_all, log_skipped
 from .config import Config
-from .manager import CycleReport, RealTimeStreamManager, Sink
+from .feeds import board
+from .feeds.build import Push, build_demo, build_push
+from .http import api
+from .http.sse import OWN_HISTORY_SIZE
+from .manager import CycleReport, RealTimeStreamManager
 from .market import MarketSchedule
 from .notify import Notifier, keep_alive, watchdog_interval
 from .reload import Reloader
-from .universe import Change, FollowedSet, configured_securities
-from .watchlists import build_watcher
+from .stream import local
+from .stream.core import StreamCore
+from .universe import FollowedSet, configured_securities
+from .ws import server as ws
 
 if TYPE_CHECKING:
-    from sinks.runner import OutboxSink
+    from _typeshed import DataclassInstance
 
 log = logging.getLogger("streamer.app")
 
+# Every component the daemon can run, in start order (stopped in reverse), with the roles that run it.
+COMPONENTS: tuple[Part, ...] = (
+    Part(build_demo, INGEST),  # `--demo --push`: its loopback Upstox server is up before the manager starts the feed
+    Part(questdb.build, INGEST),  # storage first: subscribed to the bus before anything is published
+    Part(pocketbase.build, INGEST),  # creates the watchlists collection the watcher reads
+    Part(alerts.build, INGEST),
+    Part(local.build, ONE_PROCESS),  # feeds the stream core from this process's bus: starts before the transports
+    Part(board.build, INGEST),  # live or delayed: its first report reaches the core through the feed above
+    Part(ws.build, EDGE),
+    Part(watchlists.build, INGEST),
+    Part(api.build, EDGE),  # last: it serves every other component's health
+)
 
-def demo_config(config: Config) -> Config:
-    """The same configuration with the replay feed as the only provider."""
-    providers = config.providers.model_copy(update={"chain": ["replay"]})
+
+def demo_config(config: Config, *, push: bool = False) -> Config:
+    """The same configuration with the replay feed as the only provider; with `push`, the recording also reaches
+    the daemon as Upstox ticks from a loopback server (streamer/feeds/demo.py), the replay feed standing by."""
+    update: dict[str, Any] = {"chain": ["replay"]}
+    if push:
+        update["push"] = config.providers.push.model_copy(update={"provider": "upstox"})
+    providers = config.providers.model_copy(update=update)
     return config.model_copy(update={"providers": providers})
 
 
 @dataclass
 class Daemon:
-    manager: RealTimeStreamManager
+    """The built daemon: its shared parts, the manager (the source of quotes) and the components around it."""
+
+    config: Config
+    bus: EventBus
     clock: Clock
     schedule: MarketSchedule
-    reader: object | None = None  # the QuestDB read side used by the HTTP API; closed after the manager
-    # Components a config reload reaches into (None when disabled).
-    alerts: Any = None
-    ws: Any = None
-    http: Any = None
-    followed: FollowedSet | None = None  # what the manager, WebSocket and HTTP universes follow
-    storage: list[OutboxSink] = field(default_factory=list)  # the storage sinks (also in manager.sinks)
+    followed: FollowedSet  # what the manager, WebSocket and HTTP universes follow
+    manager: RealTimeStreamManager | None  # None in a role that does not poll (edge)
+    lifecycle: Lifecycle
+    alerts: AlertEngine | None = None  # a config reload replaces its rules
+    storage: list[OutboxSink] = field(default_factory=list)  # the storage sinks (the demo asks them for its day)
+    push: Push | None = None  # the push feed and its source (a reload hands the Upstox feed a new access token)
+    on_started: list[Callable[[], object]] = field(default_factory=list)  # once every component has started
+    _stop: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+
+    @property
+    def components(self) -> list[Component]:
+        return self.lifecycle.components
+
+    def component(self, name: str) -> Component:
+        return next(c for c in self.components if c.name == name)
+
+    def healths(self) -> dict[str, Health[DataclassInstance]]:
+        return self.lifecycle.healths()
 
     async def serve(self) -> bool:
+        """Start every component in order, poll until `request_stop`, then shut down; True if every event was
+        drained. The manager stops fetching first, then the bus drains into the components, then they stop in
+        reverse order, all within one `shutdown_timeout`."""
+        await self.lifecycle.start(self.bus, timeout=self.config.shutdown_timeout)
+        for hook in self.on_started:
+            hook()
         try:
-            return await self.manager.serve()
+            if self.manager is not None:
+                await self.manager.run()
+            else:
+                await self._stop.wait()
         finally:
-            if self.reader is not None:
-                await self.reader.close()
+            drained = await self.shutdown()
+        return drained
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        if self.manager is not None:
+            self.manager.request_stop()
+
+    async def shutdown(self) -> bool:
+        """Stop the push feed (its last ticks published), drain the bus into the components, then stop them, all
+        within one `shutdown_timeout`."""
+        if self.manager is not None:
+            await self.manager.stop_push()
+        drained = await self.lifecycle.shutdown(self.bus, self.config.shutdown_timeout)
+        if self.manager is not None:
+            await self.manager.close(drained=drained)
+        return drained
 
 
 def build_providers(
@@ -105,114 +174,69 @@ def build_providers(
     return members, clock
 
 
-def build_sinks(config: Config) -> list[OutboxSink]:
-    """The enabled storage sinks, each behind its own outbox and reconnect loop."""
-    from sinks.runner import OutboxSink
-
-    sinks: list[OutboxSink] = []
-    qdb = config.sinks.questdb
-    if qdb.enabled:
-        from sinks.questdb import QuestDBBackend
-
-        sinks.append(
-            OutboxSink(QuestDBBackend(qdb), data_dir=config.data_dir, reconnect=qdb.reconnect, outbox=qdb.outbox)
-        )
-    pb = config.sinks.pocketbase
-    if pb.enabled:
-        if pb.admin_password is None:
-            log.warning(
-                "sink.skipped sink=pocketbase reason=no superuser password "
-                "(set sinks.pocketbase.admin_password, e.g. from ${PB_ADMIN_PASSWORD})"
-            )
-        else:
-            from sinks.pocketbase import PocketBaseBackend
-
-            sinks.append(
-                OutboxSink(PocketBaseBackend(pb), data_dir=config.data_dir, reconnect=pb.reconnect, outbox=pb.outbox)
-            )
-    return sinks
+def build_storage(config: Config) -> list[OutboxSink]:
+    """The enabled storage sinks, each behind its own outbox and reconnect loop (`streamer replay` writes to them)."""
+    built = [questdb.storage(config), pocketbase.storage(config)]
+    for skipped in (b for b in built if isinstance(b, Skipped)):
+        log_skipped(skipped)
+    return [b for b in built if isinstance(b, OutboxSink)]
 
 
-def follow_in_place(daemon: Daemon) -> Callable[[FollowedSet, Change], None]:
-    """Moves the manager, WebSocket and HTTP universes to the followed set, as SIGHUP does: no client drops."""
-
-    def apply(followed: FollowedSet, change: Change) -> None:
-        securities: list[Security] = followed.securities
-        symbols = [s.symbol for s in securities]
-        daemon.manager.replace_symbols(symbols)
-        if daemon.ws is not None:
-            daemon.ws.replace_universe(symbols)
-        if daemon.http is not None:
-            daemon.http.replace_securities(securities)
-
-    return apply
-
-
-def build_daemon(config: Config, *, clock: Clock | None = None) -> Daemon:
-    """Every enabled component, wired: providers -> manager -> bus -> sinks, alerts, WebSocket, HTTP."""
+def build_daemon(config: Config, *, clock: Clock | None = None, role: Role = Role.ALL) -> Daemon:
+    """The daemon for `role`: the manager and the components of COMPONENTS that role runs, built in list order
+    over one context (the shared parts), each one skipped logged with its reason."""
     schedule = MarketSchedule(config.market)
     catalog = load_catalog()
-    members, clock = build_providers(config, clock, schedule, catalog)
-    securities = configured_securities(config.symbols, catalog)
     grace = timedelta(seconds=config.symbols.watch_grace_period)
+    securities = configured_securities(config.symbols, catalog)
     followed = FollowedSet(securities, catalog, max_watched=config.symbols.max_watched, grace=grace)
-    symbols = followed.symbols
-    storage = build_sinks(config)
-    components: list[Sink] = [*storage]
-    alerts = None
-    if config.alerts.enabled:
-        from .alerts import AlertEngine
-
-        alerts = AlertEngine(config.alerts, timezone=config.market.timezone)
-        components.append(alerts)
-    ws = stream = None
-    if config.websocket.enabled or config.http.enabled:
-        from .stream.core import StreamCore
-        from .stream.local import LocalFeed
-
-        # One core serves the WebSocket and SSE clients, fed from the bus by one adapter (started before them);
-        # without the WebSocket server the SSE stream keeps 1000 batches for resume.
-        stream = StreamCore(config.websocket.history_size if config.websocket.enabled else 1000)
-        components.append(LocalFeed(stream))
-    if config.websocket.enabled:
-        from .ws.server import WebSocketServer
-
-        pocketbase_url = config.sinks.pocketbase.url if config.sinks.pocketbase.enabled else None
-        ws = WebSocketServer(config.websocket, core=stream, pocketbase_url=pocketbase_url, symbols=symbols)
-        components.append(ws)
-    watcher = build_watcher(config, followed, clock)  # None when watchlists cannot be read or add nothing
-    if watcher is not None:
-        components.append(watcher)  # after the PocketBase sink, which creates the watchlists collection
-    manager = RealTimeStreamManager(
-        config, provider=FallbackChain(members), schedule=schedule, clock=clock, symbols=symbols, sinks=components
-    )
-    reader = http = None
-    if config.http.enabled:
-        from .http import HttpApi
-
-        if config.sinks.questdb.enabled:
-            from sinks.questdb_read import QuestDBReader
-
-            reader = QuestDBReader(config.sinks.questdb)
-        # Started last and stopped first: health and metrics describe every other component.
-        http = HttpApi(
-            config.http,
-            manager=manager,
-            securities=securities,
-            reader=reader,
-            stream=stream,
-            components=list(components),
-            alerts=alerts,
-            catalog=catalog,
-            followed=followed,
-            watching=watcher is not None,
+    bus = EventBus()
+    manager = push = None
+    if role in INGEST:
+        members, clock = build_providers(config, clock, schedule, catalog)
+        # A push provider (streamer/feeds/) is primary for what it delivers; the polling chain fills in.
+        push = build_push(config, schedule, clock)
+        manager = RealTimeStreamManager(
+            config,
+            provider=FallbackChain(members),
+            schedule=schedule,
+            clock=clock,
+            symbols=followed.symbols,
+            bus=bus,
+            push=push.source if push else None,
         )
-        manager.sinks.append(http)
-    daemon = Daemon(
-        manager, clock, schedule, reader, alerts=alerts, ws=ws, http=http, followed=followed, storage=storage
+        followed.on_change.append(lambda f, _change: manager.replace_symbols(f.symbols))
+    clock = clock or SystemClock()
+    stream = None
+    if role in EDGE and (config.websocket.enabled or config.http.enabled):
+        # One core serves the WebSocket and SSE clients; without the WebSocket server SSE keeps its own depth.
+        stream = StreamCore(config.websocket.history_size if config.websocket.enabled else OWN_HISTORY_SIZE)
+    lifecycle = Lifecycle(reports=manager.healths if manager is not None else dict)
+    context = Context(
+        config,
+        clock,
+        schedule,
+        catalog,
+        followed,
+        stream=stream,
+        quotes=manager,
+        healths=lifecycle.healths,
+        manager=manager,
+        push=push,
     )
-    followed.on_change.append(follow_in_place(daemon))
-    return daemon
+    lifecycle.components = build_all(COMPONENTS, role, context)
+    return Daemon(
+        config,
+        bus,
+        clock,
+        schedule,
+        followed,
+        manager,
+        lifecycle,
+        alerts=next((c for c in lifecycle.components if isinstance(c, AlertEngine)), None),
+        storage=[c for c in lifecycle.components if isinstance(c, OutboxSink)],
+        push=push,
+    )
 
 
 async def start_demo_day(daemon: Daemon, config: Config) -> None:
@@ -231,22 +255,19 @@ async def start_demo_day(daemon: Daemon, config: Config) -> None:
     clock.start_on(day)
     state.record(day)
     # A cycle's hooks run before the sinks take its quotes (same turn of the loop): the day is on disk first.
-    daemon.manager.on_cycle.append(lambda _: state.record(clock.now().astimezone(tz).date()))
+    if daemon.manager is not None:
+        daemon.manager.on_cycle.append(lambda _: state.record(clock.now().astimezone(tz).date()))
 
 
-def status_line(manager: RealTimeStreamManager, report: CycleReport) -> str:
+def status_line(symbols: int, healths: Iterable[Health[DataclassInstance]], report: CycleReport) -> str:
     """One line for `systemctl status`: market status, symbols updated, connected clients, outbox depth."""
-    clients = outbox = 0
-    for component in manager.sinks:
-        try:
-            status = component.status()
-        except Exception:  # a broken status() must not break the cycle; health reports it
-            continue
-        clients += int(status.get("clients") or 0) + int(status.get("sse_clients") or 0)
-        outbox += int(status.get("outbox_depth") or 0)
+    clients = backlog = 0
+    for health in healths:
+        clients += health.clients
+        backlog += health.backlog
     return (
-        f"{report.status.value}: cycle {report.cycle}, {report.published} of {len(manager.symbols)} symbols "
-        f"updated, {clients} clients, outbox {outbox}"
+        f"{report.status.value}: cycle {report.cycle}, {report.published} of {symbols} symbols "
+        f"updated, {clients} clients, outbox {backlog}"
     )
 
 
@@ -271,16 +292,19 @@ async def run_daemon(
     event loop, a STATUS= line per cycle and STOPPING=1 on shutdown."""
     daemon = build_daemon(config)
     await start_demo_day(daemon, config)
-    manager = daemon.manager
+    followed = daemon.followed
     notifier = Notifier.from_environ()
     reloader = Reloader(config, config_path, daemon=daemon, prepare=prepare, on_secrets=on_secrets)
-    manager.on_started.append(freeze_startup_heap)
-    manager.on_started.append(lambda: notifier.ready(f"started: {len(manager.symbols)} symbols"))
-    manager.on_cycle.append(lambda report: notifier.status(status_line(manager, report)))
+    daemon.on_started.append(freeze_startup_heap)
+    daemon.on_started.append(lambda: notifier.ready(f"started: {len(followed.symbols)} symbols"))
+    if daemon.manager is not None:
+        daemon.manager.on_cycle.append(
+            lambda report: notifier.status(status_line(len(followed.symbols), daemon.healths().values(), report))
+        )
 
     def stop() -> None:
         notifier.stopping()
-        manager.request_stop()
+        daemon.request_stop()
 
     def reload() -> None:
         notifier.reloading()
@@ -295,7 +319,7 @@ async def run_daemon(
     watchdog = asyncio.create_task(keep_alive(notifier, interval)) if notifier.enabled and interval else None
     log.info(
         "daemon.starting symbols=%d providers=%s notify=%s watchdog=%s",
-        len(manager.symbols),
+        len(followed.symbols),
         ",".join(config.providers.chain),
         "on" if notifier.enabled else "off",
         f"{interval:g}s" if watchdog else "off",

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import overload
 
-from .events import EventType
+from .events import Event, EventType
 
 log = logging.getLogger("streamer.bus")
 
-Handler = Callable[[Any], Awaitable[None]]
+Handler = Callable[[Event], Awaitable[None]]  # one event per call
+BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]  # the events queued by then, up to `batch`
 
 
 class Overflow(str, Enum):
@@ -28,16 +29,16 @@ class Overflow(str, Enum):
 class Subscription:
     name: str
     types: frozenset[EventType]
-    handler: Handler
-    queue: asyncio.Queue
+    handler: BatchHandler
+    queue: asyncio.Queue[Event]
     overflow: Overflow
     wait_timeout: float
     priority: int = 0
-    batch: int | None = None  # None: one event per call; N: a list of up to N queued events per call
+    batch: int = 1  # how many queued events one call may take (a plain handler takes one)
     delivered: int = 0
     dropped: int = 0
     errors: int = 0
-    task: asyncio.Task | None = field(default=None, repr=False)
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def depth(self) -> int:
@@ -51,10 +52,38 @@ class EventBus:
         self.published = 0
         self._closed = False
 
+    @overload
     def subscribe(
         self,
         name: str,
         handler: Handler,
+        types: Iterable[EventType],
+        *,
+        maxsize: int = ...,
+        overflow: Overflow = ...,
+        wait_timeout: float = ...,
+        priority: int = ...,
+        batch: None = None,
+    ) -> Subscription: ...
+
+    @overload
+    def subscribe(
+        self,
+        name: str,
+        handler: BatchHandler,
+        types: Iterable[EventType],
+        *,
+        maxsize: int = ...,
+        overflow: Overflow = ...,
+        wait_timeout: float = ...,
+        priority: int = ...,
+        batch: int,
+    ) -> Subscription: ...
+
+    def subscribe(
+        self,
+        name: str,
+        handler: Handler | BatchHandler,
         types: Iterable[EventType],
         *,
         maxsize: int = 1000,
@@ -73,8 +102,20 @@ class EventBus:
             raise ValueError("maxsize must be at least 1")
         if batch is not None and batch < 1:
             raise ValueError("batch must be at least 1")
+        if batch is None:
+            one: Handler = handler  # type: ignore[assignment]  # the overloads pair a plain handler with no batch
+            calls: BatchHandler = lambda events: one(events[0])  # noqa: E731 - the one adapter, named by its type
+        else:
+            calls = handler  # type: ignore[assignment]  # the overloads pair a batch handler with a batch size
         sub = Subscription(
-            name, frozenset(types), handler, asyncio.Queue(maxsize), Overflow(overflow), wait_timeout, priority, batch
+            name,
+            frozenset(types),
+            calls,
+            asyncio.Queue(maxsize),
+            Overflow(overflow),
+            wait_timeout,
+            priority,
+            batch or 1,
         )
         sub.task = asyncio.get_running_loop().create_task(self._run(sub), name=f"bus:{name}")
         self._subs.append(sub)
@@ -99,12 +140,12 @@ class EventBus:
     def subscriptions(self) -> tuple[Subscription, ...]:
         return tuple(self._subs)
 
-    async def publish(self, event: Any) -> None:
+    async def publish(self, event: Event) -> None:
         """Queue `event` for every subscriber of its type; waits only on full WAIT-policy queues."""
         if self._closed:
             raise RuntimeError("publish on a closed bus")
         self.published += 1
-        waiting = []
+        waiting: list[Awaitable[None]] = []
         for sub in self._by_type[event.type]:
             try:
                 sub.queue.put_nowait(event)
@@ -119,7 +160,7 @@ class EventBus:
         if waiting:
             await asyncio.gather(*waiting)
 
-    async def _put_waiting(self, sub: Subscription, event: Any) -> None:
+    async def _put_waiting(self, sub: Subscription, event: Event) -> None:
         try:
             await asyncio.wait_for(sub.queue.put(event), sub.wait_timeout)
         except TimeoutError:
@@ -140,10 +181,10 @@ class EventBus:
     async def _run(self, sub: Subscription) -> None:
         while True:
             events = [await sub.queue.get()]
-            while sub.batch is not None and len(events) < sub.batch and not sub.queue.empty():
+            while len(events) < sub.batch and not sub.queue.empty():
                 events.append(sub.queue.get_nowait())
             try:
-                await sub.handler(events if sub.batch is not None else events[0])
+                await sub.handler(events)
                 sub.delivered += len(events)
             except asyncio.CancelledError:
                 raise

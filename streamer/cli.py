@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -59,13 +60,54 @@ def _secrets(config: Config) -> list[str]:
     return found
 
 
+def worker_count(args: argparse.Namespace, config: Config) -> int:
+    """How many processes `run` starts: --workers N (default one per core) for an edge, else one."""
+    if args.workers is not None and args.role != "edge":
+        raise ValueError(f"--workers applies to --role edge only (--role {args.role} runs in one process)")
+    if args.role != "edge":
+        return 1
+    from .supervisor import default_workers
+
+    workers: int = args.workers or default_workers()
+    shared = [("websocket.port", config.websocket.enabled, config.websocket.port)]
+    shared.append(("http.port", config.http.enabled, config.http.port))
+    for key, enabled, port in shared:
+        if workers > 1 and enabled and port == 0:
+            raise ValueError(f"{key}: 0 (any free port) cannot be shared by {workers} workers: set a port")
+    return workers
+
+
+def worker_command(args: argparse.Namespace, path: Path | None) -> list[str]:
+    """The command of one worker of `streamer run --workers N`: the same run, in one process."""
+    command = [sys.executable, "-m", "streamer.cli", "run", "--role", args.role, "--workers", "1"]
+    if path is not None:
+        command += ["-c", str(path.resolve())]
+    return command + (["--demo"] if args.demo else [])
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.push and not args.demo:
+        raise ValueError("--push goes with --demo (a live push feed is configured in providers.push)")
+    path = _config_path(args.config)
+    config = load_config(path)
+    workers = worker_count(args, config)
+    masker = setup_logging(config.logging.level, config.logging.format, secrets=_secrets(config))
+    if workers > 1:
+        # The supervisor only starts the workers: it imports nothing of the daemon (and starts no thread).
+        from .supervisor import SupervisorSettings, run_workers
+
+        # A worker drains within (1 + its components) x shutdown_timeout; five components at most. A worker that
+        # finds its configuration or command line wrong says so and exits 2: that stops a group still starting.
+        settings = SupervisorSettings(
+            stop_timeout=6 * config.shutdown_timeout, fatal_exit_codes=frozenset({EXIT_CONFIG})
+        )
+        return run_workers(worker_command(args, path), workers, settings)
+    if args.role != "all":
+        raise ValueError(f"--role {args.role}: not available yet (the roles arrive with the broker, issue 17)")
     from .app import demo_config, run_daemon
 
-    path = _config_path(args.config)
-    prepare = demo_config if args.demo else (lambda c: c)
-    config = prepare(load_config(path))
-    masker = setup_logging(config.logging.level, config.logging.format, secrets=_secrets(config))
+    prepare = partial(demo_config, push=args.push) if args.demo else (lambda c: c)
+    config = prepare(config)
     try:
         # A reload may bring new secrets: the masker learns them before anything is logged about the new file.
         return asyncio.run(
@@ -122,6 +164,12 @@ def _speed(text: str) -> str:
     raise argparse.ArgumentTypeError(f"must be a number greater than 0 or 'max' (got {text!r})")
 
 
+def _positive_int(text: str) -> int:
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"must be a whole number of at least 1 (got {text!r})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamer", description="Real-time WSE quotes into QuestDB, PocketBase and WebSocket clients."
@@ -142,6 +190,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run offline on the built-in recorded session "
         "(replay feed; the clock follows the session, so the market is open on any day)",
+    )
+    run.add_argument(
+        "--role",
+        choices=("all", "ingest", "edge"),
+        default="all",
+        help="all: the whole daemon in one process (default); ingest: providers, alerts and storage, publishing to "
+        "the broker; edge: WebSocket, SSE and the REST API, fed from the broker",
+    )
+    run.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="--role edge only: run N processes sharing the ports, under a supervisor (default: one per core)",
+    )
+    run.add_argument(
+        "--push",
+        action="store_true",
+        help="with --demo: the session also arrives as live ticks from a loopback Upstox-format server "
+        "(sub-second updates, shown as live; the replay feed stands by as the delayed fallback)",
     )
     run.set_defaults(func=cmd_run)
 

@@ -13,7 +13,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 Seconds = Annotated[float, Field(gt=0)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -190,6 +190,9 @@ class UpstoxConfig(_Section):
     base_url: str = "https://api.upstox.com"  # the API host; the feed URL is derived from it (wss://...)
     # Bearer token from the Upstox login flow; it expires at 03:30 IST the next day, so it is renewed daily.
     access_token: SecretStr | None = None
+    # A file holding the token instead (its first line): read at start and on every reload (SIGHUP), so a new
+    # token takes effect without a restart.
+    access_token_file: Path | None = None
     connect: Literal["authorize", "redirect"] = "authorize"  # ask the authorize endpoint, or follow the redirect
     mode: Literal["ltpc", "full"] = "full"  # ltpc: last trade only; full: adds the day's open/high/low and volume
     instruments: dict[str, str] = {}  # canonical ticker -> instrument key, e.g. RELIANCE: "NSE_EQ|INE002A01018"
@@ -197,12 +200,30 @@ class UpstoxConfig(_Section):
     watchdog: UpstoxWatchdogConfig = UpstoxWatchdogConfig()
     reconnect: ReconnectConfig = ReconnectConfig()
 
-    _none = field_validator("access_token", mode="before")(_blank_to_none)
+    _none = field_validator("access_token", "access_token_file", mode="before")(_blank_to_none)
 
     @field_validator("base_url")
     @classmethod
     def _http_base(cls, v: str) -> str:
         return _url(v, ("http://", "https://")) or v
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> UpstoxConfig:
+        if self.access_token_file is None:
+            return self
+        path = self.access_token_file.expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"access_token_file: cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise ValueError(f"access_token_file: {path} is empty (write the token on its first line)")
+        if self.access_token is not None and self.access_token.get_secret_value() != token:
+            raise ValueError("set access_token or access_token_file, not both")
+        # The token is a secret like one given directly: masked in logs, compared by value on reload.
+        object.__setattr__(self, "access_token", SecretStr(token))
+        return self
 
     @field_validator("instruments")
     @classmethod
@@ -231,8 +252,22 @@ class UpstoxConfig(_Section):
 ProviderName = Literal["stooq", "alpha_vantage", "replay"]
 
 
+class PushConfig(_Section):
+    """A push (streaming) provider: primary for the symbols it delivers; the polling chain fills in the rest and
+    takes over when the feed is down or silent."""
+
+    provider: Literal["none", "upstox"] = "none"  # none: polling only
+    # Seconds: ticks are merged into at most one batch per cadence (the latest per symbol) for WebSocket, SSE, alerts
+    # and QuestDB (which stores every tick); after a quiet spell the first tick goes out at once.
+    cadence: Annotated[float, Field(gt=0, le=10)] = 0.02
+    # Seconds the feed may deliver nothing (disconnected, or silent while the market is open) before the polling
+    # chain takes over its symbols; it hands them back as soon as the feed delivers again.
+    takeover_after: Seconds = 10
+
+
 class ProvidersConfig(_Section):
     chain: list[ProviderName] = Field(default=["stooq", "alpha_vantage"], min_length=1)  # primary first
+    push: PushConfig = PushConfig()
     stooq: StooqConfig = StooqConfig()
     alpha_vantage: AlphaVantageConfig = AlphaVantageConfig()
     replay: ReplayConfig = ReplayConfig()
@@ -247,6 +282,16 @@ class ProvidersConfig(_Section):
             # The replay feed drives the clock (time follows the recording), so it cannot mix with live feeds.
             raise ValueError("replay cannot be combined with live providers")
         return v
+
+    @model_validator(mode="after")
+    def _push_has_instruments(self) -> ProvidersConfig:
+        # With the replay feed, the push feed is the offline demo's own loopback server, which maps every symbol.
+        if self.push.provider == "upstox" and self.chain != ["replay"] and not self.upstox.instruments:
+            raise ValueError(
+                "push.provider is upstox but upstox.instruments is empty: map each symbol to its instrument key, "
+                'e.g. {RELIANCE: "NSE_EQ|INE002A01018"}'
+            )
+        return self
 
 
 class OutboxConfig(_Section):
@@ -277,6 +322,9 @@ class PocketBaseSinkConfig(_Section):
     read_access: Literal["public", "users"] = "public"  # who may read the collections: anyone, or signed-in users
     batch_max_requests: Annotated[int, Field(ge=1, le=1000)] = 100  # records per batch call; larger cycles are split
     movers: Annotated[int, Field(ge=0, le=50)] = 5  # top gainers/losers kept in each market_updates record
+    # Seconds: PocketBase is given at most one batch per interval; batches arriving sooner (a push feed's) are merged,
+    # the latest quote per symbol. 0: every batch as it comes.
+    batch_interval: Annotated[float, Field(ge=0, le=60)] = 1
     request_timeout: Seconds = 10
     reconnect: ReconnectConfig = ReconnectConfig()
     outbox: OutboxConfig = OutboxConfig()
@@ -406,13 +454,16 @@ class BrokerConfig(_Section):
     tls_ca_file: Path | None = None  # rediss://: CA bundle to verify the server (default: the system's)
     sentinels: list[str] = []  # host:port of each Redis Sentinel; set = find the master through them
     master_name: str | None = None  # the master's Sentinel service name (required with sentinels)
+    sentinel_password: SecretStr | None = None  # the Sentinels' own password (their requirepass), if any
     connect_timeout: Seconds = 5
     command_timeout: Seconds = 5
     read_block: Seconds = 1  # an edge's blocking read waits this long before it checks the stream's position
     lease_ttl: Annotated[float, Field(ge=1)] = 10  # the ingest leader's lease, renewed every third of it
     reconnect: ReconnectConfig = ReconnectConfig(initial_delay=0.2, max_delay=5)
 
-    _none = field_validator("password", "tls_ca_file", "master_name", mode="before")(_blank_to_none)
+    _none = field_validator("password", "tls_ca_file", "master_name", "sentinel_password", mode="before")(
+        _blank_to_none
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -446,6 +497,14 @@ class BrokerConfig(_Section):
         if problem:
             shown = re.split(r"[?#]", redact_url(v), maxsplit=1)[0]  # a query could carry a password too
             raise _masked_error(f"{shown!r} is not a usable Redis URL: {problem} (expected {REDIS_URL_FORM})")
+        return v
+
+    @field_validator("sentinels", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: Any) -> Any:
+        # `${STREAMER_REDIS_SENTINELS:-}` gives one string: "host:port,host:port", or "" for none.
+        if isinstance(v, str):
+            return [item.strip() for item in v.split(",") if item.strip()]
         return v
 
     @field_validator("sentinels")
@@ -569,8 +628,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
 
 
-def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict:
-    seen: set = set()
+def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[object, object]:
+    seen: set[object] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
         if key in seen:
@@ -582,7 +641,7 @@ def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: ErrorDetails) -> str:
     path = ".".join(_key(p) for p in err["loc"]) or "(top level)"
     kind, msg = err["type"], err["msg"]
     if kind == "masked_input":
@@ -627,8 +686,9 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> C
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # safe: a SafeLoader subclass
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        marked = e if isinstance(e, yaml.MarkedYAMLError) else None
+        mark = marked.problem_mark if marked else None
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
+        problem = (marked.problem if marked else None) or str(e)
         raise ConfigError([f"{where}not valid YAML: {problem}"], str(path)) from None
     return parse_config(data, env, str(path))

@@ -1,5 +1,6 @@
-"""`RealTimeStreamManager`: polls the providers on a clock-aligned cycle that follows the market phase,
-publishes what changed on the bus, and starts and stops every component."""
+"""`RealTimeStreamManager`: polls the providers on a clock-aligned cycle that follows the market phase and
+publishes what changed on the bus. The daemon's source: the composition root (streamer/app.py) starts the
+components first, runs the manager in the foreground, and after `request_stop` drains the bus and stops them."""
 
 from __future__ import annotations
 
@@ -8,38 +9,48 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Protocol
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
+from zoneinfo import ZoneInfo
+
+from providers.base import ProviderChain, ProviderHealth
 
 from .bus import EventBus
 from .clock import Clock
+from .component import Health, State
 from .config import Config
-from .events import MarketStatusChanged, ProviderStatusChanged, QuoteBatch
+from .events import MarketStatusChanged, ProviderState, ProviderStatusChanged, QuoteBatch
+from .market import CalendarCheck
 from .metrics import CYCLE_SECONDS, CYCLES, PROVIDER_ERRORS, SKIPPED_TICKS, UPDATES_PUBLISHED
 from .model import MarketStatus, StockUpdate
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 log = logging.getLogger("streamer.manager")
 
 
 class Schedule(Protocol):
+    tz: ZoneInfo
+
     def status_at(self, t: datetime) -> MarketStatus: ...
     def next_transition(self, t: datetime) -> tuple[datetime, MarketStatus]: ...
+    def calendar_check(self, now: datetime) -> CalendarCheck: ...
 
 
-class Sink(Protocol):
+class PushSource(Protocol):
+    """A push provider beside the polling chain (streamer/feeds/push.py): it publishes its ticks through `publish`
+    and says which symbols the polling chain is still asked for."""
+
     name: str
 
-    async def start(self, bus: EventBus) -> None:
-        """Subscribe to the bus and connect (connection failures are retried in the background)."""
-
-    async def stop(self, timeout: float) -> None:
-        """Deliver what was handed over within `timeout`, then close; called after the bus has drained, at the
-        same time as every other component's stop."""
-
-    def status(self) -> dict:
-        """State, backlog and counters, for health checks and metrics."""
+    async def start(self, manager: RealTimeStreamManager, symbols: Sequence[str]) -> None: ...
+    def follow(self, symbols: Sequence[str]) -> None: ...
+    def polled(self, symbols: Sequence[str]) -> list[str]: ...
+    async def stop(self) -> None: ...
+    def health(self) -> Health[DataclassInstance]: ...
 
 
 def next_tick(anchor: datetime, interval: float, now: datetime, last: int) -> tuple[int, datetime]:
@@ -56,6 +67,8 @@ def next_tick(anchor: datetime, interval: float, now: datetime, last: int) -> tu
 
 @dataclass(frozen=True, slots=True)
 class CycleReport:
+    """One polling cycle done: its log line and its metrics are written together by `emit`."""
+
     cycle: int
     status: MarketStatus
     fetched: int
@@ -63,18 +76,101 @@ class CycleReport:
     missing: int
     seconds: float
 
+    def emit(self) -> None:
+        CYCLES.labels(self.status.value).inc()
+        CYCLE_SECONDS.observe(self.seconds)
+        log.info(
+            "cycle.done cycle=%d status=%s fetched=%d published=%d missing=%d took=%.3fs",
+            self.cycle,
+            self.status.value,
+            self.fetched,
+            self.published,
+            self.missing,
+            self.seconds,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderChanged:
+    """A provider's state or reason changed since the last cycle (or was seen for the first time)."""
+
+    provider: str
+    state: ProviderState
+    reason: str | None
+    first: bool  # its first report: an OK start is not news
+
+    def emit(self) -> None:
+        if self.first and self.state is ProviderState.OK:
+            return
+        ok = self.state is ProviderState.OK
+        log.log(
+            logging.INFO if ok else logging.WARNING,
+            "%s provider=%s state=%s reason=%s",
+            "provider.recovered" if ok else "provider.degraded",
+            self.provider,
+            self.state.value,
+            self.reason,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderErrors:
+    """Problems a provider counted since the last cycle, by reason (its health keeps running totals)."""
+
+    provider: str
+    reason: str
+    count: int
+
+    def emit(self) -> None:
+        PROVIDER_ERRORS.labels(self.provider, self.reason).inc(self.count)
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerDetails:
+    cycles: int
+    symbols: int
+    last_cycle: CycleReport | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderDetails:
+    reason: str | None
+    last_success: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarDetails:
+    calendar: str
+    known_through: date | None  # the calendar's last known day (None: no fixed horizon)
+    reason: str | None
+    timezone: str
+
+
+def calendar_health(check: CalendarCheck, timezone: str) -> Health[CalendarDetails]:
+    """Whether the exchange calendar knows the days around now: degraded when a weekday is only assumed to trade."""
+    details = CalendarDetails(check.calendar, check.known_through, check.problem, timezone)
+    state = State.OK if check.problem is None else State.DEGRADED
+    return Health(state, details, reason=check.problem)
+
+
+def provider_health(health: ProviderHealth) -> Health[ProviderDetails]:
+    """A provider's health in the components' vocabulary: degraded or down both need attention."""
+    state = State.OK if health.state is ProviderState.OK else State.DEGRADED
+    details = ProviderDetails(health.reason, health.last_success)
+    return Health(state, details, label=health.state.value, reason=health.reason)
+
 
 class RealTimeStreamManager:
     def __init__(
         self,
         config: Config,
         *,
-        provider,
+        provider: ProviderChain,
         schedule: Schedule,
         clock: Clock,
         symbols: Sequence[str],
         bus: EventBus | None = None,
-        sinks: Sequence[Sink] = (),
+        push: PushSource | None = None,
     ) -> None:
         self.config = config
         self.provider = provider
@@ -82,37 +178,23 @@ class RealTimeStreamManager:
         self.clock = clock
         self.symbols = list(symbols)
         self.bus = bus or EventBus()
-        self.sinks = list(sinks)
         self.status: MarketStatus | None = None
         self.latest: dict[str, StockUpdate] = {}  # last published quote per symbol
         self.version = 0  # bumped whenever `latest` or `status` changes: a cheap cache key for readers
         self.cycles = 0
         self.skipped_ticks = 0
         self.last_cycle: CycleReport | None = None
-        # Called after every component has started, and after every cycle (service notification, status).
-        self.on_started: list[Callable[[], None]] = []
-        self.on_cycle: list[Callable[[CycleReport], None]] = []
-        self._provider_states: dict[str, tuple] = {}
+        # Called after every cycle (service notification, status line, the demo's day record).
+        self.on_cycle: list[Callable[[CycleReport], object]] = []
+        self._provider_states: dict[str, tuple[ProviderState, str | None]] = {}
         self._provider_errors: dict[tuple[str, str], int] = {}
         self._stop = asyncio.Event()
+        # --- push (streaming) provider: None polls only. It is primary for what it delivers; `poll_now` wakes the
+        # polling loop at once when the polling chain has to take symbols over from it.
+        self.push = push
+        self._wake = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------------------
-
-    async def serve(self) -> bool:
-        """Start everything, poll until `request_stop`, then shut down; True if every event was drained."""
-        await self.start()
-        try:
-            await self.run()
-        finally:
-            drained = await self.shutdown()
-        return drained
-
-    async def start(self) -> None:
-        for sink in self.sinks:
-            await sink.start(self.bus)
-            log.info("component.started component=%s", sink.name)
-        for hook in self.on_started:
-            hook()
 
     def replace_symbols(self, symbols: Sequence[str]) -> None:
         """Follow `symbols` from the next cycle on; quotes of symbols no longer followed are forgotten."""
@@ -121,37 +203,51 @@ class RealTimeStreamManager:
         for symbol in [s for s in self.latest if s not in followed]:
             del self.latest[symbol]
         self.version += 1
+        if self.push is not None:
+            self.push.follow(self.symbols)
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
             log.info("manager.stopping fetching stopped; draining queued events into the sinks")
         self._stop.set()
 
-    async def shutdown(self) -> bool:
-        """Drain the bus into the sinks, then stop every component at once, all within one `shutdown_timeout`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.shutdown_timeout
-        drained = await self.bus.close(self.config.shutdown_timeout)
-        # In parallel, sharing what is left: a sink waiting for its backend does not hold up the others, and
-        # one that is not connected returns at once (its backlog is on disk already).
-        left = max(deadline - loop.time(), 0.0)
-        await asyncio.gather(*(self._stop_component(c, left) for c in reversed(self.sinks)))
+    async def stop_push(self) -> None:
+        """Stop the push feed, its last ticks published: called after the polling loop ended, before the bus
+        drains."""
+        if self.push is not None:
+            await self.push.stop()
+
+    async def close(self, *, drained: bool) -> None:
+        """Release the providers, after the bus has drained (`drained` says whether it did in time)."""
         await self.provider.close()
         log.info("manager.stopped cycles=%d drained=%s", self.cycles, drained)
-        return drained
 
-    @staticmethod
-    async def _stop_component(component: Sink, timeout: float) -> None:
-        try:
-            await component.stop(timeout)
-        except Exception:
-            log.exception("component.stop_failed component=%s", component.name)
+    def health(self) -> Health[ManagerDetails]:
+        last = self.last_cycle
+        details = ManagerDetails(self.cycles, len(self.symbols), last)
+        return Health(State.OK, details, label="running") if last else Health(State.STARTING, details)
+
+    def healths(self) -> dict[str, Health[DataclassInstance]]:
+        """Its own health under `manager`, the push feed's (primary for what it delivers) and each polling
+        provider's under `provider:<name>`, then the market calendar's."""
+        out: dict[str, Health[DataclassInstance]] = {"manager": self.health()}
+        if self.push is not None:
+            out[f"provider:{self.push.name}"] = self.push.health()
+        out.update(self.provider_healths())
+        out["market"] = calendar_health(self.schedule.calendar_check(self.clock.now()), self.schedule.tz.key)
+        return out
+
+    def provider_healths(self) -> Mapping[str, Health[ProviderDetails]]:
+        """Each provider of the polling chain, in priority order, under `provider:<name>`."""
+        return {f"provider:{p.name}": provider_health(p.health) for p in self.provider.members}
 
     # --- polling loop ----------------------------------------------------------------------------
 
     async def run(self) -> None:
         now = self.clock.now()
         status = await self._observe_status(now)
+        if self.push is not None:
+            await self.push.start(self, self.symbols)
         # A start-up fetch gives users the latest prices at once, whatever the hour.
         await self._cycle(status)
         anchor, k = now, 0
@@ -189,15 +285,21 @@ class RealTimeStreamManager:
         return polling.interval
 
     async def _sleep_until(self, when: datetime) -> None:
-        """Sleep on the injected clock, waking early when a stop is requested."""
+        """Sleep on the injected clock, waking early when a stop is requested (or `poll_now`)."""
         sleeper = asyncio.ensure_future(self.clock.sleep_until(when))
         stopper = asyncio.ensure_future(self._stop.wait())
+        waker = asyncio.ensure_future(self._wake.wait())
         try:
-            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({sleeper, stopper, waker}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sleeper, stopper):
+            self._wake.clear()
+            for task in (sleeper, stopper, waker):
                 task.cancel()
-            await asyncio.gather(sleeper, stopper, return_exceptions=True)
+            await asyncio.gather(sleeper, stopper, waker, return_exceptions=True)
+
+    def poll_now(self) -> None:
+        """Run the next polling cycle now rather than at its place on the grid (a push feed lost its symbols)."""
+        self._wake.set()
 
     async def _observe_status(self, now: datetime) -> MarketStatus:
         status = self.schedule.status_at(now)
@@ -217,7 +319,8 @@ class RealTimeStreamManager:
 
     async def _cycle(self, status: MarketStatus) -> CycleReport | None:
         started = time.perf_counter()
-        fetch = asyncio.ensure_future(self.provider.fetch(self.symbols))
+        symbols = self.push.polled(self.symbols) if self.push is not None else self.symbols
+        fetch = asyncio.ensure_future(self.provider.fetch(symbols))
         stopper = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait({fetch, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
@@ -226,52 +329,48 @@ class RealTimeStreamManager:
             await asyncio.gather(fetch, return_exceptions=True)
             return None
         result = fetch.result()
-        await self._publish_provider_health()
+        await self._report_providers()
         updates = [dataclasses.replace(u, market_status=status) for u in result.updates]
-        if not self.config.polling.publish_unchanged:
-            updates = [u for u in updates if not u.same_quote(self.latest.get(u.symbol))]
+        if self.push is not None:  # a polled (delayed) quote never replaces a newer one the push feed delivered
+            updates = [u for u in updates if (p := self.latest.get(u.symbol)) is None or u.timestamp >= p.timestamp]
         self.cycles += 1
-        if updates:
-            await self.bus.publish(QuoteBatch(self.cycles, tuple(updates), status, self.clock.now()))
-            self.latest.update((u.symbol, u) for u in updates)
-            self.version += 1
+        published = await self.publish(updates, status)
         report = CycleReport(
-            self.cycles, status, len(result.updates), len(updates), len(result.missing), time.perf_counter() - started
+            self.cycles, status, len(result.updates), published, len(result.missing), time.perf_counter() - started
         )
         self.last_cycle = report
-        CYCLES.labels(status.value).inc()
-        CYCLE_SECONDS.observe(report.seconds)
-        UPDATES_PUBLISHED.inc(len(updates))
-        log.info(
-            "cycle.done cycle=%d status=%s fetched=%d published=%d missing=%d took=%.3fs",
-            report.cycle,
-            status.value,
-            report.fetched,
-            report.published,
-            report.missing,
-            report.seconds,
-        )
+        report.emit()
         for hook in self.on_cycle:
             hook(report)
         return report
 
-    async def _publish_provider_health(self) -> None:
-        for member in getattr(self.provider, "members", [self.provider]):
+    async def publish(
+        self, updates: Sequence[StockUpdate], status: MarketStatus, ticks: Sequence[StockUpdate] = ()
+    ) -> int:
+        """Publish the quotes that changed since the last published per symbol (all with `publish_unchanged`), and
+        every tick behind them for the time series; returns how many quotes were published."""
+        if not self.config.polling.publish_unchanged:
+            updates = [u for u in updates if not u.same_quote(self.latest.get(u.symbol))]
+        if updates or ticks:
+            await self.bus.publish(QuoteBatch(self.cycles, tuple(updates), status, self.clock.now(), tuple(ticks)))
+            self.latest.update((u.symbol, u) for u in updates)
+            self.version += 1
+            UPDATES_PUBLISHED.inc(len(updates))
+        return len(updates)
+
+    async def _report_providers(self) -> None:
+        """What changed in each provider's health since the last cycle: new errors, a new state or reason (its log
+        line, and a `ProviderStatusChanged` for the feed board)."""
+        for member in self.provider.members:
             health = member.health
             for reason, count in health.errors_by_reason.items():
                 seen = self._provider_errors.get((member.name, reason), 0)
                 if count > seen:
-                    PROVIDER_ERRORS.labels(member.name, reason).inc(count - seen)
+                    ProviderErrors(member.name, reason, count - seen).emit()
                     self._provider_errors[(member.name, reason)] = count
             state = (health.state, health.reason)
             before = self._provider_states.get(member.name)
-            if state == before:
-                continue
-            self._provider_states[member.name] = state
-            if before is not None or health.state.value != "ok":
-                level = logging.INFO if health.state.value == "ok" else logging.WARNING
-                event = "provider.recovered" if health.state.value == "ok" else "provider.degraded"
-                log.log(
-                    level, "%s provider=%s state=%s reason=%s", event, member.name, health.state.value, health.reason
-                )
-            await self.bus.publish(ProviderStatusChanged(member.name, health.state, health.reason))
+            if state != before:
+                self._provider_states[member.name] = state
+                ProviderChanged(member.name, health.state, health.reason, first=before is None).emit()
+                await self.bus.publish(ProviderStatusChanged(member.name, health.state, health.reason))

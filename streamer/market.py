@@ -1,9 +1,16 @@
-"""WSE market status: GPW session phases in Europe/Warsaw, trading days from exchange_calendars (`XWAR`).
+"""Market status: session phases in the market's time zone (GPW in Europe/Warsaw by default), trading days from
+exchange_calendars (`XWAR`; any other code, e.g. `XBOM` for NSE/BSE).
 
-Pure computation: every method takes the time as an argument; the only state is the cached session dates."""
+Pure computation: every method takes the time as an argument; the only state is the cached session dates.
+
+A calendar knows holidays only so far ahead (exchange_calendars 4.x: XBOM through 2026). A year past that is taken
+as "every weekday trades" rather than crashing a long-running daemon, but never silently: it is logged once per year
+and `calendar_check` names the calendar's last known day, which the health endpoint shows as degraded."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from datetime import MAXYEAR, MINYEAR, UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from itertools import accumulate
@@ -25,6 +32,19 @@ _EXTEND_YEARS = 1
 _MAX_SCAN_DAYS = 31
 
 _ONE_DAY = timedelta(days=1)
+# A calendar's horizon is checked this far ahead of now: a holiday next week should already be known.
+CHECK_AHEAD = timedelta(days=7)
+
+log = logging.getLogger("streamer.market")
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarCheck:
+    """Whether the exchange calendar covers the days around now; `problem` says what is assumed when it does not."""
+
+    calendar: str
+    known_through: date | None  # the calendar's last known day (None: it has no fixed horizon)
+    problem: str | None = None
 
 
 class MarketSchedule:
@@ -35,6 +55,8 @@ class MarketSchedule:
         self.tz = ZoneInfo(config.timezone)
         # Session dates per calendar year; a year exchange_calendars cannot build holds weekdays only.
         self._sessions: dict[int, frozenset[date]] = {}
+        self.assumed_years: set[int] = set()  # years the calendar does not cover: every weekday taken as trading
+        self.known_through = _horizon(config.calendar)
         self._bounds = lru_cache(maxsize=2048)(self._local_bounds)
         year = (today or datetime.now(self.tz).date()).year
         self._load(year - INITIAL_YEARS_BACK, year + INITIAL_YEARS_AHEAD)
@@ -57,11 +79,34 @@ class MarketSchedule:
                     self._load(y, y)
                 return
             sessions = [d for d in _days(date(first, 1, 1), date(first, 12, 31)) if d.weekday() < 5]
+            self._assume(first)
         by_year: dict[int, set[date]] = {y: set() for y in range(first, last + 1)}
         for d in sessions:
             by_year[d.year].add(d)
         for y, days in by_year.items():
             self._sessions.setdefault(y, frozenset(days))
+
+    def _assume(self, year: int) -> None:
+        if year in self.assumed_years:
+            return
+        self.assumed_years.add(year)
+        if self.known_through is not None:  # far-off years pandas cannot represent are no news
+            log.warning("market.calendar_horizon %s", self._assumption(year))
+
+    def _assumption(self, year: int) -> str:
+        through = f"through {self.known_through.isoformat()}" if self.known_through else "not that far"
+        return (
+            f"the {self.config.calendar} calendar knows trading days {through}: every weekday of {year} is taken "
+            "as a trading day (its holidays are unknown); upgrade exchange_calendars"
+        )
+
+    def calendar_check(self, now: datetime) -> CalendarCheck:
+        """Whether today and the coming week are days the calendar knows (for the health endpoint)."""
+        for d in (self._local_date(now), self._local_date(now + CHECK_AHEAD)):
+            self.is_trading_day(d)  # loads the year if needed
+            if d.year in self.assumed_years:
+                return CalendarCheck(self.config.calendar, self.known_through, self._assumption(d.year))
+        return CalendarCheck(self.config.calendar, self.known_through)
 
     def is_trading_day(self, d: date) -> bool:
         """True when `d` has a GPW session."""
@@ -153,6 +198,17 @@ class MarketSchedule:
         if t.tzinfo is None:
             raise ValueError(f"need a time-zone-aware datetime, got {t!r}")
         return t.astimezone(self.tz).date()
+
+
+def _horizon(code: str) -> date | None:
+    """The last day a precomputed calendar (holidays listed by hand, like XBOM) knows; None for rule-based ones."""
+    import exchange_calendars as xc
+
+    try:
+        bound = type(xc.get_calendar(code)).bound_max()
+    except (ValueError, KeyError, xc.errors.InvalidCalendarName):
+        return None
+    return bound.date() if bound is not None else None
 
 
 def _days(first: date, last: date) -> list[date]:

@@ -27,6 +27,11 @@ WS_MESSAGES_SENT = Counter("streamer_ws_messages_sent", "WebSocket messages sent
 WS_MESSAGES_DROPPED = Counter("streamer_ws_messages_dropped", "WebSocket messages not sent (client too slow)")
 WS_CLIENTS_CLOSED = Counter("streamer_ws_clients_closed", "WebSocket clients closed by the server", ["reason"])
 ALERTS_FIRED = Counter("streamer_alerts_fired", "Alerts fired", ["rule"])
+PUSH_TICKS = Counter("streamer_push_ticks", "Ticks a push feed delivered (each stored in QuestDB)", ["provider"])
+PUSH_BATCHES = Counter("streamer_push_batches", "Batches published from a push feed's ticks", ["provider"])
+PUSH_TAKEOVERS = Counter(
+    "streamer_push_takeovers", "Times the polling chain took a push feed's symbols over", ["provider"]
+)
 # The broker (docs/scaling.md): the ingest's publishing, the edge's reading.
 _DELAY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BROKER_PUBLISHED = Counter("streamer_broker_published", "Batches and events the ingest published to Redis", ["kind"])

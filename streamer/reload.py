@@ -1,5 +1,6 @@
 """Config reload on SIGHUP: read and validate the file again, apply what can change while running (the
-symbol list, alert rules, log level), and name everything else that changed as needing a restart.
+symbol list, alert rules, log level, the Upstox access token), and name everything else that changed as needing a
+restart.
 
 A file that fails validation is logged and the running configuration is kept."""
 
@@ -10,17 +11,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
 
 from .catalog import Security
 from .config import Config, ConfigError, load_config
 from .logs import set_level
 from .universe import configured_securities
 
+if TYPE_CHECKING:
+    from .app import Daemon
+
 log = logging.getLogger("streamer.reload")
 
 # Key paths applied live; every other changed key needs a restart.
-LIVE = ("symbols", "alerts.rules", "logging.level")
+LIVE = (
+    "symbols",
+    "alerts.rules",
+    "logging.level",
+    # Upstox tokens expire daily (03:30 IST): a new one is handed to the running feed, which reconnects with it.
+    "providers.upstox.access_token",
+    "providers.upstox.access_token_file",
+)
 
 
 @dataclass
@@ -30,7 +43,7 @@ class ReloadResult:
     error: str | None = None  # why the new file was refused (the old configuration is kept)
 
 
-def changed_keys(old: Any, new: Any, path: str = "") -> list[str]:
+def changed_keys(old: object, new: object, path: str = "") -> list[str]:
     """Dotted key paths whose values differ between two configurations (lists compare whole)."""
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[str] = []
@@ -40,16 +53,17 @@ def changed_keys(old: Any, new: Any, path: str = "") -> list[str]:
     return [] if old == new else [path]
 
 
-def _plain(config: Config) -> dict[str, Any]:
+def _plain(config: Config) -> dict[str, object]:
     # Secrets are compared by value: a changed password is a change (never logged, only its key path).
     def reveal(node: Any) -> Any:
         if isinstance(node, dict):
             return {k: reveal(v) for k, v in node.items()}
         if isinstance(node, list):
             return [reveal(v) for v in node]
-        return node.get_secret_value() if hasattr(node, "get_secret_value") else node
+        return node.get_secret_value() if isinstance(node, SecretStr) else node
 
-    return reveal(config.model_dump())
+    plain: dict[str, object] = reveal(config.model_dump())
+    return plain
 
 
 def _live(key: str) -> bool:
@@ -64,7 +78,7 @@ class Reloader:
         config: Config,
         path: Path | None,
         *,
-        daemon: Any,
+        daemon: Daemon,
         prepare: Callable[[Config], Config] = lambda c: c,
         on_secrets: Callable[[Config], None] = lambda c: None,
     ) -> None:
@@ -97,7 +111,7 @@ class Reloader:
             "reload.done file=%s applied=%s symbols=%d alert_rules=%d level=%s",
             source,
             ",".join(result.applied) or "-",
-            len(self.daemon.manager.symbols),
+            len(self.daemon.followed.symbols),
             len(self.config.alerts.rules),
             self.config.logging.level,
         )
@@ -122,6 +136,11 @@ class Reloader:
         if new.logging.level != old.logging.level:
             set_level(new.logging.level)
             log.info("reload.log_level level=%s previous=%s", new.logging.level, old.logging.level)
+        old_up, new_up = old.providers.upstox, new.providers.upstox
+        token = new_up.access_token
+        if token is not None and token != old_up.access_token and daemon.push is not None:
+            daemon.push.upstox.update_token(token)
+            log.info("reload.upstox_token the Upstox feed uses the new access token (at once if the old was refused)")
         # The running configuration: the old one with the live sections replaced, so keys that need a restart
         # are reported again on the next reload until the daemon is restarted.
         self.config = old.model_copy(
@@ -129,6 +148,13 @@ class Reloader:
                 "symbols": new.symbols,
                 "alerts": old.alerts.model_copy(update={"rules": new.alerts.rules}),
                 "logging": old.logging.model_copy(update={"level": new.logging.level}),
+                "providers": old.providers.model_copy(
+                    update={
+                        "upstox": old_up.model_copy(
+                            update={"access_token": token, "access_token_file": new_up.access_token_file}
+                        )
+                    }
+                ),
             }
         )
 

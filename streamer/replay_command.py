@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Never
 
-from .app import build_sinks
+from .app import build_storage
 from .bus import EventBus
+from .compose import Lifecycle
 from .config import Config
 from .events import QuoteBatch
 from .market import MarketSchedule
@@ -28,9 +29,8 @@ async def replay_file(config: Config, path: Path, speed: float | None, *, progre
     session = load_session(path)
     schedule = MarketSchedule(config.market)
     bus = EventBus()
-    sinks = build_sinks(config)
-    for sink in sinks:
-        await sink.start(bus)
+    sinks = Lifecycle(build_storage(config))
+    await sinks.start(bus, timeout=config.shutdown_timeout)
     bar = _progress_bar(len(session.rows)) if progress else None
     started = time.perf_counter()
     rows = batches = 0
@@ -48,11 +48,7 @@ async def replay_file(config: Config, path: Path, speed: float | None, *, progre
         rows += len(stamped)
         if bar:
             bar.update(len(stamped))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + config.shutdown_timeout
-    drained = await bus.close(config.shutdown_timeout)
-    left = max(deadline - loop.time(), 0.0)  # one deadline shared by the drain and the sinks, stopped together
-    await asyncio.gather(*(sink.stop(left) for sink in sinks))
+    drained = await sinks.shutdown(bus, config.shutdown_timeout)
     if bar:
         bar.close()
     seconds = time.perf_counter() - started

@@ -71,7 +71,7 @@ def status_main(url: str, timeout: float, out: TextIO | None = None) -> int:
     try:
         health = fetch_health(url, timeout)
     except (OSError, ValueError) as e:  # URLError and timeouts are OSErrors; a non-JSON body is a ValueError
-        reason = getattr(e, "reason", None) or e
+        reason = (e.reason if isinstance(e, urllib.error.URLError) else None) or e
         print(f"stock-streamer at {url}: UNREACHABLE ({reason})", file=out)
         return EXIT_UNREACHABLE
     print(render(url, health), file=out)

@@ -17,7 +17,8 @@ import logging
 import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -26,9 +27,14 @@ from sinks.pocketbase_schema import WATCHLISTS
 
 from .catalog import SYMBOL
 from .clock import Clock
+from .component import Health, Skipped, State
 from .config import Config, PocketBaseSinkConfig, ReconnectConfig
 from .metrics import COMPONENTS
 from .universe import FollowedSet
+
+if TYPE_CHECKING:
+    from .bus import EventBus
+    from .compose import Context
 
 log = logging.getLogger("streamer.watchlists")
 
@@ -36,6 +42,31 @@ TOPIC = f"{WATCHLISTS}/*"
 CONNECT_TIMEOUT = 10.0  # seconds for PB_CONNECT to arrive
 # PocketBase closes a connection idle for 5 minutes; silence well past that means the peer is gone.
 READ_TIMEOUT = 330.0
+
+
+class WatchState(str, Enum):
+    STARTING = "starting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"  # the lists keep what was last read; changes made meanwhile come on reconnect
+    STOPPED = "stopped"
+
+
+_HEALTH = {
+    WatchState.STARTING: State.STARTING,
+    WatchState.CONNECTED: State.OK,
+    WatchState.RECONNECTING: State.DEGRADED,
+    WatchState.STOPPED: State.STOPPED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WatcherDetails:
+    lists: int
+    watched: int
+    max_watched: int
+    refused: list[str]
+    connects: int
+    error: str | None
 
 
 class RealtimeError(Exception):
@@ -137,7 +168,7 @@ class WatchlistWatcher:
             config.url, config.admin_email, password, timeout=config.request_timeout
         )
         self.reconnect = reconnect or config.reconnect
-        self.state = "starting"
+        self.state = WatchState.STARTING
         self.connects = 0
         self.last_error: str | None = None
         self._reported: dict[str, tuple[str, ...]] = {}  # record id -> what its log line named
@@ -147,7 +178,7 @@ class WatchlistWatcher:
 
     # --- component -------------------------------------------------------------------------------
 
-    async def start(self, bus: object = None) -> None:
+    async def start(self, bus: EventBus) -> None:
         COMPONENTS.register(self.name, self._gauges)
         self._tasks = [
             asyncio.create_task(self._listen(), name="watchlists-listen"),
@@ -161,18 +192,14 @@ class WatchlistWatcher:
         self._tasks = []
         await self.client.close()
         COMPONENTS.unregister(self.name)
-        self.state = "stopped"
+        self.state = WatchState.STOPPED
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "lists": self.followed.lists,
-            "watched": len(self.followed.watched()),
-            "max_watched": self.followed.max_watched,
-            "refused": list(self.followed.refused),
-            "connects": self.connects,
-            "error": self.last_error,
-        }
+    def health(self) -> Health[WatcherDetails]:
+        f = self.followed
+        details = WatcherDetails(
+            f.lists, len(f.watched()), f.max_watched, list(f.refused), self.connects, self.last_error
+        )
+        return Health(_HEALTH[self.state], details, label=self.state.value, reason=self.last_error)
 
     def _gauges(self) -> Iterator[tuple[str, str, dict[str, str], float]]:
         yield "streamer_watchlists", "Watchlists read from PocketBase", {}, float(self.followed.lists)
@@ -203,7 +230,7 @@ class WatchlistWatcher:
             except Exception as e:  # a bug or an answer nobody foresaw: logged in full, and the watcher goes on
                 error = e
                 log.exception("watchlists.error unexpected failure; reconnecting")
-            self.state = "reconnecting"
+            self.state = WatchState.RECONNECTING
             if self.connects > connects:  # this session was up: start counting failures afresh
                 failures = 0
                 if isinstance(error, StreamClosed):  # routine: connect again at once, and read every list
@@ -236,7 +263,7 @@ class WatchlistWatcher:
                 raise PocketBaseError("realtime subscribe", status, answer)
             await self._read_all()
             self.connects += 1
-            self.state, self.last_error = "connected", None
+            self.state, self.last_error = WatchState.CONNECTED, None
             log.info(
                 "watchlists.connected lists=%d watched=%d/%d refused=%d",
                 self.followed.lists,
@@ -315,16 +342,29 @@ class WatchlistWatcher:
                     log.exception("watchlists.error applying the end of a grace period failed")
 
 
-def build_watcher(config: Config, followed: FollowedSet, clock: Clock) -> WatchlistWatcher | None:
-    """The watcher, when watchlists can be read (the PocketBase sink with a superuser password) and may add
-    symbols (`symbols.max_watched` > 0); else None, and only the configured symbols are followed."""
+def why_not(config: Config) -> str | None:
+    """Why watchlists are not read (None: they are): reading them needs the PocketBase sink with a superuser
+    password, and following them needs `symbols.max_watched` > 0."""
     pb = config.sinks.pocketbase
     if config.symbols.max_watched == 0:
-        return None
+        return "symbols.max_watched is 0: only the configured symbols are followed"
     if not pb.enabled or pb.admin_password is None:
-        log.info(
-            "watchlists.off only the configured symbols are followed: reading watchlists needs the PocketBase "
-            "sink with a superuser password (sinks.pocketbase)"
+        return (
+            "only the configured symbols are followed: reading watchlists needs the PocketBase sink with a "
+            "superuser password (sinks.pocketbase)"
         )
-        return None
-    return WatchlistWatcher(pb, followed, clock)
+    return None
+
+
+def watches(config: Config) -> bool:
+    """Whether the daemon follows users' watchlists (GET /api/v1/followed says so)."""
+    return why_not(config) is None
+
+
+def build(ctx: Context) -> WatchlistWatcher | Skipped:
+    """The watcher, when watchlists can be read and may add symbols (see `why_not`); built after the PocketBase
+    sink, which creates the watchlists collection."""
+    reason = why_not(ctx.config)
+    if reason is not None:
+        return Skipped(WatchlistWatcher.name, reason)
+    return WatchlistWatcher(ctx.config.sinks.pocketbase, ctx.followed, ctx.clock)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from streamer.config import BrokerConfig, PocketBaseSinkConfig, QuestDBSinkConfig, ReconnectConfig
+from tests.sentinel_topology import SentinelTopology
 
 REPO = Path(__file__).resolve().parents[1]
 PB_EMAIL = "admin@example.com"
@@ -25,6 +27,8 @@ QDB_HTTP_PORT, QDB_PG_PORT, QDB_ILP_PORT, QDB_MIN_PORT = (p + _OFFSET for p in (
 PB_PORT = 18090 + _OFFSET
 REDIS_PORT = 16379 + _OFFSET
 REDIS_PASSWORD = "test-only-redis-password-1"
+SENTINEL_NODE_PORTS = tuple(p + _OFFSET for p in (16390, 16391))  # a master and its replica
+SENTINEL_PORTS = tuple(p + _OFFSET for p in (26390, 26391, 26392))
 
 
 @dataclass
@@ -102,6 +106,24 @@ def redis_server(tmp_path_factory) -> Server:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def sentinel_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelTopology]:
+    """A master, a replica and three Sentinels (scripts/run_sentinel.sh), for one test module; tests kill -9 its
+    processes, so take it through `sentinel_broker`, which heals it first."""
+    topology = SentinelTopology(
+        data=tmp_path_factory.mktemp("sentinel"),
+        nodes=SENTINEL_NODE_PORTS,
+        sentinels=SENTINEL_PORTS,
+        password=REDIS_PASSWORD,
+        sentinel_password="test-only-sentinel-password-1",
+    )
+    try:
+        topology.heal()
+        yield topology
+    finally:
+        topology.stop()
+
+
 FAST_RECONNECT = ReconnectConfig(initial_delay=0.2, max_delay=2, failed_after=5)
 
 
@@ -123,11 +145,10 @@ def pocketbase_config(pocketbase_server) -> PocketBaseSinkConfig:
     )
 
 
-@pytest.fixture
-def broker_config(redis_server) -> BrokerConfig:
-    """The test Redis under a key prefix of this test's own, so tests never see each other's streams."""
+def _broker_config(url: str) -> BrokerConfig:
+    """Short timeouts and backoff, and a key prefix of this test's own, so tests never see each other's streams."""
     return BrokerConfig(
-        url=f"redis://127.0.0.1:{REDIS_PORT}/0",
+        url=url,
         password=SecretStr(REDIS_PASSWORD),
         key_prefix=f"test-{secrets.token_hex(4)}:",
         history_size=50,
@@ -136,3 +157,17 @@ def broker_config(redis_server) -> BrokerConfig:
         lease_ttl=2,
         reconnect=ReconnectConfig(initial_delay=0.05, max_delay=0.5, failed_after=3),
     )
+
+
+@pytest.fixture
+def broker_config(redis_server) -> BrokerConfig:
+    """The test Redis under a key prefix of this test's own."""
+    return _broker_config(f"redis://127.0.0.1:{REDIS_PORT}/0")
+
+
+@pytest.fixture
+def sentinel_broker(sentinel_topology: SentinelTopology) -> tuple[SentinelTopology, BrokerConfig]:
+    """The whole Sentinel topology up (what an earlier test killed is back), and a broker configuration that finds
+    the master through its Sentinels."""
+    sentinel_topology.heal()
+    return sentinel_topology, sentinel_topology.broker_config(_broker_config("redis://127.0.0.1:1/0"))

@@ -1,8 +1,6 @@
 """Alert rules: each kind fires exactly at its threshold, cooldowns run on quote time, the volume baseline
 restarts each trading day, and the engine publishes on a real EventBus."""
 
-import asyncio
-import time
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -14,6 +12,8 @@ from streamer.bus import EventBus
 from streamer.config import AlertRule, AlertsConfig
 from streamer.events import Alert, EventType, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
+from tests.support import quotes
+from tests.support.waiting import until
 
 WAW = ZoneInfo("Europe/Warsaw")
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=WAW)  # a Friday session
@@ -23,15 +23,7 @@ STEP = timedelta(seconds=30)
 def quote(
     symbol: str = "PKN", at: datetime = T0, price: float = 100.0, prev_close: float | None = 100.0, volume: int = 0
 ) -> StockUpdate:
-    return StockUpdate.with_change(
-        symbol=symbol,
-        price=price,
-        prev_close=prev_close,
-        timestamp=at,
-        data_source="test",
-        volume=volume,
-        received_at=at,
-    )
+    return quotes.quote(symbol, price, at=at, prev_close=prev_close, volume=volume, received_at=at)
 
 
 def engine(*rules: dict) -> AlertEngine:
@@ -179,7 +171,7 @@ def test_rules_watch_only_their_symbols():
 def test_disabled_alerts_evaluate_nothing():
     e = AlertEngine(AlertsConfig(enabled=False, rules=[AlertRule(name="m", kind="change_percent", threshold=0.1)]))
     assert e.evaluate(quote(price=150.0)) == []
-    assert e.status()["state"] == "disabled"
+    assert e.health().wire()["state"] == "disabled"
 
 
 # --- end to end ----------------------------------------------------------------------------------
@@ -187,14 +179,6 @@ def test_disabled_alerts_evaluate_nothing():
 
 def fired_total(rule: str) -> float:
     return REGISTRY.get_sample_value("streamer_alerts_fired_total", {"rule": rule}) or 0.0
-
-
-async def until(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.005)
 
 
 async def test_the_engine_publishes_alerts_on_the_bus_and_counts_them():
@@ -216,7 +200,7 @@ async def test_the_engine_publishes_alerts_on_the_bus_and_counts_them():
     assert [a.symbol for a in received] == expected
     assert fired_total(rule) - before == len(expected)
     assert [a.symbol for a in e.recent()] == expected[::-1]
-    assert e.status()["state"] == "running" and e.status()["fired"] == len(expected)
+    assert e.health().wire()["state"] == "running" and e.health().wire()["fired"] == len(expected)
     assert await bus.close(5)
     await e.stop(1)
-    assert e.status()["state"] == "stopped"
+    assert e.health().wire()["state"] == "stopped"

@@ -1,6 +1,7 @@
 """The `streamer` command as a user runs it: a real process, real signals."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -75,6 +76,34 @@ def test_demo_publishes_updates_and_exits_0_on_sigterm(tmp_path):
         proc.kill()
 
 
+def test_demo_with_push_feeds_live_ticks_and_exits_0_on_sigterm(tmp_path):
+    config = write_config(tmp_path, "websocket:\n  port: 0\nhttp:\n  port: 0\n")
+    proc = subprocess.Popen(
+        [*STREAMER, "run", "--demo", "--push", "-c", str(config)],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        # The loopback server replays the session as ticks; the feed delivers them and clients are told "live".
+        events = read_events(proc, lambda e: e["event"] == "feeds.delivery" and "delivery=live" in e["msg"])
+        assert any(e["event"] == "demo.push" for e in events)
+        assert any(e["event"] == "push.delivering" for e in events)
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=30) == 0
+        assert '"event": "push.summary"' in rest and "drained=True" in rest
+    finally:
+        proc.kill()
+
+
+def test_push_without_demo_is_refused(tmp_path):
+    result = subprocess.run([*STREAMER, "run", "--push"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--push goes with --demo" in result.stderr
+
+
 def test_run_with_a_bad_config_exits_2_before_starting_anything(tmp_path):
     config = write_config(tmp_path, "polling:\n  interval: 0\n")
     result = subprocess.run([*STREAMER, "run", "-c", str(config)], capture_output=True, text=True, timeout=60)
@@ -124,3 +153,51 @@ def test_every_command_has_help(command):
     result = subprocess.run([*STREAMER, command, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "usage: streamer" in result.stdout
     assert ("--url" if command == "status" else "--config") in result.stdout
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*STREAMER, *args], capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
+@pytest.mark.parametrize("role", ["all", "ingest"])
+def test_workers_are_refused_outside_the_edge_role(tmp_path, role):
+    result = run_cli("run", "--role", role, "--workers", "2", "-c", str(write_config(tmp_path)))
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip() == f"streamer: --workers applies to --role edge only (--role {role} runs in one process)"
+    )
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_the_number_of_workers_is_a_whole_number(value):
+    result = run_cli("run", "--role", "edge", f"--workers={value}")
+    assert result.returncode == 2
+    assert f"argument --workers: must be a whole number of at least 1 (got '{value}')" in result.stderr
+
+
+def test_workers_cannot_share_any_free_port(tmp_path):
+    config = write_config(tmp_path, "websocket:\n  port: 0\n")
+    result = run_cli("run", "--role", "edge", "--workers", "2", "-c", str(config))
+    assert result.returncode == 2
+    assert "websocket.port: 0 (any free port) cannot be shared by 2 workers: set a port" in result.stderr
+
+
+def test_an_edge_runs_one_worker_per_core_by_default():
+    from streamer.cli import build_parser, worker_count
+    from streamer.config import Config
+
+    args = build_parser().parse_args(["run", "--role", "edge"])
+    assert worker_count(args, Config()) == len(os.sched_getaffinity(0))
+    assert worker_count(build_parser().parse_args(["run"]), Config()) == 1
+
+
+def test_each_worker_runs_the_same_command_in_one_process(tmp_path, monkeypatch):
+    from streamer.cli import build_parser, worker_command
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", "--role", "edge", "--workers", "3", "--demo", "-c", "conf/streamer.yaml"]
+    command = worker_command(build_parser().parse_args(argv), Path("conf/streamer.yaml"))
+    assert command[:3] == [sys.executable, "-m", "streamer.cli"]
+    worker = build_parser().parse_args(command[3:])
+    assert (worker.command, worker.role, worker.workers, worker.demo) == ("run", "edge", 1, True)
+    assert worker.config == str(tmp_path / "conf" / "streamer.yaml"), "the same file, wherever the worker starts"

@@ -8,7 +8,6 @@ import asyncio
 import json
 import logging
 import re
-import socket
 import urllib.request
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -27,9 +26,11 @@ from streamer.demo import DemoState, ask, choose_day, first_day
 from streamer.events import QuoteBatch
 from streamer.market import MarketSchedule
 from streamer.model import MarketStatus, StockUpdate, parse_timestamp
-from tests.daemon_process import DaemonProcess, start_daemon, wait_for, write_config
-from tests.helpers import pb_records, qdb_query, until
-from tests.pb_realtime import RealtimeEvent, RealtimeSubscriber
+from tests.support.daemon import DaemonProcess, start_daemon, wait_for, write_config
+from tests.support.network import free_port
+from tests.support.pb_realtime import RealtimeEvent, RealtimeSubscriber
+from tests.support.storage import pb_records, qdb_query
+from tests.support.waiting import until
 
 WARSAW = ZoneInfo("Europe/Warsaw")
 SCHEDULE = MarketSchedule(Config().market)
@@ -218,12 +219,6 @@ async def test_a_second_run_without_servers_continues_after_the_first_from_its_d
             assert daemon.stop() == 0
     assert days[1] == SCHEDULE.next_trading_day(days[0])
     assert json.loads((tmp_path / "data" / "demo.json").read_text()) == {"replayed_day": days[1].isoformat()}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ example client, and `streamer status`."""
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,16 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import pb_records, qdb_rows_eventually
+from tests.support.network import free_port
+from tests.support.storage import pb_records, qdb_rows_eventually
 
 pytestmark = pytest.mark.servers
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str):

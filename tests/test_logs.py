@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from streamer.logs import setup_logging
-from tests.daemon_process import start_daemon, wait_for, write_config
+from tests.support.daemon import start_daemon, wait_for, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from providers.base import FetchResult, ProviderHealth
+from providers.chain import FallbackChain
 from streamer.clock import FakeClock
 from streamer.config import Config
 from streamer.events import EventType
@@ -70,7 +71,9 @@ async def run_until(clock: FakeClock, end: datetime) -> None:
 
 def make(clock, provider, **polling):
     config = Config.model_validate({"polling": polling} if polling else {})
-    manager = RealTimeStreamManager(config, provider=provider, schedule=SCHEDULE, clock=clock, symbols=["PKN", "PKO"])
+    manager = RealTimeStreamManager(
+        config, provider=FallbackChain([provider]), schedule=SCHEDULE, clock=clock, symbols=["PKN", "PKO"]
+    )
     events = []
 
     async def record(e):
@@ -179,7 +182,8 @@ async def test_stop_wakes_a_sleeping_manager_and_drains():
     t0 = local(2026, 11, 21, 12, 0)  # Saturday: sleeps until the next transition
     clock = FakeClock(t0)
     manager, _ = make(clock, ScriptedProvider(clock))
-    task = asyncio.create_task(manager.serve())
+    task = asyncio.create_task(manager.run())
     await settle(clock)
     manager.request_stop()
-    assert await asyncio.wait_for(task, 5) is True
+    await asyncio.wait_for(task, 5)
+    assert await manager.bus.close(5) is True

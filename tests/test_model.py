@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamer.model import InvalidQuote, MarketStatus, StockUpdate
+from tests.support import quotes
 
 T = datetime(2025, 11, 6, 15, 23, 56, tzinfo=UTC)
 
@@ -114,3 +115,9 @@ def test_any_price_and_volume_either_builds_a_valid_quote_or_names_the_field(pri
         assert e.field in ("price", "volume")
     else:
         assert math.isfinite(q.price) and q.price > 0 and q.volume >= 0
+
+
+def test_the_tests_quote_factory_makes_valid_updates():
+    assert quotes.quote("PKN", 1.5).to_dict()["price"] == 1.5
+    assert json.loads(json.dumps(quotes.quote("PKN").to_dict()))["symbol"] == "PKN"
+    assert quotes.quote("PKN", 10.5, prev_close=10.0).change_percent == 5.0

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from streamer.notify import Notifier, watchdog_interval
-from tests.daemon_process import start_daemon, wait_for, write_config
+from tests.support.daemon import start_daemon, wait_for, write_config
 
 
 def receive(sock: socket.socket, until, timeout: float = 60) -> list[str]:

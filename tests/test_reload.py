@@ -10,7 +10,7 @@ from websockets.asyncio.client import connect
 
 from streamer.config import parse_config
 from streamer.reload import changed_keys
-from tests.daemon_process import start_daemon, wait_for, write_config
+from tests.support.daemon import start_daemon, wait_for, write_config
 
 BEFORE = """\
 symbols: {exclude: [SCW]}

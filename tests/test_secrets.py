@@ -15,9 +15,9 @@ from aiohttp import web
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.daemon_process import REPO, start_daemon, wait_for
-from tests.helpers import until
 from tests.providers.wire import WireServer
+from tests.support.daemon import REPO, start_daemon, wait_for
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.servers
 

@@ -5,21 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sqlite3
 import time
 from pathlib import Path
 
-from tests.daemon_process import start_daemon, wait_for, write_config
-from tests.helpers import until
+from tests.support.daemon import start_daemon, wait_for, write_config
+from tests.support.network import free_port as closed_port  # nothing listens on it
+from tests.support.waiting import until
 
 EXIT_WITHIN = 2.0  # seconds, the bound for a demo with every sink unreachable
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # nothing listens once the socket is closed
 
 
 def pending_rows(outbox: Path) -> int:

@@ -19,8 +19,10 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 
 from providers.base import FetchResult, ProviderHealth
+from providers.chain import FallbackChain
 from sinks.pocketbase import PocketBaseBackend
 from sinks.pocketbase_client import PocketBaseClient, token_expiry
+from streamer.bus import EventBus
 from streamer.catalog import load_catalog
 from streamer.clock import FakeClock
 from streamer.config import Config, PocketBaseSinkConfig, ReconnectConfig
@@ -30,7 +32,8 @@ from streamer.market import MarketSchedule
 from streamer.model import StockUpdate
 from streamer.universe import FollowedSet
 from streamer.watchlists import WatchlistWatcher, parse_record
-from tests.helpers import TcpProxy, until
+from tests.support.network import TcpProxy
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.servers
 
@@ -104,7 +107,7 @@ def watcher_for(config: PocketBaseSinkConfig, url: str, clock: FakeClock, max_wa
 @pytest.fixture
 async def running(pocketbase_config, proxy) -> AsyncIterator[WatchlistWatcher]:
     watcher = watcher_for(pocketbase_config, proxy.url, FakeClock(T0))
-    await watcher.start()
+    await watcher.start(EventBus())
     await until(lambda: watcher.state == "connected", 15, "the watcher to connect")
     yield watcher
     await watcher.stop()
@@ -131,7 +134,7 @@ async def test_lists_added_changed_and_deleted_reach_the_followed_set(admin, run
     await until(lambda: watched(watcher) == {"SKA": 0, "WWL": 1}, 10, "the deleted list forgotten")
     [ska] = [w for w in watcher.followed.watched() if w.security.symbol == "SKA"]
     assert ska.drop_at == T0 + GRACE  # unwatched on the (fake) clock: dropped after the grace period
-    assert watcher.status()["state"] == "connected" and watcher.status()["lists"] == 1
+    assert watcher.health().wire()["state"] == "connected" and watcher.health().wire()["lists"] == 1
     metrics = generate_latest(REGISTRY).decode()
     assert "streamer_watched_symbols 2.0" in metrics and "streamer_watchlists 1.0" in metrics
 
@@ -154,7 +157,7 @@ async def test_after_a_lost_connection_every_list_is_read_again(admin, proxy, ru
     await proxy.start()
     await until(lambda: watcher.connects == 2, 15, "the watcher to reconnect")
     assert watched(watcher) == {"SKA": 1, "TAR": 0, "WWL": 1}  # read again: the change and the deletion
-    assert watcher.state == "connected" and watcher.status()["error"] is None
+    assert watcher.state == "connected" and watcher.health().wire()["error"] is None
 
 
 async def test_the_superuser_token_is_renewed_when_it_expires_and_when_it_is_due(admin, proxy, pocketbase_config):
@@ -166,7 +169,7 @@ async def test_the_superuser_token_is_renewed_when_it_expires_and_when_it_is_due
     assert status == 200, body
     watcher = watcher_for(pocketbase_config, proxy.url, FakeClock(T0))
     try:
-        await watcher.start()
+        await watcher.start(EventBus())
         await until(lambda: watcher.state == "connected", 15, "the watcher to connect")
         first = watcher.client.token
         assert first and token_expiry(first) - time.time() <= 11
@@ -272,11 +275,10 @@ async def test_the_manager_fetches_a_newly_watched_symbol_next_cycle_and_drops_i
     followed = watcher.followed
     manager = RealTimeStreamManager(
         Config(),
-        provider=tape,
+        provider=FallbackChain([tape]),
         schedule=MarketSchedule(Config().market),
         clock=clock,
         symbols=followed.symbols,
-        sinks=[watcher],
     )
     followed.on_change.append(lambda f, _c: manager.replace_symbols(f.symbols))
     published: list[tuple[datetime, set[str]]] = []
@@ -285,7 +287,8 @@ async def test_the_manager_fetches_a_newly_watched_symbol_next_cycle_and_drops_i
         published.append((event.ready_at, {u.symbol for u in event.updates}))
 
     manager.bus.subscribe("test", record, [EventType.STOCK_UPDATE])
-    task = asyncio.create_task(manager.serve())
+    await watcher.start(manager.bus)
+    task = asyncio.create_task(manager.run())
 
     async def cycle(at: datetime) -> tuple[str, ...]:
         """Move the fake clock to the cycle at `at`; the symbols the manager fetched then."""
@@ -316,3 +319,5 @@ async def test_the_manager_fetches_a_newly_watched_symbol_next_cycle_and_drops_i
     finally:
         manager.request_stop()
         await asyncio.wait_for(task, 15)
+        await watcher.stop(5)
+        await manager.bus.close(5)

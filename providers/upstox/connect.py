@@ -24,7 +24,8 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 CLOSE_TIMEOUT = 2.0  # seconds for the closing handshake before the connection is dropped
 TOKEN_EXPIRY_HINT = (
     "Upstox access tokens expire at 03:30 IST (22:00 UTC) the day after they are issued: "
-    "get a new one, set UPSTOX_ACCESS_TOKEN and restart"
+    "get a new one, set UPSTOX_ACCESS_TOKEN and restart, or write it to providers.upstox.access_token_file "
+    "and reload (SIGHUP)"
 )
 
 ConnectMethod = Literal["authorize", "redirect"]

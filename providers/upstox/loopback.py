@@ -14,10 +14,12 @@ import asyncio
 import json
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -26,6 +28,7 @@ from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response
 
 from providers.replay import ReplaySession, iter_batches
+from streamer.model import StockUpdate
 
 from .connect import AUTHORIZE_PATH, FEED_PATH, INVALID_TOKEN
 from .wire import (
@@ -127,15 +130,16 @@ class UpstoxLoopback:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def start(self, port: int = 0) -> None:
+    async def start(self, port: int = 0, *, sock: socket.socket | None = None) -> None:
+        """Listen on 127.0.0.1:`port` (0: any free port), or on `sock`, a socket already bound there."""
+        where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": "127.0.0.1", "port": port}
         self._server = await serve(
             self._handle,
-            "127.0.0.1",
-            port,
             process_request=self._http,
             ping_interval=None,
             max_size=1 << 20,
             logger=LOG,
+            **where,
         )
         host, bound = self._server.sockets[0].getsockname()[:2]
         self.base_url = f"http://{host}:{bound}"
@@ -333,31 +337,34 @@ class UpstoxLoopback:
             raise ValueError(f"replay speed must be positive, got {speed!r}")
         loop = asyncio.get_running_loop()
         started, wall_start = loop.time(), self._wall()
-        previous_volume: dict[str, int] = {}
+        volumes: dict[str, int] = {}
         published = 0
         for ts, rows in iter_batches(session):
             offset = (ts - session.start).total_seconds() / speed
             await asyncio.sleep(max(started + offset - loop.time(), 0))
             ltt_ms = int((wall_start + offset) * 1000)
-            feeds: dict[str, InstrumentFeed] = {}
-            for row in rows:
-                key = instruments.get(row.symbol)
-                if key is None:
-                    continue
-                ltq = max(row.volume - previous_volume.get(key, row.volume), 0)
-                previous_volume[key] = row.volume
-                feeds[key] = InstrumentFeed(
-                    ltp=row.price,
-                    ltt_ms=ltt_ms,
-                    ltq=ltq,
-                    cp=row.prev_close or 0.0,
-                    kind=FeedKind.MARKET,
-                    open=row.open,
-                    high=row.high,
-                    low=row.low,
-                    volume=row.volume,
-                )
+            feeds = {
+                key: row_feed(row, ltt_ms, volumes) for row in rows if (key := instruments.get(row.symbol)) is not None
+            }
             if feeds:
                 await self.publish(feeds)
                 published += len(feeds)
         return published
+
+
+def row_feed(row: StockUpdate, ltt_ms: int, volumes: dict[str, int]) -> InstrumentFeed:
+    """A recorded row as a full-mode update traded at `ltt_ms`; `volumes` (symbol -> the day's volume so far) gives
+    the last trade's quantity and is updated."""
+    ltq = max(row.volume - volumes.get(row.symbol, row.volume), 0)
+    volumes[row.symbol] = row.volume
+    return InstrumentFeed(
+        ltp=row.price,
+        ltt_ms=ltt_ms,
+        ltq=ltq,
+        cp=row.prev_close or 0.0,
+        kind=FeedKind.MARKET,
+        open=row.open,
+        high=row.high,
+        low=row.low,
+        volume=row.volume,
+    )

@@ -1,5 +1,9 @@
 """A redis-py asyncio client from the `broker` configuration: plain or TLS (rediss://), direct or through
-Redis Sentinel. Retries are left to the broker's own loops, which know what a retry means for each call."""
+Redis Sentinel. Retries are left to the broker's own loops, which know what a retry means for each call.
+
+Through Sentinel, a failover surfaces as connection errors (the old master gone, or no master while the Sentinels
+elect one) until a new connection is asked for and the Sentinels name the new master: the broker's loops retry
+with backoff and resume there (docs/scaling.md, Sentinel)."""
 
 from __future__ import annotations
 
@@ -59,9 +63,18 @@ def connect(config: BrokerConfig, *, read_timeout: float | None = None) -> Redis
     if config.sentinels:
         assert config.master_name is not None
         sentinels = [(host, int(port)) for host, _, port in (s.rpartition(":") for s in config.sentinels)]
-        # The options are the master's; the sentinels themselves are asked with plain timeouts.
-        timeouts = {"socket_connect_timeout": config.connect_timeout, "socket_timeout": config.command_timeout}
-        sentinel = Sentinel(sentinels, sentinel_kwargs=timeouts, **options)  # type: ignore[no-untyped-call]
+        # The options are the master's. Every new connection asks the Sentinels, in turn, for the master's address
+        # (redis-py's SentinelConnectionPool): one that is down is skipped at once, since its client never retries
+        # (redis-py's default would retry it three times, with backoff, before asking the next).
+        asking = {
+            "socket_connect_timeout": config.connect_timeout,
+            "socket_timeout": config.command_timeout,
+            "socket_keepalive": True,
+            "retry": Retry(NoBackoff(), 0),
+            "password": config.sentinel_password.get_secret_value() if config.sentinel_password else None,
+            "protocol": 2,
+        }
+        sentinel = Sentinel(sentinels, sentinel_kwargs=asking, **options)  # type: ignore[no-untyped-call]  # redis-py leaves Sentinel() unannotated
         master: Redis = sentinel.master_for(config.master_name)
         return master
     parts = urlsplit(config.url)

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from streamer.bus import EventBus
 from streamer.clock import Clock
 from streamer.config import BrokerConfig
-from streamer.events import Alert, MarketStatusChanged
+from streamer.events import Alert, FeedStatusChanged, MarketStatusChanged
 from streamer.metrics import BROKER_DELIVERY, BROKER_RELOADS, COMPONENTS
 from streamer.stream.core import StreamCore
 from streamer.stream.feed import NumberedBatch, OutOfSequence, StreamItem, StreamState
@@ -215,6 +215,9 @@ class FollowsTheStream:
         pass
 
     def on_alert(self, alert: Alert) -> None:
+        pass
+
+    def on_feeds(self, event: FeedStatusChanged) -> None:
         pass
 
     def _follow(self) -> None:

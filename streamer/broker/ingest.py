@@ -20,7 +20,7 @@ from redis.backoff import EqualJitterBackoff
 
 from streamer.bus import EventBus, Overflow, Subscription
 from streamer.config import BrokerConfig
-from streamer.events import Alert, EventType, MarketStatusChanged, QuoteBatch
+from streamer.events import Alert, Event, EventType, FeedStatusChanged, MarketStatusChanged, QuoteBatch
 from streamer.metrics import BROKER_FENCED, BROKER_PUBLISH_DELAY, BROKER_PUBLISHED, BROKER_RESEEDS, COMPONENTS
 from streamer.model import MarketStatus, format_timestamp
 from streamer.stream.messages import encode
@@ -87,7 +87,7 @@ class BrokerPublisher:
         self._sub = bus.subscribe(
             self.name,
             self._on_event,
-            [EventType.STOCK_UPDATE, EventType.MARKET_STATUS, EventType.ALERT],
+            [EventType.STOCK_UPDATE, EventType.MARKET_STATUS, EventType.FEED_STATUS, EventType.ALERT],
             maxsize=1000,
             overflow=Overflow.DROP_OLDEST,
             priority=-1,  # like LocalFeed: before the storage sinks' outbox appends
@@ -140,7 +140,7 @@ class BrokerPublisher:
 
     # --- the bus side: never waits for Redis -------------------------------------------------------
 
-    async def _on_event(self, event: QuoteBatch | MarketStatusChanged | Alert) -> None:
+    async def _on_event(self, event: Event) -> None:
         if isinstance(event, QuoteBatch):
             quotes = {u.symbol: encode(u.to_dict()) for u in event.updates}
             if not quotes:
@@ -155,6 +155,8 @@ class BrokerPublisher:
                 self.publisher.add(stamp, quotes, event.market_status)
             if self._oldest is None:
                 self._oldest = time.monotonic()
+        elif not isinstance(event, MarketStatusChanged | FeedStatusChanged | Alert):
+            return  # what it did not subscribe to
         elif self.standby:
             # The leader publishes this process's alerts too (same rules, same quotes); a market status is kept
             # for the stream to hear first when the lease comes here.
@@ -162,7 +164,7 @@ class BrokerPublisher:
                 self._missed_status = event
             if not self._take_over():
                 return
-            if isinstance(event, Alert):
+            if not isinstance(event, MarketStatusChanged):
                 self.publisher.add_event(event)
         else:
             self.publisher.add_event(event)

@@ -3,7 +3,11 @@
 Nothing is lost while Redis is away: batches wait in memory, merged latest-wins per symbol (a snapshot is
 what matters), events in order up to `history_size`, and go out with the next publish that gets through.
 When Redis comes back empty or older than what was published, the script asks for a reseed and the next
-batch carries every latest quote this process holds, under a new epoch."""
+batch carries every latest quote this process holds, under a new epoch.
+
+A publish whose answer never came may still have been numbered, read by edges, and then lost with the server
+(a master that died before its replica had it). Such a call is *in doubt* until the next confirmed publish, and
+publish.lua starts a new epoch rather than number that seq again when the server is no longer the same one."""
 
 from __future__ import annotations
 
@@ -59,7 +63,9 @@ class Publisher:
         self.reseeds = 0
         self.published_batches = 0  # confirmed by Redis, counting a reseed's full batch
         self.published_events = 0
+        self._redis = redis
         self._scripts = Scripts(redis, Keys.for_prefix(config.key_prefix))
+        self._in_doubt = False  # a publish.lua call failed after it may have reached Redis
         self._maxlen = config.history_size
         self._pending: list[_Batch | Event] = []
         self._inflight: _Batch | Event | None = None  # the head of _pending while flush sends it
@@ -126,6 +132,9 @@ class Publisher:
         (nothing is kept) or BrokerUnavailable (everything not yet confirmed waits for the next flush)."""
         published: NumberedBatch | None = None
         try:
+            # Only a call that failed after reaching Redis leaves a publish in doubt: a PING that fails shows the
+            # script was never sent (Redis down, no master yet), one that answers that the next call reaches it.
+            await self._redis.ping()
             while self._pending:
                 item = self._inflight = self._pending[0]
                 reply = await self._send(item, full=False)
@@ -162,19 +171,27 @@ class Publisher:
             raise Fenced(f"Redis refused the publish: another process holds the lease {self.lease.key}")
         if reply.position is not None:
             self.position = reply.position
+            self._in_doubt = False  # publish.lua weighed the doubt and numbered this one accordingly
         return reply
 
     async def _call(self, item: _Batch | Event, body: list[str | bytes], full: bool) -> PublishReply:
-        return await self._scripts.publish(
-            token=self.lease.token,
-            last=self.position,
-            new_epoch=secrets.token_hex(4),
-            nonce=secrets.token_hex(4),
-            maxlen=self._maxlen,
-            full=full,
-            body=body,
-            event=not isinstance(item, _Batch),
-        )
+        try:
+            return await self._scripts.publish(
+                token=self.lease.token,
+                last=self.position,
+                new_epoch=secrets.token_hex(4),
+                nonce=secrets.token_hex(4),
+                maxlen=self._maxlen,
+                full=full,
+                body=body,
+                event=not isinstance(item, _Batch),
+                in_doubt=self._in_doubt,
+            )
+        except RedisError:
+            if not self._in_doubt:
+                log.warning("broker.publish_in_doubt the answer to a publish was lost; it may have been numbered")
+            self._in_doubt = True
+            raise
 
     async def _reseed(self, head: _Batch | Event) -> NumberedBatch | None:
         """Start a new epoch with every latest quote (and the head batch's), then re-send the market status

@@ -28,12 +28,14 @@ class PublishStatus(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class Position:
-    """Where a stream stands: its epoch (and when that started, by Redis's clock), the last seq and its nonce."""
+    """Where a stream stands: its epoch (and when that started, by Redis's clock), the last seq and its nonce;
+    for a publish, also the history of the server that took it (its run id and replication id)."""
 
     epoch: str
     seq: int
     start_ms: int
     nonce: str
+    history: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +89,11 @@ class Scripts:
         full: bool,
         body: Sequence[str | bytes],
         event: bool = False,
+        in_doubt: bool = False,
     ) -> PublishReply:
-        """Run publish.lua; `body` is (timestamp, market status, symbol, quote, ...) or (event kind, JSON)."""
+        """Run publish.lua; `body` is (timestamp, market status, symbol, quote, ...) or (event kind, JSON).
+
+        `in_doubt`: a call since `last` may have been applied without its answer reaching the caller."""
         head: list[str | bytes | int] = [
             token,
             last.epoch if last else "",
@@ -100,13 +105,16 @@ class Scripts:
             maxlen,
             "e" if event else "q",
             "1" if full else "0",
+            last.history if last else "",
+            "1" if in_doubt else "0",
         ]
         reply = await self._publish(keys=[*self.keys.data, self.keys.lease], args=[*head, *body])
         status = PublishStatus(_text(reply[0]))
         if status is not PublishStatus.OK:
             return PublishReply(status)
-        epoch, seq, start_ms, entry_id, last_nonce = reply[1:6]
-        return PublishReply(status, Position(_text(epoch), int(seq), int(start_ms), _text(last_nonce)), bytes(entry_id))
+        epoch, seq, start_ms, entry_id, last_nonce, history = reply[1:7]
+        position = Position(_text(epoch), int(seq), int(start_ms), _text(last_nonce), _text(history))
+        return PublishReply(status, position, bytes(entry_id))
 
     async def load(self) -> LoadReply | None:
         """Run load.lua; None when Redis holds no epoch yet."""

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from streamer import __version__
+from streamer.config import Config
 
 from .params import check_names
+
+if TYPE_CHECKING:
+    from .api import HttpApi
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
@@ -31,7 +35,7 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
-def websocket_url(config: Any, port: int | None, request_host: str) -> str | None:
+def websocket_url(config: Config, port: int | None, request_host: str) -> str | None:
     """The feed's URL as a browser must dial it; None when the WebSocket server is off or not listening.
 
     A server listening on every interface is reached under the host name the browser used for the page."""
@@ -44,7 +48,7 @@ def websocket_url(config: Any, port: int | None, request_host: str) -> str | Non
     return f"{'wss' if ws.tls_cert else 'ws'}://{_bracketed(host)}:{port}"
 
 
-def pocketbase_url(config: Any) -> str | None:
+def pocketbase_url(config: Config) -> str | None:
     """PocketBase as the browser reaches it; None without the PocketBase sink (it creates `watchlists`)."""
     if config.http.pocketbase_public_url:
         return config.http.pocketbase_public_url
@@ -61,9 +65,10 @@ def page_csp(*connect: str | None) -> str:
 
 
 class Dashboard:
-    """Routes of the dashboard for an `HttpApi` (reads its manager's configuration and WebSocket component)."""
+    """Routes of the dashboard for an `HttpApi`: the page, its files, and where its feeds are."""
 
-    def __init__(self, api: Any) -> None:
+    def __init__(self, config: Config, api: HttpApi) -> None:
+        self.config = config
         self.api = api
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
@@ -72,10 +77,9 @@ class Dashboard:
         router.add_get("/api/v1/dashboard", self.settings)
 
     def _urls(self, request: web.Request) -> tuple[str | None, str | None]:
-        config = self.api.manager.config
-        ws = next((c for c in self.api.components if getattr(c, "name", None) == "websocket"), None)
-        host = request.url.host or self.api.config.host
-        return websocket_url(config, getattr(ws, "port", None), host), pocketbase_url(config)
+        ws = self.api.websocket
+        host = request.url.host or self.config.http.host
+        return websocket_url(self.config, ws.port if ws is not None else None, host), pocketbase_url(self.config)
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         ws, pb = self._urls(request)
@@ -97,7 +101,7 @@ class Dashboard:
 
     async def settings(self, request: web.Request) -> web.Response:
         check_names(request.query, ())
-        config = self.api.manager.config
+        config = self.config
         ws, pb = self._urls(request)
         body = {
             "version": __version__,

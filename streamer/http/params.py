@@ -7,10 +7,11 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 from zoneinfo import ZoneInfo
 
-INTERVALS: Final = ("1m", "5m", "1h", "1d")
+Interval = Literal["1m", "5m", "1h", "1d"]  # the bar sizes the storage's read side aggregates to
+INTERVALS: Final[tuple[Interval, ...]] = get_args(Interval)
 # Default history window per interval (raw rows: None): enough bars to draw something useful.
 DEFAULT_SPAN: Final[dict[str | None, timedelta]] = {
     None: timedelta(hours=24),
@@ -109,20 +110,21 @@ def parse_time(raw: str | None, name: str, tz: ZoneInfo) -> datetime | None:
     return value
 
 
-def parse_interval(raw: str | None) -> str | None:
+def parse_interval(raw: str | None) -> Interval | None:
     """`1m|5m|1h|1d` for OHLC bars; None (absent) for raw quotes."""
     if raw is None:
         return None
-    if raw not in INTERVALS:
-        raise ParamError("interval", f"must be one of {', '.join(INTERVALS)} (omit it for raw quotes)", raw)
-    return raw
+    for interval in INTERVALS:
+        if raw == interval:
+            return interval
+    raise ParamError("interval", f"must be one of {', '.join(INTERVALS)} (omit it for raw quotes)", raw)
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryQuery:
     start: datetime
     end: datetime
-    interval: str | None
+    interval: Interval | None
     limit: int
 
 

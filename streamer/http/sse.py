@@ -60,14 +60,12 @@ class SseHub:
     with."""
 
     def __init__(self, core: StreamCore | None, *, keepalive: float = 15.0, buffer: int = 256) -> None:
-        self.owned = core is None
         self.core = core or StreamCore(OWN_HISTORY_SIZE)
         self._feed = LocalFeed(self.core) if core is None else None
         self.hub: Hub[_Stream] = Hub(self.core, self._deliver, Policy(messages_per_second=None, shared_chains=False))
         self.keepalive = keepalive
         self.buffer = buffer
         self.streams: set[_Stream] = set()  # every open stream, catching up or live: told when the server stops
-        self.served = 0
         self.stopping = False
 
     @property
@@ -106,7 +104,6 @@ class SseHub:
         stream = _Stream()
         session = self.hub.open(stream, 0.0)
         self.streams.add(stream)
-        self.served += 1
         try:
             await resp.write(f"retry: {RETRY_MS}\n\n".encode())
             try:
@@ -144,6 +141,8 @@ class SseHub:
         # The last step joined the live fan-out; no await since, so nothing published in between is missed.
         if self.core.market is not None:
             stream.pending.append(frame(self.hub.market_message(self.core.market)))
+        if self.core.feeds is not None:
+            stream.pending.append(frame(self.hub.feeds_message(self.core.feeds)))
         self.hub.attach(session)
         if self.stopping:  # stop() came while this client was catching up
             stream.closed = "shutdown"
@@ -159,13 +158,3 @@ class SseHub:
                 await asyncio.wait_for(stream.wake.wait(), self.keepalive)
             except TimeoutError:
                 await resp.write(b": keepalive\n\n")  # also finds out that a silent client has gone
-
-    def status(self) -> dict[str, object]:
-        h = self.core.history
-        return {
-            "clients": len(self.hub.sessions),
-            "served": self.served,
-            "epoch": h.epoch,
-            "seq": h.seq,
-            "shared_history": not self.owned,
-        }

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from streamer.events import Alert, MarketStatusChanged
+from streamer.events import Alert, FeedStatusChanged, MarketStatusChanged
 from streamer.model import parse_timestamp
 
 from .core import StreamCore
@@ -81,4 +81,7 @@ class StreamClock:
         self.seen(event.at)
 
     def on_alert(self, alert: Alert) -> None:
+        pass
+
+    def on_feeds(self, event: FeedStatusChanged) -> None:
         pass

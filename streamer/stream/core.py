@@ -1,6 +1,7 @@
-"""`StreamCore`: the one stream state an edge serves every transport from. Fed numbered batches, market status
-and alerts (or a whole state at once), it keeps the history and tells each attached transport hub what to fan
-out: a batch, a market status, an alert, or a resync of every live session when the stream lost its thread."""
+"""`StreamCore`: the one stream state an edge serves every transport from. Fed numbered batches, market status,
+feed status (live/delayed) and alerts (or a whole state at once), it keeps the history and tells each attached
+transport hub what to fan out: a batch, a market or feed status, an alert, or a resync of every live session when
+the stream lost its thread."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from streamer.events import Alert, MarketStatusChanged
+from streamer.events import Alert, FeedStatusChanged, MarketStatusChanged
 from streamer.model import MarketStatus
 
 from .feed import NumberedBatch, OutOfSequence, StreamItem, StreamState
@@ -23,6 +24,7 @@ class Listener(Protocol):
     def on_batch(self, batch: NumberedBatch) -> None: ...
     def on_resync(self, reason: ResyncReason) -> None: ...
     def on_market(self, event: MarketStatusChanged) -> None: ...
+    def on_feeds(self, event: FeedStatusChanged) -> None: ...
     def on_alert(self, alert: Alert) -> None: ...
 
 
@@ -31,6 +33,7 @@ class StreamCore:
         self.history = History(history_size)
         self.market: MarketStatusChanged | None = None  # the last change, sent to SSE clients on connect
         self.market_status: MarketStatus | None = None
+        self.feeds: FeedStatusChanged | None = None  # where quotes come from (live/delayed), the last report
         self._listeners: list[Listener] = []
 
     def attach(self, listener: Listener) -> None:
@@ -53,6 +56,9 @@ class StreamCore:
         elif isinstance(item, MarketStatusChanged):
             self.market, self.market_status = item, item.status
             self._tell(lambda hub: hub.on_market(item))
+        elif isinstance(item, FeedStatusChanged):
+            self.feeds = item
+            self._tell(lambda hub: hub.on_feeds(item))
         else:
             self._tell(lambda hub: hub.on_alert(item))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from streamer.events import Alert, MarketStatusChanged
+from streamer.events import Alert, FeedStatusChanged, MarketStatusChanged
 from streamer.model import MarketStatus
 
 
@@ -26,7 +26,7 @@ class NumberedBatch:
 
 
 # Everything the core is fed, in publication order.
-StreamItem = NumberedBatch | MarketStatusChanged | Alert
+StreamItem = NumberedBatch | MarketStatusChanged | FeedStatusChanged | Alert
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from streamer import __version__
-from streamer.events import Alert, MarketStatusChanged
+from streamer.events import Alert, FeedStatusChanged, MarketStatusChanged
 from streamer.model import format_timestamp, utc_now
 
 from . import messages as m
@@ -112,6 +112,9 @@ class Hub(Generic[P]):
     def on_market(self, event: MarketStatusChanged) -> None:
         self.deliver(self.sessions, self.market_message(event))
 
+    def on_feeds(self, event: FeedStatusChanged) -> None:
+        self.deliver(self.sessions, self.feeds_message(event))
+
     def on_alert(self, alert: Alert) -> None:
         message = Message(Kind.ALERT, m.alert(timestamp=self.stamp(), symbol=alert.symbol, data=alert.to_dict()))
         if alert.symbol is None:  # a system condition, not about a symbol: everyone is told
@@ -122,3 +125,6 @@ class Hub(Generic[P]):
 
     def market_message(self, event: MarketStatusChanged) -> Message:
         return Message(Kind.MARKET_STATUS, m.market_status(timestamp=self.stamp(), data=event.to_dict()))
+
+    def feeds_message(self, event: FeedStatusChanged) -> Message:
+        return Message(Kind.FEED_STATUS, m.feed_status(timestamp=self.stamp(), feeds=event))

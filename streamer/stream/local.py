@@ -1,24 +1,40 @@
 """`LocalFeed`: the core's adapter to the in-process bus. It numbers each quote batch (seq 1, 2, 3 ... under a
-random epoch chosen when the process starts) and feeds it, with market status changes and alerts, to the core."""
+random epoch chosen when the process starts) and feeds it, with market and feed status changes and alerts, to the
+core."""
 
 from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from streamer.bus import EventBus, Overflow, Subscription
-from streamer.events import Alert, EventType, MarketStatusChanged, QuoteBatch
+from streamer.component import Health, Skipped, State
+from streamer.events import Alert, Event, EventType, FeedStatusChanged, MarketStatusChanged, QuoteBatch
 from streamer.model import format_timestamp
 
 from .core import StreamCore
 from .feed import NumberedBatch, StreamState
 from .messages import encode
 
+if TYPE_CHECKING:
+    from streamer.compose import Context
+
 log = logging.getLogger("streamer.stream")
 
 
+@dataclass(frozen=True, slots=True)
+class FeedDetails:
+    source: str
+    epoch: str
+    seq: int
+    history_depth: int
+    history_size: int
+
+
 class LocalFeed:
-    """A manager component (`start`, `stop`, `status`) feeding one `StreamCore` from the bus."""
+    """A component (`start`, `stop`, `health`) feeding one `StreamCore` from the bus."""
 
     name = "stream"
 
@@ -43,7 +59,7 @@ class LocalFeed:
         self._sub = bus.subscribe(
             self.name,
             self._on_event,
-            [EventType.STOCK_UPDATE, EventType.MARKET_STATUS, EventType.ALERT],
+            [EventType.STOCK_UPDATE, EventType.MARKET_STATUS, EventType.FEED_STATUS, EventType.ALERT],
             maxsize=1000,
             overflow=Overflow.DROP_OLDEST,
             # Fan out before the storage sinks append the batch to their outboxes (JSON and SQLite, a few ms
@@ -57,21 +73,23 @@ class LocalFeed:
             await self._bus.unsubscribe(self._sub)
         self._sub = None
 
-    def status(self) -> dict[str, object]:
+    def health(self) -> Health[FeedDetails]:
         h = self.core.history
-        return {
-            "state": "running" if self._sub is not None else "stopped",
-            "source": "local",
-            "epoch": h.epoch,
-            "seq": h.seq,
-            "history_depth": h.depth,
-            "history_size": h.size,
-        }
+        details = FeedDetails("local", h.epoch, h.seq, h.depth, h.size)
+        return Health(State.OK, details, label="running") if self._sub is not None else Health(State.STOPPED, details)
 
-    async def _on_event(self, event: QuoteBatch | MarketStatusChanged | Alert) -> None:
+    async def _on_event(self, event: Event) -> None:
         if isinstance(event, QuoteBatch):
             numbered = self.number(event)
             if numbered is not None:
                 self.core.feed(numbered)
-        else:
+        elif isinstance(event, MarketStatusChanged | FeedStatusChanged | Alert):  # what it subscribed to
             self.core.feed(event)
+
+
+def build(ctx: Context) -> LocalFeed | Skipped:
+    """The stream core's feed from this process's bus, when a transport (WebSocket, SSE) serves the core; built
+    before them, so it stops after them."""
+    if ctx.stream is None:
+        return Skipped(LocalFeed.name, "no streaming transport runs (websocket and http are disabled)")
+    return LocalFeed(ctx.stream)

@@ -11,6 +11,7 @@ from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Any, Final
 
+from streamer.events import FeedStatusChanged
 from streamer.model import format_timestamp
 
 from .keys import ALL, Key
@@ -29,6 +30,7 @@ class Kind(StrEnum):
     RESYNC = "resync"
     STATUS = "status"
     MARKET_STATUS = "market_status"
+    FEED_STATUS = "feed_status"
     ALERT = "alert"
     PONG = "pong"
     ERROR = "error"
@@ -67,8 +69,22 @@ def _key_fields(key: Key) -> dict[str, Any]:
     return {"all": key is ALL, "symbols": [] if key is ALL else sorted(key)}
 
 
+def _feed_fields(feeds: FeedStatusChanged | None) -> dict[str, Any]:
+    # Present once the server knows where its quotes come from (a daemon reports it before any client connects).
+    if feeds is None:
+        return {}
+    return {"delivery": feeds.delivery.value, "feeds": [f.to_dict() for f in feeds.feeds]}
+
+
 def connection(
-    *, version: str, epoch: str, seq: int, timestamp: str, market_status: str | None, authenticated: bool
+    *,
+    version: str,
+    epoch: str,
+    seq: int,
+    timestamp: str,
+    market_status: str | None,
+    authenticated: bool,
+    feeds: FeedStatusChanged | None = None,
 ) -> bytes:
     return encode(
         {
@@ -81,6 +97,7 @@ def connection(
             "epoch": epoch,
             "seq": seq,
             "market_status": market_status,
+            **_feed_fields(feeds),
             "authenticated": authenticated,
             "message": "Connected to the stock-streamer WebSocket API; send subscribe to receive quotes",
         }
@@ -145,6 +162,7 @@ def status(
     history: int,
     market_status: str | None,
     version: str,
+    feeds: FeedStatusChanged | None = None,
 ) -> bytes:
     return encode(
         {
@@ -156,6 +174,7 @@ def status(
             "seq": seq,
             "history": history,
             "market_status": market_status,
+            **_feed_fields(feeds),
             "version": version,
             "protocol": PROTOCOL_VERSION,
         }
@@ -164,6 +183,10 @@ def status(
 
 def market_status(*, timestamp: str, data: Mapping[str, Any]) -> bytes:
     return encode({"type": "market_status", "timestamp": timestamp, "data": data})
+
+
+def feed_status(*, timestamp: str, feeds: FeedStatusChanged) -> bytes:
+    return encode({"type": "feed_status", "timestamp": timestamp, "data": feeds.to_dict()})
 
 
 def alert(*, timestamp: str, symbol: str | None, data: Mapping[str, Any]) -> bytes:

@@ -8,7 +8,7 @@ import json
 import logging
 from collections.abc import Mapping
 
-from streamer.events import Alert, MarketStatusChanged
+from streamer.events import Alert, FeedStatusChanged, MarketStatusChanged
 from streamer.model import InvalidQuote, MarketStatus, StockUpdate
 
 from .core import StreamCore
@@ -61,4 +61,7 @@ class CoreQuotes:
         self._version += 1
 
     def on_alert(self, alert: Alert) -> None:
+        pass
+
+    def on_feeds(self, event: FeedStatusChanged) -> None:
         pass

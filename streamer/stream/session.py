@@ -90,6 +90,7 @@ class Session(Generic[P]):
             timestamp=self.hub.stamp(),
             market_status=self._market_status(),
             authenticated=policy.authenticated,
+            feeds=self.hub.core.feeds,
         )
         return Message(Kind.CONNECTION, payload)
 
@@ -278,6 +279,7 @@ class Session(Generic[P]):
             history=h.depth,
             market_status=self._market_status(),
             version=self.hub.policy.version,
+            feeds=self.hub.core.feeds,
         )
         return Message(Kind.STATUS, payload)
 

@@ -18,6 +18,8 @@ from typing import Any
 
 from streamer.stream.protocol import RateLimit
 
+from .telemetry import WsCounters
+
 log = logging.getLogger("streamer.ws")
 
 # The listen backlog holds this many seconds of connects at the configured rate (the kernel caps it at
@@ -49,9 +51,9 @@ async def listening_sockets(host: str, port: int) -> list[socket.socket]:
 
 
 class AcceptPacer:
-    """Accepts from listening sockets at `rate` per second (a burst of 1/20 s); `counters["paced"]` counts pauses."""
+    """Accepts from listening sockets at `rate` per second (a burst of 1/20 s); `counters.paced` counts pauses."""
 
-    def __init__(self, rate: float, counters: dict[str, int], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate: float, counters: WsCounters, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.counters = counters
         self.clock = clock
@@ -107,7 +109,7 @@ class AcceptPacer:
         bucket = self.bucket
         while self._resume is None:  # another socket's turn in the same loop pass may have paused
             if not bucket.take(self.clock()):
-                self.counters["paced"] += 1
+                self.counters.paced += 1
                 self._pause((1.0 - bucket.tokens) / bucket.rate)
                 return
             try:

@@ -120,9 +120,9 @@ class Authenticator:
             return True
         if self.pocketbase_url is None:
             return False
-        return await self._pocketbase_ok(token)
+        return await self._pocketbase_ok(self.pocketbase_url, token)
 
-    async def _pocketbase_ok(self, token: str) -> bool:
+    async def _pocketbase_ok(self, url: str, token: str) -> bool:
         digest = hashlib.sha256(token.encode()).digest()
         now = self.clock()
         if self._valid_until.get(digest, 0.0) > now:
@@ -132,9 +132,7 @@ class Authenticator:
         self.pocketbase_checks += 1
         try:
             # 200 means PocketBase accepted the token as a valid `users` record token (401/403/404 otherwise).
-            async with self._session.post(
-                self.pocketbase_url + PB_REFRESH_PATH, headers={"Authorization": token}
-            ) as response:
+            async with self._session.post(url + PB_REFRESH_PATH, headers={"Authorization": token}) as response:
                 ok = response.status == 200
                 await response.read()
         except (aiohttp.ClientError, TimeoutError) as e:

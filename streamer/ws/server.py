@@ -15,7 +15,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -24,8 +24,9 @@ from websockets.protocol import OPEN
 
 from streamer import __version__, compat
 from streamer.bus import EventBus
+from streamer.component import Health, Skipped, State
 from streamer.config import WebSocketConfig
-from streamer.metrics import COMPONENTS, WS_CLIENTS_CLOSED, WS_MESSAGES_DROPPED, WS_MESSAGES_SENT
+from streamer.metrics import COMPONENTS
 from streamer.stream.core import StreamCore
 from streamer.stream.history import History
 from streamer.stream.hub import Hub, Policy
@@ -36,6 +37,10 @@ from streamer.stream.session import Action, Close, Replay, Send, Session
 
 from .admission import AcceptPacer, listening_sockets
 from .auth import Authenticator, origins, presented_token, wire_logger
+from .telemetry import AuthRefused, ClosedForShutdown, Dropped, Evicted, Sent, WsCounters
+
+if TYPE_CHECKING:
+    from streamer.compose import Context
 
 log = logging.getLogger("streamer.ws")
 OPEN_TIMEOUT = 10.0  # websockets' default opening-handshake timeout, applied to TLS handshakes too
@@ -56,8 +61,32 @@ def _frame(payload: bytes) -> bytes:
     return Frame(Opcode.TEXT, payload).serialize(mask=False)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class WsDetails:
+    """The server's fields on /api/v1/health: where it listens, its clients, its stream position and counters."""
+
+    url: str | None
+    clients: int
+    groups: int
+    epoch: str
+    seq: int
+    history_depth: int
+    history_size: int
+    connections: int
+    messages_sent: int
+    dropped: int
+    auth_refused: int
+    closed_slow: int
+    closed_rate_limited: int
+    paced: int
+    errors_sent: int
+    rate_limited: int
+    recovered: int
+    resynced: int
+
+
 class WebSocketServer:
-    """Streams the core's messages to WebSocket clients; a manager component (`start`, `stop`, `status`).
+    """Streams the core's messages to WebSocket clients; a component (`start`, `stop`, `health`).
 
     Without a `core` it keeps one of its own, fed from the bus it is started with (tests, benchmarks)."""
 
@@ -89,12 +118,11 @@ class WebSocketServer:
         self.hub: Hub[ServerConnection] = Hub(self.core, self._deliver, policy)
         self.auth = Authenticator(config.tokens, pocketbase_url=pocketbase_url if config.pocketbase_auth else None)
         self.port: int | None = None
-        counted = ("connections", "messages_sent", "dropped", "auth_refused", "closed_slow", "closed_rate_limited")
-        self._counted = dict.fromkeys((*counted, "paced"), 0)  # the transport's own; the hub counts the rest
+        self.counted = WsCounters()  # the transport's own; the hub counts what its sessions answered
         self._server: Server | None = None
         self._sockets: list[socket.socket] = []
         # Connection storms queue in the kernel instead of starving connected clients and the HTTP API.
-        self.pacer = AcceptPacer(config.max_connects_per_second, self._counted, clock)
+        self.pacer = AcceptPacer(config.max_connects_per_second, self.counted, clock)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -159,7 +187,7 @@ class WebSocketServer:
         for sock in self._sockets[1:]:
             sock.close()
         if self._server is not None:
-            WS_CLIENTS_CLOSED.labels("shutdown").inc(len(self.hub.sessions))
+            ClosedForShutdown(len(self.hub.sessions)).emit()
             self._server.close(code=CloseReason.SHUTDOWN[0], reason=CloseReason.SHUTDOWN[1])
             try:
                 await asyncio.wait_for(self._server.wait_closed(), timeout)
@@ -169,29 +197,29 @@ class WebSocketServer:
                     compat.transport(conn).abort()
                 await asyncio.wait_for(self._server.wait_closed(), self.close_timeout)
         await self.auth.close()
-        log.info("ws.stopped %s", " ".join(f"{k}={v}" for k, v in self.counters.items()))
+        counts = {**dataclasses.asdict(self.counted), **dataclasses.asdict(self.hub.stats)}
+        log.info("ws.stopped %s", " ".join(f"{k}={v}" for k, v in counts.items()))
 
     def replace_universe(self, symbols: Iterable[str]) -> None:
         """The symbols clients may subscribe to from now on (config reload); connected clients stay."""
         self.hub.policy = dataclasses.replace(self.hub.policy, universe=_universe(symbols))
 
-    def status(self) -> dict[str, Any]:
-        h = self.core.history
-        return {
-            "state": "listening" if self.pacer.accepting else "stopped",
-            "url": self.url if self.port else None,
-            "clients": len(self.hub.sessions),
-            "groups": len(self.hub.groups),
-            "epoch": h.epoch,
-            "seq": h.seq,
-            "history_depth": h.depth,
-            "history_size": h.size,
-            **self.counters,
-        }
-
-    @property
-    def counters(self) -> dict[str, int]:
-        return {**self._counted, **dataclasses.asdict(self.hub.stats)}
+    def health(self) -> Health[WsDetails]:
+        h, c, stats = self.core.history, self.counted, self.hub.stats
+        details = WsDetails(
+            url=self.url if self.port else None,
+            clients=len(self.hub.sessions),
+            groups=len(self.hub.groups),
+            epoch=h.epoch,
+            seq=h.seq,
+            history_depth=h.depth,
+            history_size=h.size,
+            **dataclasses.asdict(c),
+            **dataclasses.asdict(stats),
+        )
+        if not self.pacer.accepting:
+            return Health(State.STOPPED, details)
+        return Health(State.OK, details, label="listening", clients=details.clients)
 
     def _gauges(self) -> Iterator[tuple[str, str, dict[str, str], float]]:
         yield "streamer_ws_clients", "Connected WebSocket clients", {}, float(len(self.hub.sessions))
@@ -202,8 +230,7 @@ class WebSocketServer:
         frame = _frame(message.payload)
         sent = sum(self._write(c, frame) for c in list(clients))
         if sent:
-            WS_MESSAGES_SENT.labels(message.kind.value).inc(sent)
-            self._counted["messages_sent"] += sent
+            Sent(message.kind.value, sent).emit(self.counted)
 
     def _write(self, client: Client, frame: bytes) -> bool:
         """Write a framed message without waiting; a client whose backlog would pass `send_buffer` is closed."""
@@ -214,8 +241,7 @@ class WebSocketServer:
         backlog = transport.get_write_buffer_size()
         # An empty backlog always takes the frame, so one message larger than the limit reaches a healthy client.
         if backlog and backlog + len(frame) > self.config.send_buffer:
-            WS_MESSAGES_DROPPED.inc()
-            self._counted["dropped"] += 1
+            Dropped().emit(self.counted)
             self._evict(client, CloseReason.SLOW, "slow", backlog=backlog)
             return False
         transport.write(frame)
@@ -230,16 +256,8 @@ class WebSocketServer:
         compat.fail(conn, *close)
         # A client that never reads never completes the close: cut it off after close_timeout.
         asyncio.get_running_loop().call_later(self.close_timeout, compat.transport(conn).abort)
-        WS_CLIENTS_CLOSED.labels(reason).inc()
-        self._counted[f"closed_{reason}"] += 1
-        log.warning(
-            "ws.client_closed id=%s peer=%s code=%d reason=%s%s",
-            conn.id,
-            _peer(conn),
-            close[0],
-            reason,
-            "".join(f" {k}={v}" for k, v in details.items()),
-        )
+        extra = "".join(f" {k}={v}" for k, v in details.items())
+        Evicted(str(conn.id), _peer(conn), close[0], reason, extra).emit(self.counted)
 
     async def _perform(self, client: Client, actions: list[Action]) -> None:
         """Carry out a session's actions in order; a replay is sent with backpressure, then catch-up continues."""
@@ -251,8 +269,7 @@ class WebSocketServer:
                 elif isinstance(action, Replay):
                     for message in action.messages:
                         await client.peer.send(message.payload, text=True)
-                        WS_MESSAGES_SENT.labels(message.kind.value).inc()
-                        self._counted["messages_sent"] += 1
+                        Sent(message.kind.value, 1).emit(self.counted)
                     replayed = True
                 elif isinstance(action, Close):
                     self._evict(client, (action.code, action.reason), action.cause)
@@ -261,7 +278,7 @@ class WebSocketServer:
     # --- connections -------------------------------------------------------------------------------
 
     async def _handle(self, conn: ServerConnection) -> None:
-        self._counted["connections"] += 1
+        self.counted.connections += 1
         try:
             if not await self._admit(conn):
                 return
@@ -295,9 +312,7 @@ class WebSocketServer:
             if token and await self.auth.check(token):
                 return True
             close = CloseReason.AUTH_FAILED
-        self._counted["auth_refused"] += 1
-        WS_CLIENTS_CLOSED.labels("auth").inc()
-        log.info("ws.auth_refused id=%s peer=%s reason=%s", conn.id, _peer(conn), close[1])
+        AuthRefused(str(conn.id), _peer(conn), close[1]).emit(self.counted)
         await conn.close(*close)
         return False
 
@@ -312,3 +327,18 @@ def _peer(conn: ServerConnection) -> str:
         return f"{host}:{port}"
     except (TypeError, ValueError, OSError):
         return "?"
+
+
+def build(ctx: Context) -> WebSocketServer | Skipped:
+    """The WebSocket server (`websocket.enabled`) over the shared stream core; it follows the followed set, and
+    checks user tokens against PocketBase when the PocketBase sink runs."""
+    config = ctx.config
+    if not config.websocket.enabled or ctx.stream is None:
+        return Skipped(WebSocketServer.name, "disabled (websocket.enabled: false)")
+    pocketbase_url = config.sinks.pocketbase.url if config.sinks.pocketbase.enabled else None
+    server = WebSocketServer(
+        config.websocket, core=ctx.stream, pocketbase_url=pocketbase_url, symbols=ctx.followed.symbols
+    )
+    ctx.followed.on_change.append(lambda followed, _change: server.replace_universe(followed.symbols))
+    ctx.websocket = server  # the dashboard tells the page where it listens
+    return server

@@ -23,7 +23,7 @@ from streamer.model import StockUpdate, format_timestamp
 from streamer.stream.feed import NumberedBatch
 from streamer.stream.messages import encode
 from tests.conftest import Server
-from tests.helpers import until
+from tests.support.waiting import until
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -78,6 +78,13 @@ async def publish_eventually(
 
     await until(attempt, timeout, f"publishing cycle {cycle}")
     published = result[-1]
+    assert published is not None
+    return published
+
+
+async def numbered(publisher: Publisher, cycle: int, symbols: list[str]) -> NumberedBatch:
+    """Publish cycle `cycle` of `symbols` while Redis answers; the batch as numbered."""
+    published = await publisher.publish(*quotes(cycle, symbols))
     assert published is not None
     return published
 

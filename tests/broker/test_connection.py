@@ -30,7 +30,7 @@ from streamer.config import ConfigError, parse_config
 from streamer.logs import setup_logging
 from tests.broker.helpers import quotes, redis_client
 from tests.conftest import REDIS_PASSWORD, REDIS_PORT, REPO, Server
-from tests.helpers import until
+from tests.support.waiting import until
 from tests.test_secrets import spellings
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(120)]
@@ -82,6 +82,30 @@ def test_check_config_prints_the_url_without_its_password(tmp_path):
     assert broker["url"] == "rediss://streamer@redis.example:6380/2"
     assert broker["password"] == "**********"
     assert_no_secret(result.stdout + result.stderr)
+
+
+def test_sentinels_come_from_one_variable_and_their_password_is_masked(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "broker:\n  url: redis://127.0.0.1:6379/0\n  sentinels: ${STREAMER_REDIS_SENTINELS}\n"
+        "  master_name: streamer\n  sentinel_password: ${STREAMER_REDIS_SENTINEL_PASSWORD}\n"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "STREAMER_REDIS_SENTINELS": "127.0.0.1:26379, sentinel-2.example:26380",
+        "STREAMER_REDIS_SENTINEL_PASSWORD": SECRET,
+    }
+    command = [sys.executable, "-m", "streamer.cli", "check-config", "-c", str(config)]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    broker = yaml.safe_load(result.stdout.split("\n", 1)[1])["broker"]
+    assert broker["sentinels"] == ["127.0.0.1:26379", "sentinel-2.example:26380"]
+    assert broker["sentinel_password"] == "**********"
+    assert_no_secret(result.stdout + result.stderr)
+
+    with pytest.raises(ConfigError) as err:
+        parse_config({"broker": {"url": "redis://h/0", "sentinels": "h1:26379,h2", "master_name": "m"}}, {})
+    assert "each sentinel must be host:port, not 'h2'" in str(err.value.problems)
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ from streamer.broker.subscriber import ReloadReason
 from streamer.stream.feed import NumberedBatch
 from tests.broker.helpers import redis_client
 from tests.broker.topology import edge, ingest
-from tests.helpers import until
-from tests.http.sse_client import SseClient
-from tests.ws import SYMBOLS, batch, client, expect, send, subscribed
+from tests.support.quotes import SYMBOLS, batch
+from tests.support.sse_client import SseClient
+from tests.support.waiting import until
+from tests.support.ws import client, expect, send, subscribed
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(120)]
 

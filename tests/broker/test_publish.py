@@ -15,7 +15,7 @@ from streamer.events import Alert, MarketStatusChanged
 from streamer.model import MarketStatus, format_timestamp
 from streamer.stream.feed import NumberedBatch
 from tests.broker.helpers import START, leader, quotes, redis_client
-from tests.helpers import until
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(60)]
 

@@ -24,7 +24,7 @@ from tests.broker.helpers import (
     quotes,
     redis_client,
 )
-from tests.helpers import until
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(120)]
 

@@ -19,8 +19,8 @@ from streamer.http.sse import SseHub
 from streamer.stream.core import StreamCore
 from streamer.stream.keys import ALL
 from streamer.ws import WebSocketServer
-from tests.helpers import until
-from tests.ws import SYMBOLS, batch
+from tests.support.quotes import SYMBOLS, batch
+from tests.support.waiting import until
 
 
 @dataclass

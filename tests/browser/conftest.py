@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
 from streamer.app import Daemon, build_daemon
 from streamer.config import Config, parse_config
-from tests.helpers import until
+from tests.support.network import free_port
+from tests.support.waiting import until
 
 from .market_data import write_session, write_symbols
 
@@ -31,12 +31,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
 SPEED = 60  # replayed seconds per wall second: a 30 s polling cycle every 0.5 s
 USER_PASSWORD = "browser-test-pw-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -52,10 +46,10 @@ class RunningDaemon:
         return f"http://127.0.0.1:{self.config.http.port}/"
 
     def component(self, name: str) -> Any:
-        return next(c for c in self.daemon.manager.sinks if c.name == name)
+        return self.daemon.component(name)
 
     async def stop(self) -> None:
-        self.daemon.manager.request_stop()
+        self.daemon.request_stop()
         await asyncio.wait_for(self.task, 30)
 
 

@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.helpers import pb_records, until
+from tests.support.storage import pb_records
+from tests.support.waiting import until
 
 from .conftest import ARTIFACTS, RunningDaemon, start_daemon
 
@@ -196,6 +197,6 @@ async def test_falls_back_to_polling_while_the_websocket_is_down_then_goes_live(
     await expect(page.locator("#conn-text")).to_have_text("delayed")
     await price_changes(page, "PKN")  # through /api/v1/stocks polling
 
-    await ws.start(daemon.daemon.manager.bus)
+    await ws.start(daemon.daemon.bus)
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
     await price_changes(page, "PKN")

@@ -8,23 +8,18 @@ from typing import Any
 import aiohttp
 import pytest
 
+from providers.chain import FallbackChain
 from streamer.bus import EventBus
+from streamer.clock import SystemClock
 from streamer.config import parse_config
 from streamer.http import HttpApi
+from streamer.manager import RealTimeStreamManager
 from streamer.market import MarketSchedule
 from streamer.securities import Security
 from streamer.ws import WebSocketServer
+from tests.support.doubles import NoQuotes
 
 SECURITIES = [Security("PKN", "Orlen", "stock"), Security("WIG20", "WIG20", "index")]
-
-
-class _Manager:
-    """What the dashboard routes read from the manager: the configuration (and the API its schedule)."""
-
-    def __init__(self, config) -> None:
-        self.config = config
-        self.schedule = MarketSchedule(config.market)
-        self.bus = None
 
 
 @asynccontextmanager
@@ -39,12 +34,24 @@ async def serving(
         }
     )
     components = []
+    bus = EventBus()
     if config.websocket.enabled:
         ws = WebSocketServer(config.websocket, symbols=["PKN", "WIG20"])
-        await ws.start(EventBus())
+        await ws.start(bus)
         components.append(ws)
-    api = HttpApi(config.http, manager=_Manager(config), securities=SECURITIES, components=components)
-    await api.start()
+    schedule = MarketSchedule(config.market)
+    manager = RealTimeStreamManager(
+        config, provider=FallbackChain([NoQuotes()]), schedule=schedule, clock=SystemClock(), symbols=[], bus=bus
+    )
+    api = HttpApi(
+        config,
+        quotes=manager,
+        clock=manager.clock,
+        schedule=schedule,
+        securities=SECURITIES,
+        websocket=components[0] if components else None,
+    )
+    await api.start(bus)
     try:
         async with aiohttp.ClientSession(api.url) as session:
             yield session, components

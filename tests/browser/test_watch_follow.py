@@ -15,9 +15,11 @@ from playwright.async_api import Page, expect
 from sinks.pocketbase import PocketBaseBackend
 from sinks.pocketbase_client import PocketBaseClient
 from streamer.config import Config, PocketBaseSinkConfig, parse_config
-from tests.helpers import pb_records, until
+from tests.support.network import free_port
+from tests.support.storage import pb_records
+from tests.support.waiting import until
 
-from .conftest import RunningDaemon, free_port, start_daemon
+from .conftest import RunningDaemon, start_daemon
 from .test_dashboard import PRICE, ROWS, row, sign_in
 
 pytestmark = [pytest.mark.servers, pytest.mark.browser]

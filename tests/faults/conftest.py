@@ -19,6 +19,8 @@ import pytest
 from streamer.bus import EventBus
 from streamer.events import Alert, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
+from tests.support.quotes import quote
+from tests.support.waiting import until
 
 # STREAMER_LONG_TESTS=1 runs the long variants (20 s outages, an hour of bad provider answers, 60 s churn).
 LONG = os.environ.get("STREAMER_LONG_TESTS") == "1"
@@ -29,15 +31,7 @@ OUTAGE = 20.0 if LONG else 3.0
 def quotes(symbols, k, base):
     at = base + timedelta(seconds=30 * k)
     return tuple(
-        StockUpdate(
-            symbol=s,
-            price=round(20 + k + i / 10, 2),
-            volume=1000 * (k + 1),
-            timestamp=at,
-            data_source="test",
-            received_at=at,
-        )
-        for i, s in enumerate(symbols)
+        quote(s, round(20 + k + i / 10, 2), at=at, volume=1000 * (k + 1), received_at=at) for i, s in enumerate(symbols)
     )
 
 
@@ -63,11 +57,7 @@ async def kill9(server) -> None:
     """`kill -9` a session server and wait until it is gone; `server.start()` brings it back."""
     pid = server.pid
     os.kill(pid, signal.SIGKILL)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while alive(pid):
-        assert loop.time() < deadline, f"pid {pid} survived SIGKILL"
-        await asyncio.sleep(0.05)
+    await until(lambda: not alive(pid), 30, f"pid {pid} to be gone after SIGKILL", interval=0.05)
 
 
 @contextlib.contextmanager

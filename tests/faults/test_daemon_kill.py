@@ -2,7 +2,6 @@
 
 import json
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -11,16 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import qdb_rows_eventually
+from tests.support.network import free_port as closed_port  # nothing listens on it
+from tests.support.storage import qdb_rows_eventually
 
 pytestmark = pytest.mark.servers
 STREAMER = [sys.executable, "-m", "streamer.cli"]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens once the socket is closed
 
 
 def config(tmp_path: Path, name: str, qdb_http: int, qdb_pg: int) -> Path:

@@ -19,7 +19,8 @@ from streamer.app import build_daemon, demo_config
 from streamer.config import parse_config
 from streamer.events import EventType
 from tests.faults.conftest import fill
-from tests.helpers import qdb_rows_eventually, until
+from tests.support.storage import qdb_rows_eventually
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.servers
 
@@ -55,20 +56,18 @@ async def test_outbox_disk_full_alerts_keeps_serving_and_loses_nothing(
 ):
     caplog.set_level(logging.INFO)
     daemon = build_daemon(demo_config(daemon_config(small_disk / "data", questdb_config, pocketbase_config)))
-    manager = daemon.manager
-    sinks = {s.name: s for s in manager.sinks if isinstance(s, OutboxSink)}
+    sinks = {s.name: s for s in daemon.components if isinstance(s, OutboxSink)}
     assert set(sinks) == {"questdb", "pocketbase"}
     # Tables of this test's own (QuestDBBackend's test hook): the demo session's rows exist from other tests.
     prefix = f"df{uuid.uuid4().hex[:8]}_"
     sinks["questdb"].backend.prefix = prefix
-    ws = next(s for s in manager.sinks if s.name == "websocket")
-    api = next(s for s in manager.sinks if s.name == "http")
+    ws, api = daemon.component("websocket"), daemon.component("http")
     published: list = []
 
     async def record(batch):
         published.extend(batch.updates)
 
-    manager.bus.subscribe("test-recorder", record, [EventType.STOCK_UPDATE], maxsize=100_000)
+    daemon.bus.subscribe("test-recorder", record, [EventType.STOCK_UPDATE], maxsize=100_000)
     serving = asyncio.create_task(daemon.serve())
     filler = None
     try:
@@ -76,7 +75,7 @@ async def test_outbox_disk_full_alerts_keeps_serving_and_loses_nothing(
         async with connect(ws.url) as client, aiohttp.ClientSession(api.url) as http:
             await client.recv()  # connection
             await client.send(json.dumps({"type": "subscribe"}))
-            await until(lambda: all(s.delivered > 0 for s in sinks.values()), 30, "both sinks delivering")
+            await until(lambda: all(s.counters.delivered > 0 for s in sinks.values()), 30, "both sinks delivering")
 
             filler = await asyncio.to_thread(fill, small_disk)
             alerts, updates_after_alert = {}, 0
@@ -102,30 +101,30 @@ async def test_outbox_disk_full_alerts_keeps_serving_and_loses_nothing(
                 assert "disk is full" in health["components"][name]["outbox_unwritable"]
             async with http.get("/api/v1/stocks") as r:
                 assert r.status == 200 and (await r.json())["count"] > 0
-            held = {name: s.status()["held_in_memory"] for name, s in sinks.items()}
+            held = {name: s.health().wire()["held_in_memory"] for name, s in sinks.items()}
             assert all(n > 0 for n in held.values()), held
 
             os.unlink(filler)  # space comes back
             filler = None
             await until(
                 lambda: all(
-                    s.status()["outbox_unwritable"] is None and s.status()["held_in_memory"] == 0
+                    s.health().wire()["outbox_unwritable"] is None and s.health().wire()["held_in_memory"] == 0
                     for s in sinks.values()
                 ),
                 30,
                 "the held entries stored in the outboxes",
             )
             assert any("sink.outbox_writable" in r.getMessage() for r in caplog.records)
-        manager.request_stop()
+        daemon.request_stop()
         assert await asyncio.wait_for(serving, 60)  # drained
     finally:
         if filler is not None:
             os.unlink(filler)
-        manager.request_stop()
+        daemon.request_stop()
         await asyncio.gather(serving, return_exceptions=True)
 
     for name, sink in sinks.items():
-        assert (sink.refused, sink.rejected, sink.outbox.depth) == (0, 0, 0), name
+        assert (sink.counters.refused, sink.counters.rejected, sink.outbox.depth) == (0, 0, 0), name
     # Every quote the daemon published, the ones held in memory during the outage included, is in QuestDB.
     rows = await qdb_rows_eventually(
         questdb_config, f"SELECT symbol, timestamp, price FROM {prefix}stock_prices", None, len(published), 30

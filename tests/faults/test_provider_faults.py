@@ -21,14 +21,12 @@ from providers.chain import FallbackChain
 from providers.stooq import StooqProvider
 from providers.throttle import Throttled
 from streamer.clock import FakeClock
-from streamer.config import AlphaVantageConfig, Config, HttpConfig, StooqConfig
+from streamer.config import AlphaVantageConfig, Config, StooqConfig
 from streamer.events import EventType, ProviderState
-from streamer.http import HttpApi
 from streamer.manager import RealTimeStreamManager
 from streamer.market import MarketSchedule
 from streamer.securities import Security
 from tests.faults.conftest import LONG
-from tests.helpers import until
 from tests.providers.wire import (
     DAILY_LIMIT_BODY,
     POW_PAGE,
@@ -40,6 +38,8 @@ from tests.providers.wire import (
     stooq_book,
     text,
 )
+from tests.support.http import api_for
+from tests.support.waiting import until
 
 WAW = ZoneInfo("Europe/Warsaw")
 START = datetime(2026, 11, 20, 10, 0, tzinfo=WAW)  # a Friday, continuous trading until 16:50
@@ -150,11 +150,7 @@ async def running() -> AsyncIterator[Env]:
             clock=clock,
             symbols=SYMBOLS,
         )
-        api = HttpApi(
-            HttpConfig.model_construct(enabled=True, host="127.0.0.1", port=0),
-            manager=manager,
-            securities=[Security(s, s, "stock") for s in SYMBOLS],
-        )
+        api = api_for(manager, [Security(s, s, "stock") for s in SYMBOLS], healths=manager.healths)
         events: list = []
 
         async def record(event):
@@ -162,7 +158,6 @@ async def running() -> AsyncIterator[Env]:
 
         manager.bus.subscribe("test-recorder", record, [EventType.PROVIDER_STATUS])
         stooq_srv.reply = GOOD_STOOQ
-        await manager.start()
         await api.start(manager.bus)
         task = asyncio.create_task(manager.run())
         async with aiohttp.ClientSession(api.url) as http:
@@ -177,7 +172,7 @@ async def running() -> AsyncIterator[Env]:
                 manager.request_stop()
                 await asyncio.wait_for(task, 10)
                 await api.stop(5)
-                await manager.shutdown()
+                await manager.close(drained=await manager.bus.close(5))
 
 
 def assert_all_delivered(env: Env) -> None:

@@ -14,7 +14,8 @@ from sinks.runner import OutboxSink, SinkState
 from streamer.bus import EventBus
 from streamer.config import OutboxConfig, ReconnectConfig
 from tests.faults.conftest import LONG, OUTAGE, QuoteStream, frozen, kill9, unique_symbols
-from tests.helpers import pb_records, qdb_rows_eventually, until
+from tests.support.storage import pb_records, qdb_rows_eventually
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.servers
 RECONNECT = ReconnectConfig(initial_delay=0.2, max_delay=1, failed_after=3)
@@ -49,7 +50,7 @@ async def through_kill9(server, sink, stream: QuoteStream) -> None:
     is delivered."""
     stream.start()
     try:
-        await until(lambda: sink.delivered >= 15, 30, "writes flowing before the kill")
+        await until(lambda: sink.counters.delivered >= 15, 30, "writes flowing before the kill")
         await kill9(server)
         await until(lambda: sink.state in DOWN, 30, "the sink noticing the dead server")
         await asyncio.sleep(OUTAGE)  # the deliberate outage length; the stream keeps publishing
@@ -72,7 +73,7 @@ async def test_questdb_kill9_mid_stream_restart_after_outage(tmp_path, questdb_s
 async def test_pocketbase_kill9_mid_stream_converges_complete(tmp_path, pocketbase_server, pocketbase_config):
     bus, sink, stream = await sink_with_stream(tmp_path, PocketBaseBackend(pocketbase_config), "PK", alerts=True)
     await through_kill9(pocketbase_server, sink, stream)
-    assert sink.rejected == 0
+    assert sink.counters.rejected == 0
 
     either = " || ".join(f'symbol="{s}"' for s in stream.symbols)
     stock = await pb_records(pocketbase_config, "stock_data", either)
@@ -95,7 +96,7 @@ async def test_frozen_server_timeouts_backoff_then_recovery(which, tmp_path, req
     backend = QuestDBBackend(config) if which == "questdb" else PocketBaseBackend(config)
     bus, sink, stream = await sink_with_stream(tmp_path, backend, "QF" if which == "questdb" else "PF")
     stream.start()
-    await until(lambda: sink.delivered >= 15, 30, "writes flowing before the freeze")
+    await until(lambda: sink.counters.delivered >= 15, 30, "writes flowing before the freeze")
     loop = asyncio.get_running_loop()
     with frozen(server):
         since = loop.time()

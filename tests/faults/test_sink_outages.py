@@ -15,7 +15,8 @@ from streamer.config import OutboxConfig, ReconnectConfig
 from streamer.events import QuoteBatch
 from streamer.model import MarketStatus
 from tests.faults.conftest import quotes, unique_start
-from tests.helpers import pb_records, qdb_rows_eventually, until
+from tests.support.storage import pb_records, qdb_rows_eventually
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.servers
 RECONNECT = ReconnectConfig(initial_delay=0.2, max_delay=1, failed_after=3)
@@ -30,7 +31,7 @@ async def test_questdb_stopped_mid_stream_every_row_lands_exactly_once(tmp_path,
     try:
         for k in range(10):
             await bus.publish(QuoteBatch(k, quotes(symbols, k, base), MarketStatus.OPEN))
-        await until(lambda: sink.delivered == 30, 30, "the first 10 cycles delivered")
+        await until(lambda: sink.counters.delivered == 30, 30, "the first 10 cycles delivered")
 
         await asyncio.to_thread(questdb_server.stop)
         for k in range(10, 20):
@@ -78,7 +79,7 @@ async def test_pocketbase_stopped_mid_stream_converges_with_nothing_lost(
     try:
         for k in range(5):
             await bus.publish(cycle(k))
-        await until(lambda: sink.outbox.depth == 0 and sink.delivered > 0, 30, "the first cycles delivered")
+        await until(lambda: sink.outbox.depth == 0 and sink.counters.delivered > 0, 30, "the first cycles delivered")
         await asyncio.to_thread(pocketbase_server.stop)
         for k in range(5, 15):
             await bus.publish(cycle(k))

@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 
 from providers.chain import FallbackChain
 from streamer.clock import FakeClock
-from streamer.config import Config, HttpConfig
-from streamer.http import HttpApi
+from streamer.config import Config
 from streamer.http.params import (
     ParamError,
     check_names,
@@ -33,7 +32,8 @@ from streamer.manager import RealTimeStreamManager
 from streamer.market import MarketSchedule
 from streamer.securities import Security
 from tests.fuzz.conftest import FUZZ, TRIED
-from tests.helpers import NoQuotes
+from tests.support.doubles import NoQuotes
+from tests.support.http import api_for
 
 WAW = ZoneInfo("Europe/Warsaw")
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -130,11 +130,7 @@ def api_url():
             clock=FakeClock(NOW),
             symbols=sorted(UNIVERSE),
         )
-        api = HttpApi(
-            HttpConfig.model_construct(enabled=True, host="127.0.0.1", port=0),
-            manager=manager,
-            securities=[Security(s, s, "stock") for s in sorted(UNIVERSE)],
-        )
+        api = api_for(manager, [Security(s, s, "stock") for s in sorted(UNIVERSE)])
         await api.start(manager.bus)
         serve.url = api.url
         started.set()

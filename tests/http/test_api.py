@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import socket
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -14,27 +13,34 @@ import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from providers.chain import FallbackChain
 from sinks.questdb import QuestDBBackend
 from sinks.questdb_read import QuestDBReader
 from sinks.runner import OutboxSink
 from streamer.alerts import AlertEngine
-from streamer.config import AlertRule, AlertsConfig, OutboxConfig, QuestDBSinkConfig, ReconnectConfig, WebSocketConfig
+from streamer.clock import SystemClock
+from streamer.component import State
+from streamer.config import (
+    AlertRule,
+    AlertsConfig,
+    Config,
+    OutboxConfig,
+    QuestDBSinkConfig,
+    ReconnectConfig,
+    WebSocketConfig,
+)
 from streamer.events import QuoteBatch
-from streamer.http import HttpApi
 from streamer.http.params import etag_matches, parse_time
+from streamer.manager import RealTimeStreamManager
 from streamer.model import MarketStatus, StockUpdate
 from streamer.status_command import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, status_main
 from streamer.ws import WebSocketServer
-
-from . import OPEN, PRICES, SCHEDULE, SECURITIES, Component, MemoryBackend, http_config, running
+from tests.support.doubles import MemoryBackend, NoQuotes, Reporting
+from tests.support.http import OPEN, PRICES, SCHEDULE, SECURITIES, api_for, running
+from tests.support.network import free_port
+from tests.support.waiting import until
 
 SECURE = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def assert_secure(headers) -> None:
@@ -48,10 +54,8 @@ def assert_secure(headers) -> None:
 
 
 async def test_health_reports_every_component_and_the_last_cycle():
-    sink = Component(
-        "questdb",
-        {"state": "connected", "outbox_depth": 0, "last_error": "cannot reach http://admin:s3cret@db:9000/exec"},
-    )
+    sink = Reporting("questdb")
+    sink.set(State.OK, "connected", outbox_depth=0, last_error="cannot reach http://admin:s3cret@db:9000/exec")
     async with running(components=[sink]) as env:
         async with env.http.get("/api/v1/health") as resp:
             assert resp.status == 200
@@ -70,19 +74,21 @@ async def test_health_reports_every_component_and_the_last_cycle():
 
 
 async def test_a_degraded_provider_or_reconnecting_sink_is_degraded_but_200():
-    sink = Component("pocketbase")
+    sink = Reporting("pocketbase")
     async with running(components=[sink]) as env:
         env.tape.health.degraded("timeout", "read timed out")
         health = await env.get_json("/api/v1/health")
         assert health["status"] == "degraded"
         assert health["components"]["provider:scripted"]["reason"] == "read timed out"
         env.tape.health.ok()
-        sink.state = {"state": "reconnecting", "outbox_depth": 3}
+        sink.set(State.DEGRADED, "reconnecting", outbox_depth=3)
         assert (await env.get_json("/api/v1/health"))["status"] == "degraded"
 
 
 async def test_health_is_503_when_a_sink_has_failed():
-    async with running(components=[Component("questdb"), Component("pocketbase", {"state": "failed"})]) as env:
+    failed = Reporting("pocketbase")
+    failed.set(State.FAILED, "failed")
+    async with running(components=[Reporting("questdb"), failed]) as env:
         health = await env.get_json("/api/v1/health", status=503)
         assert health["status"] == "failed"
         assert health["components"]["pocketbase"]["state"] == "failed"
@@ -101,7 +107,7 @@ async def test_metrics_expose_the_pipeline_families(tmp_path):
     engine = AlertEngine(AlertsConfig(rules=[AlertRule(name="metrics-move", kind="change_percent", threshold=1)]))
     cycles_before = sample("streamer_cycles_total", {"status": "open"})
     errors_before = sample("streamer_provider_errors_total", {"provider": "scripted", "reason": "timeout"})
-    async with running(sinks=[sink, ws, engine]) as env:
+    async with running(components=[sink, ws, engine]) as env:
         env.tape.health.degraded("timeout", "read timed out")
         env.tape.set("PKN", PRICES["PKN"] + 1)
         await env.cycle()
@@ -267,7 +273,7 @@ async def test_market_status_phase_and_next_transition():
 async def test_alerts_come_from_the_engine_when_questdb_has_none():
     threshold = 5.0
     engine = AlertEngine(AlertsConfig(rules=[AlertRule(name="api-move", kind="change_percent", threshold=threshold)]))
-    async with running(sinks=[engine], alerts=engine) as env:
+    async with running(components=[engine], alerts=engine) as env:
         assert (await env.get_json("/api/v1/alerts"))["count"] == 0
         moved = {"PKN": PRICES["PKN"] * 1.2, "CDR": PRICES["CDR"] * 0.7}
         for symbol, price in moved.items():
@@ -328,7 +334,7 @@ async def test_history_and_bars_from_the_real_questdb(questdb_config):
                 body.update(await env.get_json("/api/v1/stocks/PKN/history", params=params))
                 return body["count"] == len(quotes)
 
-            await until_async(rows_visible)
+            await until(rows_visible, 30, "rows visible in QuestDB", interval=0.1)
             assert [r["price"] for r in body["data"]] == [q.price for q in quotes]
             limited = await env.get_json("/api/v1/stocks/PKN/history", params={**params, "limit": "4"})
             assert [r["price"] for r in limited["data"]] == [q.price for q in quotes[:4]]
@@ -352,26 +358,19 @@ async def test_history_and_bars_from_the_real_questdb(questdb_config):
         await reader.close()
 
 
-async def until_async(check, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("rows never became visible")
-        await asyncio.sleep(0.1)
-
-
 # --- streamer status -----------------------------------------------------------------------------
 
 
 async def test_streamer_status_summarises_and_sets_the_exit_code():
-    sink = Component("questdb", {"state": "connected", "outbox_depth": 7})
+    sink = Reporting("questdb")
+    sink.set(State.OK, "connected", outbox_depth=7)
     async with running(components=[sink]) as env:
         out = io.StringIO()
         assert await asyncio.to_thread(status_main, env.api.url, 5, out) == EXIT_OK
         text = out.getvalue()
         assert "OK" in text.splitlines()[0] and "outbox 7" in text
         assert f"last cycle #{env.manager.cycles}" in text
-        sink.state = {"state": "failed", "outbox_depth": 9, "last_error": "ConnectionRefusedError"}
+        sink.set(State.FAILED, "failed", outbox_depth=9, last_error="ConnectionRefusedError")
         out = io.StringIO()
         assert await asyncio.to_thread(status_main, env.api.url, 5, out) == EXIT_FAILED
         assert "FAILED" in out.getvalue() and "ConnectionRefusedError" in out.getvalue()
@@ -400,14 +399,13 @@ def test_if_none_match(header, matches):
 
 def test_the_openapi_document_describes_exactly_the_served_routes():
     spec = yaml.safe_load((Path(__file__).parents[2] / "docs" / "openapi.yaml").read_text())
-    api = HttpApi(http_config(), manager=_StubManager(), securities=SECURITIES)
+    manager = RealTimeStreamManager(
+        Config(), provider=FallbackChain([NoQuotes()]), schedule=SCHEDULE, clock=SystemClock(), symbols=[]
+    )
+    api = api_for(manager, SECURITIES)
     served = {r.resource.canonical for r in api.app().router.routes() if r.method == "GET"}
     assert set(spec["paths"]) == served
     assert spec["openapi"].startswith("3.1")
-
-
-class _StubManager:
-    schedule = SCHEDULE
 
 
 class _AlertStore:
@@ -421,6 +419,9 @@ class _AlertStore:
         if self.error:
             raise self.error
         return [r for r in self.rows if symbol is None or r["symbol"] == symbol][:limit]
+
+    async def close(self) -> None:
+        pass
 
 
 async def test_alerts_merge_questdb_with_the_newest_in_memory_or_fall_back_to_memory():
@@ -436,7 +437,7 @@ async def test_alerts_merge_questdb_with_the_newest_in_memory_or_fall_back_to_me
         "threshold": 5.0,
     }
     store = _AlertStore([older])
-    async with running(sinks=[engine], alerts=engine, reader=store) as env:
+    async with running(components=[engine], alerts=engine, reader=store) as env:
         env.tape.set("PKN", PRICES["PKN"] * 1.2)
         await env.cycle()
         body = await env.get_json("/api/v1/alerts", params={"limit": "10"})

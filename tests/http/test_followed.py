@@ -8,8 +8,7 @@ from datetime import timedelta
 from streamer.catalog import load_catalog
 from streamer.model import format_timestamp
 from streamer.universe import FollowedSet
-
-from . import SECURITIES, running
+from tests.support.http import SECURITIES, running
 
 CATALOG = load_catalog()
 GRACE = timedelta(minutes=15)

@@ -6,8 +6,7 @@ import pytest
 
 from streamer.catalog import Security, load_catalog
 from streamer.http.search import MAX_QUERY, search, searchable
-
-from . import running
+from tests.support.http import running
 
 SECURITIES = [
     Security("PKN", "Orlen", "stock"),

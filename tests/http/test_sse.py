@@ -12,9 +12,8 @@ from streamer.config import WebSocketConfig
 from streamer.stream.feed import NumberedBatch
 from streamer.stream.keys import covers
 from streamer.ws import WebSocketServer
-
-from . import OPEN, PRICES, SECURITIES, running
-from .sse_client import SseClient
+from tests.support.http import OPEN, PRICES, SECURITIES, running
+from tests.support.sse_client import SseClient
 
 
 def ws_server(history_size: int = 1000) -> WebSocketServer:
@@ -23,7 +22,7 @@ def ws_server(history_size: int = 1000) -> WebSocketServer:
 
 async def test_a_fresh_client_gets_a_snapshot_then_batches_numbered_like_the_websocket_server():
     ws = ws_server()
-    async with running(sinks=[ws], stream=ws.core) as env:
+    async with running(components=[ws], stream=ws.core) as env:
         async with env.http.get("/api/v1/stream") as resp:
             assert resp.status == 200
             assert resp.headers["Content-Type"].startswith("text/event-stream")
@@ -46,7 +45,7 @@ async def test_a_fresh_client_gets_a_snapshot_then_batches_numbered_like_the_web
 async def test_last_event_id_replays_exactly_the_missed_batches_for_the_clients_symbols():
     ws = ws_server()
     key = {"PKN", "PKO"}
-    async with running(sinks=[ws], stream=ws.core) as env:
+    async with running(components=[ws], stream=ws.core) as env:
         params = {"symbols": ",".join(sorted(key))}
         async with env.http.get("/api/v1/stream", params=params) as resp:
             sse = SseClient(resp)
@@ -84,7 +83,7 @@ async def test_last_event_id_replays_exactly_the_missed_batches_for_the_clients_
 
 async def test_an_unknown_epoch_or_a_lost_history_answers_resync_with_a_snapshot():
     ws = ws_server(history_size=2)
-    async with running(sinks=[ws], stream=ws.core) as env:
+    async with running(components=[ws], stream=ws.core) as env:
         async with env.http.get("/api/v1/stream", headers={"Last-Event-ID": "someotherepoch:1"}) as resp:
             resync = await SseClient(resp).next()
         assert resync.event == "resync" and resync.data["reason"] == "epoch_changed"
@@ -164,4 +163,4 @@ async def test_stopping_the_api_ends_open_streams_promptly():
                     await sse.next(timeout=5)
             except (EOFError, aiohttp.ClientPayloadError):
                 pass
-        assert env.api.status()["state"] == "stopped" and not env.api.hub.clients
+        assert env.api.health().wire()["state"] == "stopped" and not env.api.hub.clients

@@ -18,16 +18,18 @@ from pathlib import Path
 from providers.chain import FallbackChain
 from streamer.app import freeze_startup_heap
 from streamer.clock import SystemClock
-from streamer.config import Config, HttpConfig, WebSocketConfig
+from streamer.compose import Lifecycle
+from streamer.config import Config, WebSocketConfig
 from streamer.events import QuoteBatch
-from streamer.http import HttpApi
 from streamer.manager import RealTimeStreamManager
 from streamer.market import MarketSchedule
 from streamer.model import MarketStatus, StockUpdate
 from streamer.securities import Security
 from streamer.ws import WebSocketServer
-from tests.helpers import NoQuotes, until
 from tests.load.clients import SYMBOLS
+from tests.support.doubles import NoQuotes
+from tests.support.http import api_for
+from tests.support.waiting import until
 
 LONG = os.environ.get("STREAMER_LONG_TESTS") == "1"
 SECONDS = 60 if LONG else 15
@@ -62,15 +64,10 @@ async def test_2000_clients_churning_while_quotes_stream(record_property):
         symbols=SYMBOLS,
     )
     ws = WebSocketServer(WebSocketConfig(port=0), symbols=SYMBOLS)
-    api = HttpApi(
-        HttpConfig.model_construct(enabled=True, host="127.0.0.1", port=0),
-        manager=manager,
-        securities=[Security(s, s, "stock") for s in SYMBOLS],
-        stream=ws.core,
-        components=[ws],
-    )
-    await ws.start(manager.bus)
-    await api.start(manager.bus)
+    components = Lifecycle(reports=manager.healths)
+    api = api_for(manager, [Security(s, s, "stock") for s in SYMBOLS], stream=ws.core, healths=components.healths)
+    components.components = [ws, api]
+    await components.start(manager.bus, timeout=5)
     cycles = itertools.count(1)
 
     async def stream() -> None:  # a quote batch every 100 ms, like a fast replay
@@ -93,21 +90,20 @@ async def test_2000_clients_churning_while_quotes_stream(record_property):
     try:
         warm = await run("churn", ws.url, "--clients", "50", "--seconds", "2")  # first-use allocations
         assert (await result(warm))["errors"] == 0
-        await until(lambda: not ws.status()["clients"], 30, "the warm-up clients gone")
+        await until(lambda: not ws.health().wire()["clients"], 30, "the warm-up clients gone")
         before = resources()
         others_load = os.getloadavg()[0]  # before our own load starts: what other processes use
 
         probe = await run("health", api.url, "--seconds", str(SECONDS + 5), "--every", "0.1")
         churn = await run("churn", ws.url, "--clients", str(CLIENTS), "--seconds", str(SECONDS))
         load, latency = await result(churn), await result(probe)
-        await until(lambda: not ws.status()["clients"], 30, "every churned client gone")
+        await until(lambda: not ws.health().wire()["clients"], 30, "every churned client gone")
         await asyncio.sleep(0)
         after = resources()
     finally:
         publisher.cancel()
         await asyncio.gather(publisher, return_exceptions=True)
-        await api.stop(5)
-        await ws.stop(5)
+        await components.stop(5)
         await manager.bus.close(5)
         gc.unfreeze()
 

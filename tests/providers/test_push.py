@@ -119,3 +119,22 @@ def test_forget_lets_a_symbol_start_afresh(clock: FakeClock) -> None:
 def test_cadence_must_be_positive() -> None:
     with pytest.raises(ValueError, match="cadence must be positive"):
         TickMerger(0)
+
+
+def test_a_second_trade_at_the_same_exchange_instant_is_stored_a_microsecond_later(clock: FakeClock) -> None:
+    merger = TickMerger(CADENCE)
+    first, second = tick("SBIN", 800.0, ms(7), volume=10), tick("SBIN", 800.5, ms(7), volume=30)
+    for t in (first, second, second):  # the repeat is an order-book update carrying the same trade: a duplicate
+        merger.add(t, clock.now())
+    third = tick("SBIN", 801.0, ms(7), volume=45)
+    merger.add(third, clock.now())
+    batch = merger.flush(clock.now())
+    assert batch is not None
+    assert [t.price for t in batch.ticks] == [800.0, 800.5, 801.0]
+    step = timedelta(microseconds=1)
+    assert [t.timestamp for t in batch.ticks] == [first.timestamp, first.timestamp + step, first.timestamp + 2 * step]
+    assert [(u.price, u.timestamp) for u in batch.latest] == [(801.0, first.timestamp + 2 * step)]
+    assert (merger.counters.same_instant, merger.counters.duplicates) == (2, 1)
+    merger.add(tick("SBIN", 801.5, ms(8), volume=50), clock.now())  # the next millisecond: its own time
+    later = merger.flush(clock.now() + CADENCE)
+    assert later is not None and later.ticks[0].timestamp == T0 + ms(8)

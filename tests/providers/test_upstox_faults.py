@@ -15,8 +15,8 @@ from providers.upstox.wire import InstrumentFeed
 from streamer.config import UpstoxWatchdogConfig
 from streamer.events import ProviderState
 from streamer.model import StockUpdate
-from tests.helpers import until
 from tests.providers.upstox_fixtures import KEYS, NOW_MS, SYMBOLS, TOKEN, Running, config, running, seed, trade
+from tests.support.waiting import until
 from tests.test_secrets import spellings
 
 

@@ -14,8 +14,8 @@ from providers.upstox import wire
 from providers.upstox.loopback import UpstoxLoopback
 from providers.upstox.wire import Method, Mode
 from streamer.events import ProviderState
-from tests.helpers import until
 from tests.providers.upstox_fixtures import KEYS, NOW_MS, SYMBOLS, TOKEN, config, running, seed, trade
+from tests.support.waiting import until
 
 
 @pytest.fixture

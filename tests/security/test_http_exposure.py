@@ -11,7 +11,7 @@ import pytest
 
 from streamer.app import build_daemon, demo_config
 from streamer.config import parse_config
-from tests.helpers import until
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.servers
 SECRETS = {
@@ -60,7 +60,7 @@ async def test_every_endpoint_has_security_headers_and_leaks_no_configuration(
         "pb_url": pocketbase_config.url,
     }
     daemon = build_daemon(config)
-    api = next(s for s in daemon.manager.sinks if s.name == "http")
+    api = daemon.component("http")
     serving = asyncio.create_task(daemon.serve())
     try:
         await until(lambda: api.port is not None and daemon.manager.latest, 30, "the daemon serving quotes")
@@ -104,5 +104,5 @@ async def test_every_endpoint_has_security_headers_and_leaks_no_configuration(
             assert not re.search(r"Traceback|File \"/", body), path
         assert seen["/api/v1/health"][0] == 200 and seen["/nope"][0] == 404
     finally:
-        daemon.manager.request_stop()
+        daemon.request_stop()
         await asyncio.wait_for(serving, 60)

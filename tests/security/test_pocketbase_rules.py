@@ -14,7 +14,7 @@ from sinks.pocketbase_schema import COLLECTION_OF_KIND
 from streamer.events import Alert, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
 from tests.faults.conftest import unique_symbols
-from tests.helpers import pb_records
+from tests.support.storage import pb_records
 
 pytestmark = pytest.mark.servers
 COLLECTIONS = sorted(set(COLLECTION_OF_KIND.values()))  # a collection added to the schema is covered too

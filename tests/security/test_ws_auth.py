@@ -16,8 +16,8 @@ from pydantic import SecretStr
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.helpers import until
-from tests.ws import expect, running_server, send
+from tests.support.waiting import until
+from tests.support.ws import expect, running_server, send
 
 SHARED = "shared-token-for-tests-only"
 
@@ -102,7 +102,7 @@ async def test_missing_token_is_refused():
             with pytest.raises(ConnectionClosed):
                 await ws.recv()
             assert ws.close_code == 1008
-        assert server.status()["auth_refused"] == 2
+        assert server.health().wire()["auth_refused"] == 2
 
 
 @pytest.mark.servers

@@ -1,7 +1,12 @@
+import os
+from pathlib import Path
+
 import pytest
 
 from sinks.base import Entry
 from sinks.outbox import Outbox, OutboxFull
+from sinks.outbox_checkpoint import QUIET, WAL_LIMIT
+from tests.support.waiting import until
 
 
 def quote(symbol, price):
@@ -118,3 +123,42 @@ def test_the_same_key_twice_in_one_append_keeps_the_newest(tmp_path):
     box.append([latest("PKN", 2.0), latest("CDR", 7.0), latest("PKN", 3.0)])  # two cycles queued together
     assert box.depth == 3
     assert {e.payload["symbol"]: e.payload["price"] for e in box.peek(10)} == {"PKN": 3.0, "PKO": 5.0, "CDR": 7.0}
+
+
+def test_bytes_kept_beside_the_payload_come_back_as_they_were_and_go_aside_with_a_refusal(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "o.sqlite3"
+    box = Outbox(path, 100)
+    raw = bytes(range(256))  # any byte, newlines and NULs included
+    box.append([Entry("ilp", {"table": "t"}, rows=2, data=raw), quote("PKN", 1.0)])
+    block, plain = box.peek(10)
+    assert (block.data, plain.data) == (raw, None)
+    box.reject([Entry("ilp", {"table": "t"}, rows=1, id=block.id, data=raw[:10])], "cast error")
+    box.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT rows, data, reason FROM rejected").fetchall() == [(1, raw[:10], "cast error")]
+
+
+async def test_the_wal_is_checkpointed_by_the_checkpointer_and_stays_bounded(tmp_path):
+    """The writing connection (the event loop's) never checkpoints; the checkpointer's thread does, woken every
+    `WAL_LIMIT` bytes, and the WAL is reused from its start after each, so it does not grow with the backlog."""
+    path = tmp_path / "o.sqlite3"
+    box = Outbox(path, 1_000_000)
+    assert box._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    chunk = WAL_LIMIT // 8
+    for round in range(1, 4):
+        for _ in range(4):  # half WAL_LIMIT appended, then delivered (deleting writes about as much again)
+            box.append([Entry("ilp", {"table": "t"}, rows=1, data=os.urandom(chunk))])
+            box.ack(box.peek(10))
+        await until(lambda: box._checkpointer.caught_up, 30, f"the WAL checkpointed after round {round}")
+        assert Path(f"{path}-wal").stat().st_size <= 2 * WAL_LIMIT
+    box.close()
+    assert not Path(f"{path}-wal").exists()  # the last connection checkpoints and removes it
+
+
+async def test_a_few_small_writes_are_checkpointed_at_a_quiet_moment(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite3", 100)
+    box.append([quote("PKN", 1.0)])
+    await until(lambda: box._checkpointer.caught_up, 10 * QUIET, "a checkpoint after the writes paused")
+    box.close()

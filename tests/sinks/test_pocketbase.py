@@ -26,7 +26,8 @@ from sinks.pocketbase_schema import collection_patch, market_update_id, movers, 
 from streamer.config import PocketBaseSinkConfig
 from streamer.events import Alert, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate, format_timestamp
-from tests.pb_realtime import RealtimeSubscriber
+from tests.support import quotes
+from tests.support.pb_realtime import RealtimeSubscriber
 
 servers = pytest.mark.servers
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -36,9 +37,7 @@ T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 
 def quote(symbol: str, price: float = 10.0, at: datetime = T0, pct: float | None = None) -> StockUpdate:
-    return StockUpdate(
-        symbol=symbol, price=price, timestamp=at, data_source="test", volume=100, change_percent=pct, received_at=at
-    )
+    return quotes.quote(symbol, price, at=at, volume=100, change_percent=pct, received_at=at)
 
 
 def test_record_ids_are_valid_and_deterministic() -> None:

@@ -6,22 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
+import functools
+import struct
 import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from sinks.base import Entry, Rejected
-from sinks.ilp import parse_refusal
 from sinks.questdb import QuestDBBackend
+from sinks.questdb_ilp import Block, IlpVersion, parse_refusal
 from sinks.questdb_read import QuestDBReader
 from sinks.questdb_schema import ALERT_COLUMNS, MARKET_STATUS_COLUMNS, QUOTE_COLUMNS, create_table_sql
 from streamer.config import QuestDBSinkConfig
 from streamer.events import Alert, EventType, MarketStatusChanged, ProviderState, ProviderStatusChanged, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
-from tests.helpers import qdb_query
+from tests.support import quotes
+from tests.support.network import free_port
+from tests.support.storage import qdb_query, qdb_rows_eventually
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.servers
 
@@ -57,33 +63,32 @@ def sym() -> str:
 
 def quote(symbol: str, at: datetime, price: float = 10.0, volume: int = 100, **kw) -> StockUpdate:
     kw.setdefault("received_at", at + timedelta(seconds=1))
-    return StockUpdate.with_change(
-        symbol=symbol,
-        price=price,
-        timestamp=at,
-        data_source="test",
-        volume=volume,
-        prev_close=kw.pop("prev_close", 9.5),
-        **kw,
-    )
+    return quotes.quote(symbol, price, at=at, volume=volume, prev_close=kw.pop("prev_close", 9.5), **kw)
 
 
-def entries(*updates: StockUpdate, prefix: str = "") -> list[Entry]:
+@functools.cache
+def encoding(prefix: str, version: IlpVersion) -> QuestDBBackend:
+    """A backend used only to encode (pure): one per table prefix and version, as the daemon has one."""
+    return QuestDBBackend(QuestDBSinkConfig(), table_prefix=prefix, ilp_version=version)
+
+
+def entries(*updates: StockUpdate, prefix: str = "", version: IlpVersion = IlpVersion.BINARY) -> list[Entry]:
     """What the sink appends for one cycle of these quotes: one "ilp" entry, encoded on arrival."""
-    pure = QuestDBBackend(QuestDBSinkConfig(), table_prefix=prefix)
-    made = pure.entries_for(QuoteBatch(1, updates, MarketStatus.OPEN))
+    made = encoding(prefix, version).entries_for(QuoteBatch(1, updates, MarketStatus.OPEN))
     return [dataclasses.replace(e, id=i + 1) for i, e in enumerate(made)]
 
 
 async def wait_for_rows(reader: QuestDBReader, symbol: str, n: int, timeout: float = 15) -> list[StockUpdate]:
     """Poll until `symbol` has at least `n` rows (WAL apply is asynchronous); fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = await reader.history(symbol, EPOCH, FAR, limit=100_000)
-        if len(rows) >= n or time.monotonic() > deadline:
-            assert len(rows) >= n, f"{symbol}: {len(rows)} rows visible after {timeout}s, expected {n}"
-            return rows
-        await asyncio.sleep(0.05)
+    rows: list[StockUpdate] = []
+
+    async def enough() -> bool:
+        nonlocal rows
+        rows = list(await reader.history(symbol, EPOCH, FAR, limit=100_000))
+        return len(rows) >= n
+
+    await until(enough, timeout, f"{n} rows of {symbol} visible", interval=0.05)
+    return rows
 
 
 sql = qdb_query  # the shared helper: one PG-wire query against the test QuestDB
@@ -118,8 +123,15 @@ def test_entries_for_maps_events_to_outbox_entries():
     assert b.event_types == frozenset({EventType.STOCK_UPDATE, EventType.MARKET_STATUS, EventType.ALERT})
     a, c = quote("AAA", T0), quote("BBB", T0)
     batch = QuoteBatch(cycle=1, updates=(a, c), market_status=MarketStatus.OPEN)
+    # Before the server has said what it accepts: text, every row a line of the JSON payload.
     [block] = b.entries_for(batch)  # a cycle is one entry: its rows encoded once, on arrival
-    assert (block.kind, block.key, block.rows, block.payload["table"]) == ("ilp", None, 2, "stock_prices")
+    assert (block.kind, block.key, block.rows, block.payload["table"], block.data) == (
+        "ilp",
+        None,
+        2,
+        "stock_prices",
+        None,
+    )
     assert [line.split(",", 2)[1] for line in block.payload["lines"]] == ["symbol=AAA", "symbol=BBB"]
     change = MarketStatusChanged(MarketStatus.OPEN, MarketStatus.PRE_MARKET, T0)
     [status] = b.entries_for(change)
@@ -131,6 +143,15 @@ def test_entries_for_maps_events_to_outbox_entries():
     [stored] = b.entries_for(alert)
     assert stored.payload["table"] == "alerts" and 'message="AAA +5%"' in stored.payload["lines"][0]
     assert b.entries_for(ProviderStatusChanged("stooq", ProviderState.OK, None)) == []
+
+    # Binary doubles: the bytes beside the payload, each row found by where it ends.
+    binary = QuestDBBackend(QuestDBSinkConfig(), ilp_version=IlpVersion.BINARY)
+    [block] = binary.entries_for(batch)
+    assert block.payload["version"] == 2 and len(block.payload["ends"]) == block.rows == 2
+    rows = Block.from_entry(block)
+    assert rows.row(0).startswith(b"stock_prices,symbol=AAA,") and rows.row(1).startswith(b"stock_prices,symbol=BBB,")
+    assert b"price==" in rows.row(0)  # `==` marks a binary double
+    assert rows.timestamps() == [int(T0.timestamp()) * 10**6] * 2
 
 
 # --- writing ---------------------------------------------------------------------------------------
@@ -173,16 +194,8 @@ async def test_one_write_spanning_tables_lands_in_each(backend, reader, _local_q
     ]
     await backend.write(mixed)
     await wait_for_rows(reader, s, 2)
-    deadline = time.monotonic() + 15
-    while not (
-        rows := await sql(
-            _local_questdb,
-            "SELECT status, previous, next_status, next_change FROM market_status WHERE timestamp = %s",
-            [at],
-        )
-    ):
-        assert time.monotonic() < deadline, "market_status row not visible"
-        await asyncio.sleep(0.05)
+    query = "SELECT status, previous, next_status, next_change FROM market_status WHERE timestamp = %s"
+    rows = await qdb_rows_eventually(_local_questdb, query, [at], 1, timeout=15)
     assert rows == [("open", "pre_market", "after_hours", (at + timedelta(hours=8)).replace(tzinfo=None))]
 
 
@@ -199,10 +212,7 @@ async def test_alerts_land_and_a_repeated_alert_is_one_row(backend, _local_quest
         "SELECT symbol, rule, kind, message, price, value, threshold FROM alerts "
         "WHERE timestamp = %s AND (symbol = %s OR rule IN (%s, %s)) ORDER BY rule DESC"
     )
-    deadline = time.monotonic() + 15
-    while len(rows := await sql(_local_questdb, query, [T0, s, system.rule, marker.rule])) < 3:
-        assert time.monotonic() < deadline, f"alerts not visible: {rows}"
-        await asyncio.sleep(0.05)
+    rows = await qdb_rows_eventually(_local_questdb, query, [T0, s, system.rule, marker.rule], 3, timeout=15)
     assert rows == [
         (s, "up5", "change_percent", f"{s} +5.2%", 10.52, 5.2, 5.0),
         (None, system.rule, "system", "outbox full", None, None, None),
@@ -222,7 +232,12 @@ async def test_the_same_batch_twice_leaves_one_copy(backend, reader):
     assert [r.price for r in rows] == [10, 11, 12]
 
 
-async def test_refused_rows_are_rejected_with_the_reason_and_good_rows_land(_local_questdb):
+# 10.000000000000018: its 8 bytes hold a newline, which must not be taken for the end of its row.
+NEWLINE_DOUBLE = struct.unpack("<d", b"\n" + struct.pack("<d", 10.0)[1:])[0]
+
+
+@pytest.mark.parametrize("version", list(IlpVersion))
+async def test_refused_rows_are_rejected_with_the_reason_and_good_rows_land(_local_questdb, version):
     # A table whose `change` column is LONG (schema drift): rows with a change are refused, rows without land.
     prefix = f"t{uuid.uuid4().hex[:8]}_"
     b = QuestDBBackend(_local_questdb, table_prefix=prefix)
@@ -232,26 +247,28 @@ async def test_refused_rows_are_rejected_with_the_reason_and_good_rows_land(_loc
     try:
         await b.connect()
         s = sym()
+        prices = [10, NEWLINE_DOUBLE, 12, 13]
         good = [
-            StockUpdate(symbol=s, price=10 + i, timestamp=T0 + timedelta(minutes=i), data_source="test", received_at=T0)
-            for i in range(4)
+            StockUpdate(symbol=s, price=p, timestamp=T0 + timedelta(minutes=i), data_source="test", received_at=T0)
+            for i, p in enumerate(prices)
         ]
         bad = [quote(s, T0 + timedelta(minutes=10 + i)) for i in range(2)]
-        batch = entries(good[0], bad[0], good[1], good[2], bad[1], good[3], prefix=prefix)
+        batch = entries(good[0], bad[0], good[1], good[2], bad[1], good[3], prefix=prefix, version=version)
         broken = Entry("quote", {"symbol": s, "timestamp": "2026-03-02T09:00:00Z"}, id=99)  # no price
         garbled = Entry("market_status", {"status": "open", "at": 1234}, id=100)  # not a timestamp
         with pytest.raises(Rejected) as info:
             await b.write([*batch, broken, garbled])
         part, *others = info.value.entries
         assert [e.id for e in others] == [99, 100]
-        # Of the cycle's block only the two refused lines come back (same id): the other four were written.
+        # Of the cycle's block only the two refused rows come back (same id): the other four were written.
         assert (part.id, part.kind, part.rows) == (1, "ilp", 2)
-        assert part.payload["lines"] == [batch[0].payload["lines"][1], batch[0].payload["lines"][4]]
+        sent = Block.from_entry(batch[0])
+        assert Block.from_entry(part) == sent.subset([1, 4])
         assert "column: change" in info.value.reason and "cast error" in info.value.reason
         assert "invalid quote entry" in info.value.reason and "price" in info.value.reason
         assert "invalid market_status entry" in info.value.reason
         rows = await wait_for_rows(r, s, 4)
-        assert [u.price for u in rows] == [10, 11, 12, 13]
+        assert [u.price for u in rows] == prices
     finally:
         for table in ("stock_prices", "market_status", "alerts"):
             await b.execute(f"DROP TABLE IF EXISTS {prefix}{table}")
@@ -265,7 +282,7 @@ def test_parse_refusal_tells_data_from_server_trouble():
         "error in line 2: table: x, column: price; cast error from protocol type: STRING to column type: "
         'DOUBLE","line":2,"errorId":"e-1"}'
     )  # QuestDB 9.3's answer, as captured
-    assert parse_refusal(400, body).line == 2
+    assert parse_refusal(400, body).row == 2
     assert parse_refusal(400, body).reason.startswith("table: x, column: price;")
     assert parse_refusal(413, "").split_only
     internal = '{"code":"internal error","message":"commit error","errorId":"e-3"}'
@@ -275,12 +292,6 @@ def test_parse_refusal_tells_data_from_server_trouble():
 
 
 # --- connection failures ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_a_closed_port_fails_fast_and_is_not_a_rejection():
@@ -348,6 +359,81 @@ async def test_server_gone_mid_session_raises_then_recovers_after_connect(_local
     finally:
         await b.close()
         await proxy.stop()
+
+
+# --- ILP versions ------------------------------------------------------------------------------------
+
+
+async def test_rows_go_as_binary_doubles_once_the_server_says_it_accepts_them(_local_questdb, reader):
+    b = QuestDBBackend(_local_questdb)
+    s = sym()
+    try:
+        [before] = b.entries_for(QuoteBatch(1, (quote(s, T0),), MarketStatus.OPEN))
+        await b.connect()  # QuestDB 9.3 offers versions 1, 2 and 3 in /settings
+        [after] = b.entries_for(QuoteBatch(2, (quote(s, T0 + timedelta(minutes=1)),), MarketStatus.OPEN))
+        assert (Block.from_entry(before).version, Block.from_entry(after).version) == (1, 2)
+        await b.write([dataclasses.replace(before, id=1), dataclasses.replace(after, id=2)])  # both land
+        assert [u.timestamp for u in await wait_for_rows(reader, s, 2)] == [T0, T0 + timedelta(minutes=1)]
+    finally:
+        await b.close()
+
+
+class OlderQuestDB:
+    """The real server behind an HTTP proxy that answers `/settings` as a QuestDB older than ILP versions
+    would (404) or as one that accepts only text."""
+
+    def __init__(self, target: int, settings: tuple[int, str] = (404, "Not Found")) -> None:
+        self.target, self.settings, self.port = target, settings, free_port()
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_route("*", "/{path:.*}", self._forward)
+        self.http = aiohttp.ClientSession()
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+        await self.http.close()
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        if request.path == "/settings":
+            return web.Response(status=self.settings[0], text=self.settings[1])
+        async with self.http.request(
+            request.method,
+            f"http://127.0.0.1:{self.target}{request.path_qs}",
+            data=await request.read(),
+            headers={"Content-Type": request.headers.get("Content-Type", "text/plain")},
+        ) as resp:
+            return web.Response(status=resp.status, body=await resp.read(), content_type=resp.content_type)
+
+
+@pytest.mark.parametrize("settings", [(404, "Not Found"), (200, '{"config":{"line.proto.support.versions":[1]}}')])
+async def test_a_server_without_binary_doubles_gets_text_and_refuses_nothing_it_can_read(
+    _local_questdb, reader, settings
+):
+    older = OlderQuestDB(_local_questdb.http_port, settings)
+    await older.start()
+    b = QuestDBBackend(_local_questdb.model_copy(update={"http_port": older.port}))
+    s = sym()
+    try:
+        await b.connect()
+        assert b.accepted is IlpVersion.TEXT
+        [text] = entries(quote(s, T0), version=b.ilp_version)
+        assert "lines" in text.payload
+        # A block encoded for a newer server before this one replaced it (during an outage) cannot be read by it:
+        # set aside with the reason, never sent to be misread. The text block lands.
+        [binary] = entries(quote(s, T0 + timedelta(minutes=1)), version=IlpVersion.BINARY)
+        with pytest.raises(Rejected) as info:
+            await b.write([text, dataclasses.replace(binary, id=2)])
+        assert [e.id for e in info.value.entries] == [2]
+        assert "encoded as ILP version 2" in info.value.reason and "accepts up to 1" in info.value.reason
+        assert [u.timestamp for u in await wait_for_rows(reader, s, 1)] == [T0]
+    finally:
+        await b.close()
+        await older.stop()
 
 
 # --- read side -------------------------------------------------------------------------------------

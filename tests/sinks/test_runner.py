@@ -4,17 +4,21 @@ The real backends are tested against the real servers in test_questdb.py / test_
 
 import asyncio
 import logging
+import re
 from datetime import UTC, datetime
+
+import pytest
 
 from sinks.base import Entry, Rejected
 from sinks.outbox import Outbox
 from sinks.runner import OutboxSink, SinkState
 from streamer.bus import EventBus
-from streamer.config import Config, OutboxConfig, ReconnectConfig
+from streamer.compose import Lifecycle
+from streamer.config import OutboxConfig, ReconnectConfig
 from streamer.events import EventType, QuoteBatch
-from streamer.manager import RealTimeStreamManager
 from streamer.model import MarketStatus, StockUpdate
-from tests.helpers import NoQuotes
+from tests.support import quotes
+from tests.support.waiting import until
 
 T = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 FAST = ReconnectConfig(initial_delay=0.01, max_delay=0.04, failed_after=3)
@@ -25,6 +29,7 @@ class RemoteDouble:
 
     name = "double"
     event_types = frozenset({EventType.STOCK_UPDATE})
+    rows_per_write = 5000
 
     def __init__(self, up=True):
         self.up = up
@@ -54,33 +59,42 @@ class RemoteDouble:
 
 
 def batch(n, symbol="PKN"):
-    return QuoteBatch(n, (StockUpdate(symbol=symbol, price=10.0 + n, timestamp=T, data_source="t"),), MarketStatus.OPEN)
+    return quotes.batch(quotes.quote(symbol, 10.0 + n, at=T, source="t"), cycle=n)
 
 
-async def until(condition, timeout=5.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
+class States(logging.Handler):
+    """The sink's states in order, as its `sink.state` log lines tell them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if (m := re.match(r"sink\.state sink=\S+ state=(\w+)", record.getMessage())) is not None:
+            self.seen.append(m[1])
+
+
+@pytest.fixture
+def states():
+    handler, logger = States(), logging.getLogger("sinks.runner")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler.seen
+    logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 async def start(tmp_path, backend, reconnect=FAST):
     bus = EventBus()
-    states = []
-
-    async def record(e):
-        states.append(e.state)
-
-    bus.subscribe("states", record, [EventType.CONNECTION_STATUS])
     sink = OutboxSink(backend, data_dir=tmp_path, reconnect=reconnect, outbox=OutboxConfig())
     await sink.start(bus)
-    return bus, sink, states
+    return bus, sink
 
 
-async def test_healthy_backend_gets_one_write_per_batch_in_order(tmp_path):
+async def test_healthy_backend_gets_one_write_per_batch_in_order(tmp_path, states):
     backend = RemoteDouble()
-    bus, sink, states = await start(tmp_path, backend)
+    bus, sink = await start(tmp_path, backend)
     for n in range(5):
         await bus.publish(batch(n))
         await until(lambda n=n: len(backend.rows) == n + 1)
@@ -91,15 +105,15 @@ async def test_healthy_backend_gets_one_write_per_batch_in_order(tmp_path):
     await sink.stop(1)
 
 
-async def test_outage_fills_the_outbox_and_recovery_delivers_everything_in_order(tmp_path):
+async def test_outage_fills_the_outbox_and_recovery_delivers_everything_in_order(tmp_path, states):
     backend = RemoteDouble(up=False)
-    bus, sink, states = await start(tmp_path, backend)
+    bus, sink = await start(tmp_path, backend)
     for n in range(20):
         await bus.publish(batch(n))
     await until(lambda: sink.state is SinkState.FAILED)  # after failed_after attempts; still retrying
     connects = backend.connects
     await until(lambda: backend.connects > connects + 1)
-    assert sink.outbox.depth == 20 and sink.status()["outbox_oldest_age_seconds"] >= 0
+    assert sink.outbox.depth == 20 and sink.health().wire()["outbox_oldest_age_seconds"] >= 0
     backend.up = True
     await until(lambda: sink.outbox.depth == 0)
     assert [r["price"] for r in backend.rows] == [10.0 + n for n in range(20)]
@@ -109,9 +123,9 @@ async def test_outage_fills_the_outbox_and_recovery_delivers_everything_in_order
     await sink.stop(1)
 
 
-async def test_a_lost_connection_reconnects_with_backoff(tmp_path):
+async def test_a_lost_connection_reconnects_with_backoff(tmp_path, states):
     backend = RemoteDouble()
-    bus, sink, states = await start(tmp_path, backend)
+    bus, sink = await start(tmp_path, backend)
     await bus.publish(batch(0))
     await until(lambda: len(backend.rows) == 1)
     backend.up = False
@@ -119,15 +133,15 @@ async def test_a_lost_connection_reconnects_with_backoff(tmp_path):
     await until(lambda: sink.state is SinkState.RECONNECTING)
     backend.up = True
     await until(lambda: len(backend.rows) == 2)
-    await until(lambda: len(states) >= 4)  # state events reach subscribers through the bus
+    await until(lambda: len(states) >= 4)
     assert states[:4] == ["connecting", "connected", "reconnecting", "connected"]
-    assert sink.reconnects == 1
+    assert sink.counters.reconnects == 1
     await sink.stop(1)
 
 
 async def test_rejected_entries_are_set_aside_and_the_rest_delivered(tmp_path):
     backend = RemoteDouble()
-    bus, sink, _ = await start(tmp_path, backend)
+    bus, sink = await start(tmp_path, backend)
     await bus.publish(
         QuoteBatch(
             1,
@@ -138,7 +152,7 @@ async def test_rejected_entries_are_set_aside_and_the_rest_delivered(tmp_path):
             MarketStatus.OPEN,
         )
     )
-    await until(lambda: sink.rejected == 1)
+    await until(lambda: sink.counters.rejected == 1)
     assert [r["symbol"] for r in backend.rows] == ["PKN"]
     assert sink.outbox.depth == 0 and sink.outbox.rejected_count() == 1
     await sink.stop(1)
@@ -162,7 +176,7 @@ class BlockDouble(RemoteDouble):
 
 async def test_rows_not_entries_are_counted_and_only_refused_rows_set_aside(tmp_path):
     backend = BlockDouble()
-    bus, sink, _ = await start(tmp_path, backend)
+    bus, sink = await start(tmp_path, backend)
     await bus.publish(
         QuoteBatch(
             1,
@@ -173,22 +187,22 @@ async def test_rows_not_entries_are_counted_and_only_refused_rows_set_aside(tmp_
             MarketStatus.OPEN,
         )
     )
-    await until(lambda: sink.rejected)
+    await until(lambda: sink.counters.rejected)
     assert backend.rows == ["PKN", "PKO", "CDR"]
-    assert (sink.delivered, sink.rejected) == (3, 2)
+    assert (sink.counters.delivered, sink.counters.rejected) == (3, 2)
     assert sink.outbox.depth == 0 and sink.outbox.rejected_count() == 2
     await sink.stop(1)
 
 
 async def test_a_killed_daemon_delivers_its_outbox_on_the_next_start(tmp_path):
     down = RemoteDouble(up=False)
-    bus, sink, _ = await start(tmp_path, down)
+    bus, sink = await start(tmp_path, down)
     for n in range(3):
         await bus.publish(batch(n))
     await until(lambda: sink.outbox.depth == 3)
     sink._task.cancel()  # the process dies: no stop(), no flush
     backend = RemoteDouble()
-    _bus2, sink2, _ = await start(tmp_path, backend)
+    _bus2, sink2 = await start(tmp_path, backend)
     await until(lambda: len(backend.rows) == 3)
     assert [r["price"] for r in backend.rows] == [10.0, 11.0, 12.0]
     await sink2.stop(1)
@@ -207,7 +221,7 @@ async def test_a_full_outbox_refuses_new_entries_with_an_error_and_one_alert(tmp
     await sink.start(bus)
     for n in range(130):
         await bus.publish(batch(n))
-    await until(lambda: sink.refused == 30)
+    await until(lambda: sink.counters.refused == 30)
     await until(lambda: len(alerts) == 1)
     assert alerts[0].kind == "system" and "double outbox is full" in alerts[0].message
     assert "sink.outbox_full sink=double" in caplog.text
@@ -244,7 +258,7 @@ def pending_on_disk(tmp_path) -> int:
 
 
 async def test_stop_does_not_wait_for_a_backend_never_reached_and_keeps_the_backlog(tmp_path, caplog):
-    bus, sink, _ = await start(tmp_path, RemoteDouble(up=False))
+    bus, sink = await start(tmp_path, RemoteDouble(up=False))
     for n in range(3):
         await bus.publish(batch(n))
     await until(lambda: sink.outbox.depth == 3 and sink.last_error is not None)  # an attempt has failed
@@ -257,7 +271,7 @@ async def test_stop_does_not_wait_for_a_backend_never_reached_and_keeps_the_back
 
 async def test_stop_does_not_wait_while_reconnecting(tmp_path, caplog):
     backend = RemoteDouble()
-    bus, sink, _ = await start(tmp_path, backend)
+    bus, sink = await start(tmp_path, backend)
     await bus.publish(batch(0))
     await until(lambda: len(backend.rows) == 1)
     backend.up = False
@@ -271,7 +285,7 @@ async def test_stop_does_not_wait_while_reconnecting(tmp_path, caplog):
 async def test_stop_waits_for_a_connected_backend_to_take_what_is_pending(tmp_path, caplog):
     caplog.set_level(logging.INFO, "sinks.runner")
     backend = GatedDouble()
-    bus, sink, _ = await start(tmp_path, backend)
+    bus, sink = await start(tmp_path, backend)
     await bus.publish(batch(0))
     await backend.writing.wait()
     stopping = asyncio.create_task(sink.stop(60))
@@ -287,7 +301,7 @@ async def test_stop_waits_for_a_connected_backend_to_take_what_is_pending(tmp_pa
 
 async def test_stop_ends_its_wait_when_the_connection_is_lost(tmp_path, caplog):
     backend = GatedDouble()
-    bus, sink, _ = await start(tmp_path, backend)
+    bus, sink = await start(tmp_path, backend)
     await bus.publish(batch(0))
     await backend.writing.wait()
     stopping = asyncio.create_task(sink.stop(60))
@@ -316,7 +330,7 @@ class SlowToConnect(RemoteDouble):
 async def test_stop_waits_for_a_first_connection_attempt_in_flight(tmp_path):
     """Nothing says the server is down yet (`streamer replay` stops right after publishing): deliver if it can."""
     backend = SlowToConnect()
-    bus, sink, _ = await start(tmp_path, backend)
+    bus, sink = await start(tmp_path, backend)
     await bus.publish(batch(0))
     await until(lambda: sink.outbox.depth == 1 and backend.connecting.is_set())
     stopping = asyncio.create_task(sink.stop(60))
@@ -330,7 +344,7 @@ async def test_stop_waits_for_a_first_connection_attempt_in_flight(tmp_path):
 
 async def test_stop_ends_its_wait_when_a_first_connection_attempt_fails(tmp_path):
     backend = SlowToConnect(up=False)
-    bus, sink, _ = await start(tmp_path, backend)
+    bus, sink = await start(tmp_path, backend)
     await bus.publish(batch(0))
     await until(lambda: sink.outbox.depth == 1 and backend.connecting.is_set())
     stopping = asyncio.create_task(sink.stop(60))
@@ -347,16 +361,38 @@ async def test_connected_sinks_share_one_shutdown_timeout(tmp_path):
     for i, backend in enumerate(backends):
         backend.name = f"slow{i}"
         sinks.append(OutboxSink(backend, data_dir=tmp_path, reconnect=FAST, outbox=OutboxConfig()))
-    manager = RealTimeStreamManager(
-        Config(shutdown_timeout=timeout), provider=NoQuotes(), schedule=None, clock=None, symbols=[], sinks=sinks
-    )
-    await manager.start()
-    await manager.bus.publish(batch(0))
+    bus, components = EventBus(), Lifecycle(sinks)
+    await components.start(bus, timeout=timeout)
+    await bus.publish(batch(0))
     for backend in backends:
         await asyncio.wait_for(backend.writing.wait(), 5)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    assert await manager.shutdown()
+    assert await components.shutdown(bus, timeout)
     took = loop.time() - started
     assert timeout <= took < 1.5 * timeout  # each waited for its server, at the same time
     assert [s.outbox.depth for s in sinks] == [1, 1]  # kept for the next start
+
+
+async def test_with_a_backlog_on_the_bus_writes_start_before_every_event_is_stored(tmp_path):
+    """Events queued on the bus faster than the sink stores them: delivery overlaps with storing the rest."""
+    backend = RemoteDouble()
+    stored_at_first_write: list[int] = []
+    write = backend.write
+
+    async def recording(entries):
+        if not stored_at_first_write:
+            stored_at_first_write.append(sink.outbox.depth)
+        await write(entries)
+
+    backend.write = recording
+    bus, sink = await start(tmp_path, backend)
+    await until(lambda: sink.state is SinkState.CONNECTED)
+    total = 1000  # ten bus batches of 100
+    for n in range(total):
+        await bus.publish(batch(n))
+    await until(lambda: len(backend.rows) == total, 30)
+    assert [r["price"] for r in backend.rows] == [10.0 + n for n in range(total)]  # in order
+    assert backend.writes > 1 and stored_at_first_write[0] < total  # the first write did not wait for them all
+    await sink.stop()
+    await bus.close()

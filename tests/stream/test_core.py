@@ -111,7 +111,7 @@ async def test_the_local_feed_numbers_the_bus_batches_under_one_epoch_and_feeds_
         json.dumps(u.to_dict(), separators=(",", ":")) for u in updates
     ]
     assert got[0]["timestamp"] == "2026-01-05T09:00:00.000Z" and core.market_status is MarketStatus.OPEN
-    assert local.status() == {
+    assert local.health().wire() == {
         "state": "stopped",
         "source": "local",
         "epoch": local.epoch,

@@ -15,8 +15,8 @@ from streamer.app import Daemon, build_daemon, demo_config
 from streamer.config import Config
 from streamer.events import QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
-from tests.http.sse_client import SseClient
-from tests.ws import client, expect, subscribed
+from tests.support.sse_client import SseClient
+from tests.support.ws import client, expect, subscribed
 
 
 @asynccontextmanager
@@ -29,35 +29,35 @@ async def started(tmp_path, *, websocket: bool) -> AsyncIterator[Daemon]:
         "http": {"port": 0, "dashboard": False},
     }
     daemon = build_daemon(demo_config(Config.model_validate(raw)))
-    await daemon.manager.start()
+    await daemon.lifecycle.start(daemon.bus, timeout=5)
     try:
         yield daemon
     finally:
-        await daemon.manager.shutdown()
+        await daemon.shutdown()
 
 
 async def publish(daemon: Daemon, *symbols: str) -> None:
     now = datetime.now(UTC)
     updates = tuple(StockUpdate(symbol=s, price=10.0, timestamp=now, data_source="test") for s in symbols)
-    await daemon.manager.bus.publish(QuoteBatch(1, updates, MarketStatus.OPEN, now))
-    assert await daemon.manager.bus.drain(5)
+    await daemon.bus.publish(QuoteBatch(1, updates, MarketStatus.OPEN, now))
+    assert await daemon.bus.drain(5)
 
 
 @pytest.mark.parametrize("websocket", [True, False])
 async def test_websocket_and_sse_clients_see_one_numbering_whichever_transports_run(tmp_path, websocket):
     async with started(tmp_path, websocket=websocket) as daemon:
-        names = [c.name for c in daemon.manager.sinks]
+        names = [c.name for c in daemon.components]
         # The feed starts before the transports and stops after them (components stop in reverse).
         assert names.index("stream") < names.index("http") and (
             not websocket or names.index("stream") < names.index("websocket")
         )
         await publish(daemon, "PKN")
-        http = daemon.http
+        http = daemon.component("http")
         async with aiohttp.ClientSession(base_url=http.url) as session, session.get("/api/v1/stream") as resp:
             sse = SseClient(resp)
             snapshot = await sse.next_of("snapshot")
             if websocket:
-                async with client(daemon.ws.url) as ws:
+                async with client(daemon.component("websocket").url) as ws:
                     confirmed = await subscribed(ws)
                     await publish(daemon, "PKO")
                     over_ws = await expect(ws, "stock_updates")

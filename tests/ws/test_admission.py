@@ -13,8 +13,9 @@ from websockets.exceptions import InvalidHandshake
 from streamer.bus import EventBus
 from streamer.config import WebSocketConfig
 from streamer.ws import WebSocketServer
-
-from . import SYMBOLS, batch, client, expect, running_server, subscribed, wait_until
+from tests.support.quotes import SYMBOLS, batch
+from tests.support.waiting import until
+from tests.support.ws import client, expect, running_server, subscribed
 
 
 async def test_a_connection_storm_is_admitted_at_the_configured_rate_and_nobody_is_refused():
@@ -38,7 +39,7 @@ async def test_a_connection_storm_is_admitted_at_the_configured_rate_and_nobody_
     # The bucket holds rate/20 tokens, so the storm takes about (storm - burst) / rate seconds, not one moment.
     burst = max(1, int(rate / 20))
     assert max(admitted) - started >= (storm - burst - 1) / rate
-    assert server.counters["paced"] > 0 and server.counters["connections"] == storm + 1
+    assert server.health().details.paced > 0 and server.health().details.connections == storm + 1
 
 
 async def test_clients_waiting_to_be_accepted_are_refused_at_once_when_the_server_stops():
@@ -49,8 +50,8 @@ async def test_clients_waiting_to_be_accepted_are_refused_at_once_when_the_serve
     try:
         async with client(server.url):
             queued = [asyncio.ensure_future(connect(server.url, open_timeout=30)) for _ in range(5)]
-            await wait_until(lambda: server.counters["paced"] > 0)  # the next one found no token
-            assert not any(task.done() for task in queued) and server.counters["connections"] == 1
+            await until(lambda: server.health().details.paced > 0)  # the next one found no token
+            assert not any(task.done() for task in queued) and server.health().details.connections == 1
             started = time.monotonic()
             await server.stop(2)
             outcomes = await asyncio.gather(*queued, return_exceptions=True)
@@ -60,4 +61,4 @@ async def test_clients_waiting_to_be_accepted_are_refused_at_once_when_the_serve
         await bus.close(1)
     # Refused by the closed socket, not left to the clients' 30 s timeout; none was admitted past the pace.
     assert waited < 5 and all(isinstance(o, (OSError, InvalidHandshake)) for o in outcomes), outcomes
-    assert server.counters["connections"] == 1
+    assert server.health().details.connections == 1

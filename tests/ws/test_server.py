@@ -1,29 +1,22 @@
-"""WebSocketServer with real `websockets` clients over 127.0.0.1 and a real EventBus publishing QuoteBatch events."""
+"""WebSocketServer fan-out with real `websockets` clients over 127.0.0.1 and a real EventBus publishing QuoteBatch
+events: subscriptions, resume and resync, malformed input and limits, slow clients, shutdown. TLS, access control
+and the memory budget have files of their own (tests/ws/test_tls.py, tests/security/test_ws_access.py,
+tests/load/test_memory.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-import json
-import logging
 import socket
-import ssl
 import statistics
-import subprocess
-import sys
 import time
-import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
 import pytest
-from aiohttp import web
 from prometheus_client import REGISTRY
-from pydantic import SecretStr
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from streamer import __version__
 from streamer.events import Alert, MarketStatusChanged
@@ -31,44 +24,22 @@ from streamer.model import MarketStatus
 from streamer.stream.feed import NumberedBatch
 from streamer.stream.messages import encode
 from streamer.ws import PROTOCOL_VERSION
-from streamer.ws.auth import Authenticator, RedactTokens, origins, token_from_header
-
-from . import (
+from tests.support.quotes import batch, quote
+from tests.support.waiting import until
+from tests.support.ws import (
     ANY,
-    SYMBOLS,
-    batch,
     client,
+    closed_with,
     expect,
-    quote,
     recv_json,
     running_server,
     send,
     still_open,
     subscribed,
-    wait_until,
+    symbols_of,
 )
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def server_log(caplog) -> str:
-    """What the server side logged (the test's own websockets client logs its request headers at DEBUG)."""
-    return "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("websockets.client"))
-
-
-def symbols_of(message: dict) -> list[str]:
-    return [q["symbol"] for q in message["data"]]
-
-
-async def closed_with(ws) -> tuple[int, str]:
-    """Read until the server closes; the close code and reason it sent."""
-    try:
-        async with asyncio.timeout(5):
-            while True:
-                await ws.recv()
-    except ConnectionClosed as e:
-        assert e.rcvd is not None, e
-        return e.rcvd.code, e.rcvd.reason
 
 
 # --- connecting, subscribing, filtering -----------------------------------------------------------
@@ -125,7 +96,7 @@ async def test_clients_with_the_same_subscription_share_one_encoded_message():
             await subscribed(a, "PKN", "PKO")
             await subscribed(b, "PKO", "PKN")
             await subscribed(c, "KGH")
-            assert server.status()["groups"] == 2
+            assert server.health().wire()["groups"] == 2
             await bus.publish(batch("PKN", "KGH"))
             raw_a, raw_b = await a.recv(), await b.recv()
     assert raw_a == raw_b
@@ -231,7 +202,7 @@ async def test_resume_replays_exactly_the_missed_batches_then_goes_live():
     assert confirmed["snapshot"] == []
     assert [(m["seq"], m["prev_seq"], symbols_of(m)) for m in replayed] == [(2, 1, ["PKO"]), (4, 2, ["PKN"])]
     assert (live["seq"], live["prev_seq"]) == (5, 4)
-    assert server.counters["recovered"] == 1
+    assert server.health().details.recovered == 1
 
 
 async def test_resume_while_batches_keep_arriving_has_no_gap_and_no_duplicate():
@@ -371,7 +342,7 @@ async def test_rate_limit_answers_once_per_burst_then_recovers():
             now[0] += 0.2  # one token back
             await still_open(ws)
     assert [r["type"] for r in replies] == ["pong"] * 5 + ["error"]
-    assert replies[5]["code"] == "rate_limited" and server.counters["rate_limited"] == 3
+    assert replies[5]["code"] == "rate_limited" and server.health().details.rate_limited == 3
 
 
 async def test_a_client_that_keeps_flooding_is_closed_with_1008():
@@ -382,7 +353,7 @@ async def test_a_client_that_keeps_flooding_is_closed_with_1008():
                     await send(ws, type="ping", id=i)
             code, reason = await closed_with(ws)
     assert (code, reason) == (1008, "rate limit exceeded")
-    assert server.counters["closed_rate_limited"] == 1
+    assert server.health().details.closed_rate_limited == 1
 
 
 # --- slow clients and keepalive -----------------------------------------------------------------------
@@ -413,25 +384,25 @@ async def test_a_stalled_client_is_closed_with_1013_and_does_not_slow_the_others
                 await subscribed(stalled)
                 with_stalled = []
                 async with asyncio.timeout(20):
-                    while server.counters["closed_slow"] == 0:
+                    while server.health().details.closed_slow == 0:
                         with_stalled += await latencies(bus, healthy, 1)
                 with_stalled += await latencies(bus, healthy, 10)  # and after it was closed
                 code, reason = await closed_with(stalled)
             await still_open(healthy)
-            await wait_until(lambda: server.status()["clients"] == 1)
+            await until(lambda: server.health().wire()["clients"] == 1)
     assert (code, reason) == (1013, "send buffer full: client too slow")
     assert len(with_stalled) > 10  # the stalled client's backlog really built up over many batches
     # Fan-out never waits for a client, so the healthy client's latency does not grow with a stalled one.
     assert statistics.median(with_stalled) < 3 * statistics.median(alone)
-    assert server.counters["dropped"] == 1 and server.counters["closed_slow"] == 1
+    assert server.health().details.dropped == 1 and server.health().details.closed_slow == 1
 
 
 async def test_keepalive_closes_a_peer_that_stopped_answering_pings():
     async with running_server(ping_interval=0.1, ping_timeout=0.1, close_timeout=0.2) as (server, _bus):
         async with client(server.url, ping_interval=None, close_timeout=0.1) as ws:
-            await wait_until(lambda: server.status()["clients"] == 1)
+            await until(lambda: server.health().wire()["clients"] == 1)
             ws.transport.pause_reading()  # pings are no longer answered
-            await wait_until(lambda: server.status()["clients"] == 0)
+            await until(lambda: server.health().wire()["clients"] == 0)
 
 
 async def test_stop_does_not_wait_past_its_timeout_for_a_client_that_stopped_reading():
@@ -448,275 +419,11 @@ async def test_stop_closes_clients_with_1001_and_reports_status():
     async with running_server() as (server, _bus):
         async with client(server.url) as ws:
             await subscribed(ws, "PKN")
-            status = server.status()
+            status = server.health().wire()
             assert REGISTRY.get_sample_value("streamer_ws_clients") == 1
             await server.stop(2)
             code, reason = await closed_with(ws)
     assert (code, reason) == (1001, "server shutting down")
     assert status["state"] == "listening" and status["clients"] == 1 and status["epoch"] == server.history.epoch
     assert {"seq", "history_depth", "messages_sent", "closed_slow", "auth_refused"} <= set(status)
-    assert server.status()["state"] == "stopped"
-
-
-async def test_wss_with_a_self_signed_certificate(tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    trust = ssl.create_default_context(cafile=str(cert))
-    async with running_server(tls_cert=cert, tls_key=key) as (server, bus):
-        assert server.url.startswith("wss://")
-        async with client(server.url, ssl=trust) as ws:
-            await subscribed(ws, "PKN")
-            await bus.publish(batch("PKN"))
-            assert symbols_of(await expect(ws, "stock_updates")) == ["PKN"]
-        with pytest.raises(ssl.SSLCertVerificationError):
-            await connect(server.url)  # the system trust store does not know this certificate
-
-
-IDLE_CLIENTS = r"""
-import asyncio, json, sys
-from websockets.asyncio.client import connect
-
-async def one(url, i, ready):
-    async with connect(url, compression=None, ping_interval=None) as ws:
-        await ws.recv()
-        symbols = {} if i % 2 else {"symbols": ["PKN", "PKO", "KGH"][: 1 + i % 3]}
-        await ws.send(json.dumps({"type": "subscribe", **symbols}))
-        await ws.recv()
-        ready.append(i)
-        await asyncio.Future()
-
-async def main(url, n):
-    ready = []
-    tasks = [asyncio.create_task(one(url, i, ready)) for i in range(n)]
-    while len(ready) < n:
-        await asyncio.sleep(0.01)
-    print("ready", flush=True)
-    await asyncio.Future()
-
-asyncio.run(main(sys.argv[1], int(sys.argv[2])))
-"""
-
-
-async def test_an_idle_client_costs_the_server_less_than_20_kib():
-    n = 400
-    async with running_server() as (server, bus):
-        await bus.publish(batch(*SYMBOLS))
-        await bus.drain(5)
-        gc.collect()
-        tracemalloc.start()
-        try:
-            before = tracemalloc.take_snapshot()
-            clients = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", IDLE_CLIENTS, server.url, str(n), stdout=asyncio.subprocess.PIPE
-            )
-            try:
-                assert await asyncio.wait_for(clients.stdout.readline(), 30) == b"ready\n"
-                await bus.publish(batch(*SYMBOLS))
-                await bus.drain(5)
-                gc.collect()
-                after = tracemalloc.take_snapshot()
-                assert server.status()["clients"] == n and server.status()["groups"] == 4
-            finally:
-                clients.kill()
-                await clients.wait()
-        finally:
-            tracemalloc.stop()
-    per_client = sum(d.size_diff for d in after.compare_to(before, "filename")) / n
-    print(f"server heap per idle client: {per_client / 1024:.1f} KiB")
-    assert per_client < 20 * 1024, f"{per_client / 1024:.1f} KiB per idle client"
-
-
-# --- access control -----------------------------------------------------------------------------------------
-
-TOKEN = "shared-secret-token-1"
-
-
-async def test_auth_required_refuses_a_client_without_a_token():
-    async with running_server(require_auth=True, tokens=[TOKEN], auth_timeout=0.3) as (server, _bus):
-        async with connect(server.url) as ws:
-            assert await closed_with(ws) == (1008, "authentication required")
-        async with connect(server.url) as ws:
-            await send(ws, type="subscribe")  # the first message must be auth
-            assert await closed_with(ws) == (1008, "authentication required")
-    assert server.counters["auth_refused"] == 2
-
-
-async def test_auth_required_refuses_a_wrong_token(caplog):
-    caplog.set_level(logging.DEBUG)
-    async with running_server(require_auth=True, tokens=[TOKEN]) as (server, _bus):
-        async with connect(server.url, additional_headers={"Authorization": "Bearer wrong-token-2"}) as ws:
-            assert await closed_with(ws) == (1008, "authentication failed")
-        async with connect(server.url) as ws:
-            await send(ws, type="auth", token="wrong-token-3")
-            assert await closed_with(ws) == (1008, "authentication failed")
-    assert "wrong-token" not in server_log(caplog) and "authentication" in server_log(caplog)
-
-
-async def test_a_client_leaving_before_it_authenticates_is_not_an_error(caplog):
-    async with running_server(require_auth=True, tokens=[TOKEN], auth_timeout=5) as (server, _bus):
-        async with connect(server.url):
-            await wait_until(lambda: server.counters["connections"] == 1)
-    # Stopping the server waited for the connection's handler to end.
-    assert "connection handler failed" not in caplog.text and server.counters["auth_refused"] == 0
-
-
-@pytest.mark.parametrize("header", [f"Bearer {TOKEN}", TOKEN])
-async def test_a_good_shared_token_in_the_header_is_accepted(header, caplog):
-    caplog.set_level(logging.DEBUG)
-    async with running_server(require_auth=True, tokens=["other", TOKEN]) as (server, _bus):
-        async with connect(server.url, additional_headers={"Authorization": header}) as ws:
-            assert (await expect(ws, "connection"))["authenticated"] is True
-            await still_open(ws)
-    assert TOKEN not in server_log(caplog) and "Authorization: ***" in server_log(caplog)
-
-
-async def test_a_good_shared_token_in_the_first_message_is_accepted(caplog):
-    caplog.set_level(logging.DEBUG)
-    async with running_server(require_auth=True, tokens=[TOKEN]) as (server, _bus):
-        async with connect(server.url) as ws:
-            await send(ws, type="auth", token=TOKEN)
-            await expect(ws, "connection")
-            assert (await subscribed(ws, "PKN"))["symbols"] == ["PKN"]
-    assert TOKEN not in server_log(caplog) and '"token": "***"' in server_log(caplog)
-
-
-async def test_a_browser_origin_outside_the_allow_list_is_refused_at_the_handshake():
-    async with running_server(allowed_origins=["https://app.example.com"]) as (server, _bus):
-        with pytest.raises(InvalidStatus) as refused:
-            await connect(server.url, origin="https://evil.example.net")
-        assert refused.value.response.status_code == 403
-        async with client(server.url, origin="https://app.example.com") as ws:
-            await still_open(ws)
-        async with client(server.url) as ws:  # no Origin: not a browser
-            await still_open(ws)
-
-
-@pytest.fixture
-async def fake_pocketbase():
-    """A loopback stand-in for PocketBase's `POST /api/collections/users/auth-refresh`."""
-    calls: list[str] = []
-
-    async def auth_refresh(request: web.Request) -> web.Response:
-        calls.append(request.headers.get("Authorization", ""))
-        if request.headers.get("Authorization") == "pb-user-token":
-            return web.json_response({"token": "pb-user-token-refreshed", "record": {"id": "u1"}})
-        return web.json_response(
-            {"status": 401, "message": "The request requires valid record authorization token.", "data": {}}, status=401
-        )
-
-    app = web.Application()
-    app.router.add_post("/api/collections/users/auth-refresh", auth_refresh)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", calls
-    await runner.cleanup()
-
-
-async def test_a_pocketbase_user_token_is_checked_against_pocketbase_and_cached(fake_pocketbase):
-    url, calls = fake_pocketbase
-    async with running_server(require_auth=True, pocketbase_url=url) as (server, _bus):
-        for _ in range(2):
-            async with connect(server.url, additional_headers={"Authorization": "pb-user-token"}) as ws:
-                await expect(ws, "connection")
-        async with connect(server.url) as ws:
-            await send(ws, type="auth", token="expired-user-token")
-            assert await closed_with(ws) == (1008, "authentication failed")
-    assert calls == ["pb-user-token", "expired-user-token"]  # the second good connection used the cache
-
-
-async def test_a_pocketbase_token_is_refused_when_pocketbase_is_unreachable():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # bound, not listening: connection refused
-        async with running_server(require_auth=True, pocketbase_url=dead) as (server, _bus):
-            async with connect(server.url, additional_headers={"Authorization": "pb-user-token"}) as ws:
-                assert await closed_with(ws) == (1008, "authentication failed")
-
-
-async def test_cached_pocketbase_results_expire(fake_pocketbase):
-    url, calls = fake_pocketbase
-    now = [0.0]
-    auth = Authenticator([], pocketbase_url=url, cache_ttl=60, clock=lambda: now[0])
-    try:
-        assert await auth.check("pb-user-token") and await auth.check("pb-user-token")
-        now[0] = 61.0
-        assert await auth.check("pb-user-token")
-        assert not await auth.check("nope") and not await auth.check("nope")  # refusals are not cached
-    finally:
-        await auth.close()
-    assert calls == ["pb-user-token", "pb-user-token", "nope", "nope"]
-
-
-def test_auth_helpers():
-    assert token_from_header("Bearer abc") == "abc" and token_from_header("bearer  abc ") == "abc"
-    assert token_from_header("abc") == "abc"
-    assert token_from_header(None) is None and token_from_header("Bearer ") is None
-    assert origins([]) is None
-    assert origins(["https://a.example/"]) == ["https://a.example", None]
-    assert Authenticator([SecretStr("x"), SecretStr("y")]).shared_token_ok("y")
-    assert not Authenticator([]).shared_token_ok("y")
-    record = logging.LogRecord(
-        "websockets.server", logging.DEBUG, "f", 1, "< %s: %s", ("Authorization", "Bearer s"), None
-    )
-    RedactTokens().filter(record)
-    assert record.getMessage() == "< Authorization: ***"
-
-
-@pytest.mark.servers
-async def test_a_real_pocketbase_user_token_is_accepted(request):
-    if not (REPO / "scripts" / "run_pocketbase.sh").exists():
-        pytest.skip("scripts/run_pocketbase.sh is not there yet: no real PocketBase to test against")
-    pb = request.getfixturevalue("pocketbase_config")
-    email, password = f"ws-{time.time_ns()}@example.com", "ws-test-password-1"
-    async with aiohttp.ClientSession(base_url=pb.url) as http:
-        admin = await (
-            await http.post(
-                "/api/collections/_superusers/auth-with-password",
-                json={"identity": pb.admin_email, "password": pb.admin_password.get_secret_value()},
-            )
-        ).json()
-        created = await http.post(
-            "/api/collections/users/records",
-            headers={"Authorization": admin["token"]},
-            json={"email": email, "password": password, "passwordConfirm": password},
-        )
-        assert created.status == 200, await created.text()
-        user = await (
-            await http.post("/api/collections/users/auth-with-password", json={"identity": email, "password": password})
-        ).json()
-    async with running_server(require_auth=True, pocketbase_url=pb.url) as (server, _bus):
-        async with connect(server.url, additional_headers={"Authorization": user["token"]}) as ws:
-            await expect(ws, "connection")
-        async with connect(server.url, additional_headers={"Authorization": user["token"][:-2]}) as ws:
-            assert await closed_with(ws) == (1008, "authentication failed")
-
-
-def test_quote_helper_makes_valid_updates():
-    assert quote("PKN", 1.5).to_dict()["price"] == 1.5
-    assert json.loads(json.dumps(quote("PKN").to_dict()))["symbol"] == "PKN"
+    assert server.health().wire()["state"] == "stopped"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from streamer.config import WebSocketConfig
 from streamer.ws import WebSocketServer
-
-from . import batch, running_server
+from tests.support.quotes import batch
+from tests.support.ws import running_server
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ws_client.py"
 

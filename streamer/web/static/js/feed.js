@@ -1,6 +1,7 @@
 // The quote feed: the WebSocket API (docs/websocket-api.md) while it is reachable, else polling
 // /api/v1/stocks with If-None-Match. Emits "quotes" (an array of quotes), "state" (live | reconnecting |
-// delayed) and "market" (a market_status payload).
+// delayed: this page's connection), "market" (a market_status payload) and "feeds" ({delivery, feeds}: where
+// the server's quotes come from, live push or delayed polling).
 
 const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 5000;
@@ -48,6 +49,10 @@ export class Feed extends EventTarget {
     this.dispatchEvent(new CustomEvent("state", { detail: state }));
   }
 
+  emitFeeds(detail) {
+    this.dispatchEvent(new CustomEvent("feeds", { detail }));
+  }
+
   emitQuotes(quotes) {
     if (quotes.length) this.dispatchEvent(new CustomEvent("quotes", { detail: quotes }));
   }
@@ -77,7 +82,11 @@ export class Feed extends EventTarget {
         this.retryMs = RECONNECT_MIN_MS;
         this.stopPolling();
         this.setState("live");
+        if (msg.delivery) this.emitFeeds({ delivery: msg.delivery, feeds: msg.feeds || [] });
         this.subscribe();
+        break;
+      case "feed_status":
+        this.emitFeeds(msg.data);
         break;
       case "subscription_confirmed":
       case "resync":

@@ -62,6 +62,7 @@ class Dashboard {
       this.chart.update(event.detail);
     });
     this.feed.addEventListener("state", (event) => this.showConnection(event.detail));
+    this.feed.addEventListener("feeds", (event) => this.showFeeds(event.detail));
     this.feed.addEventListener("market", (event) => {
       const m = event.detail;
       this.showMarket(m.status, m.next_status, m.next_change);
@@ -94,6 +95,17 @@ class Dashboard {
     badge.textContent = `market ${STATUS_LABELS[status] || status}`;
     $("market-next").textContent = nextAt
       ? `${STATUS_LABELS[nextStatus] || nextStatus} at ${formatWhen(nextAt, this.timeZone)}` : "";
+  }
+
+  /** Where the server's quotes come from: `live` while a push feed delivers, `delayed` when polling does. */
+  showFeeds({ delivery, feeds }) {
+    const box = $("feed");
+    box.dataset.delivery = delivery;
+    const live = feeds.filter((f) => f.delivery === "live");
+    const shown = (delivery === "live" ? live : feeds.filter((f) => f.delivery !== "live" && f.state !== "down"))[0];
+    $("feed-text").textContent = `feed ${delivery}${shown ? ` · ${shown.provider}` : ""}`;
+    box.title = feeds.map((f) => `${f.provider}: ${f.delivery}, ${f.state}`).join("\n");
+    this.table.setLiveSources(live.map((f) => f.provider));
   }
 
   showConnection(state) {

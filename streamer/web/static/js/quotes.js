@@ -23,6 +23,24 @@ export class QuoteTable {
     this.rows = new Map(); // symbol -> <tr>
     this.watching = null; // Set of watched symbols when signed in, else null
     this.selected = null;
+    this.liveSources = new Set(); // providers that push quotes as they trade; any other source is delayed
+  }
+
+  /** The push feeds (their quotes are live); a row shows whether its quote came from one. */
+  setLiveSources(providers) {
+    this.liveSources = new Set(providers);
+    this.tbody.closest("table").dataset.liveFeed = String(this.liveSources.size > 0);
+    for (const [symbol, row] of this.rows) {
+      const quote = this.latest.get(symbol);
+      if (quote) this.markSource(row, quote);
+    }
+  }
+
+  markSource(row, quote) {
+    const delivery = this.liveSources.has(quote.data_source) ? "live" : "delayed";
+    row.dataset.source = quote.data_source;
+    row.dataset.delivery = delivery;
+    row.cells[6].title = `${quote.data_source} (${delivery})`;
   }
 
   /** Show exactly these symbols, in this order. */
@@ -100,6 +118,7 @@ export class QuoteTable {
     pctCell.textContent = formatPercent(quote.change_percent);
     volCell.textContent = formatVolume(quote.volume);
     timeCell.textContent = formatTime(quote.timestamp, this.timeZone);
+    this.markSource(row, quote);
     const trend = direction(quote.change);
     for (const td of [changeCell, pctCell]) td.dataset.trend = trend;
     if (moved) {

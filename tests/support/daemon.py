@@ -10,7 +10,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from .waiting import until
+
+REPO = Path(__file__).resolve().parents[2]
 
 # Fast replay, every network part on a free port, storage sinks off unless a test turns them on.
 BASE_CONFIG = """\
@@ -67,8 +69,6 @@ def start_daemon(tmp_path: Path, config: Path, env: dict[str, str] | None = None
 
 async def wait_for(daemon: DaemonProcess, event: str, count: int = 1, timeout: float = 60) -> list[dict]:
     """The daemon's log lines of `event` once there are `count`; fails if it exits or the time runs out."""
-    from tests.helpers import until
-
     await until(
         lambda: len(daemon.events(event)) >= count or daemon.proc.poll() is not None, timeout, f"{count} x {event}"
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
@@ -32,6 +32,7 @@ PUSH_BATCHES = Counter("streamer_push_batches", "Batches published from a push f
 PUSH_TAKEOVERS = Counter(
     "streamer_push_takeovers", "Times the polling chain took a push feed's symbols over", ["provider"]
 )
+ROLE = Gauge("streamer_info", "1; which role this process runs (docs/scaling.md) and its version", ["role", "version"])
 # The broker (docs/scaling.md): the ingest's publishing, the edge's reading.
 _DELAY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BROKER_PUBLISHED = Counter("streamer_broker_published", "Batches and events the ingest published to Redis", ["kind"])

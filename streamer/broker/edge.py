@@ -12,12 +12,14 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
 from streamer.bus import EventBus
 from streamer.clock import Clock
+from streamer.component import Health, Skipped, State
 from streamer.config import BrokerConfig
 from streamer.events import Alert, FeedStatusChanged, MarketStatusChanged
 from streamer.metrics import BROKER_DELIVERY, BROKER_RELOADS, COMPONENTS
@@ -29,6 +31,9 @@ from streamer.universe import FollowedSet
 from .connection import connect, describe
 from .subscriber import ReloadReason, Snapshot, Subscriber
 
+if TYPE_CHECKING:
+    from streamer.compose import Context
+
 log = logging.getLogger("streamer.broker")
 
 RESTART_DELAY = 1.0  # seconds before the feed starts again after a bug ended it
@@ -36,8 +41,9 @@ RESTART_DELAY = 1.0  # seconds before the feed starts again after a bug ended it
 
 @dataclass(frozen=True, slots=True)
 class FeedDetails:
-    """What /api/v1/health shows of an edge's stream, besides its state and reason."""
+    """What /api/v1/health shows of an edge's stream, besides its state."""
 
+    reason: str | None  # why it is not connected
     source: str  # "broker" (LocalFeed says "local")
     broker: str  # where it reads (no password)
     epoch: str
@@ -155,11 +161,12 @@ class BrokerFeed:
             return "starting", "loading the stream from Redis"
         return "connected", None
 
-    def details(self) -> FeedDetails:
+    def health(self) -> Health[FeedDetails]:
+        word, reason = self.state()
         h = self.core.history
-        status = self.subscriber.status()
-        lag = status["lag_entries"]
-        return FeedDetails(
+        lag = self.subscriber.status()["lag_entries"]
+        details = FeedDetails(
+            reason=reason,
             source="broker",
             broker=describe(self.config),
             epoch=h.epoch,
@@ -170,13 +177,11 @@ class BrokerFeed:
             lag_seconds=round(self._lag, 6) if self._lag is not None else None,
             reloads=dict(self.subscriber.reloads),
         )
-
-    def status(self) -> dict[str, object]:
-        state, reason = self.state()
-        return {"state": state, "reason": reason, **asdict(self.details())}
+        state = {"connected": State.OK, "starting": State.STARTING}.get(word, State.DEGRADED)
+        return Health(state, details, label=word, reason=reason)
 
     def _gauges(self) -> Iterator[tuple[str, str, dict[str, str], float]]:
-        details = self.details()
+        details = self.health().details
         connected = float(self.state()[0] in ("connected", "waiting"))
         yield "streamer_broker_connected", "1 while Redis answers", {"side": "edge"}, connected
         if details.lag_entries is not None:
@@ -223,3 +228,12 @@ class FollowsTheStream:
     def _follow(self) -> None:
         carried = [s for s in self.core.history.latest if self.followed.watchable(s)]
         self.followed.set_list(self.LIST, carried, self.clock.now())
+
+
+def build(ctx: Context) -> BrokerFeed | Skipped:
+    """The edge's feed (role edge): the stream core from Redis, built before the transports that serve it."""
+    if ctx.stream is None:
+        return Skipped(BrokerFeed.name, "no streaming transport runs (websocket and http are disabled)")
+    if not ctx.config.broker.configured:
+        return Skipped(BrokerFeed.name, "no broker.url (STREAMER_REDIS_URL): nothing to read")
+    return BrokerFeed(ctx.stream, ctx.config.broker)

@@ -13,12 +13,14 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import suppress
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 from redis.backoff import EqualJitterBackoff
 
 from streamer.bus import EventBus, Overflow, Subscription
+from streamer.component import Health, Skipped, State
 from streamer.config import BrokerConfig
 from streamer.events import Alert, Event, EventType, FeedStatusChanged, MarketStatusChanged, QuoteBatch
 from streamer.metrics import BROKER_FENCED, BROKER_PUBLISH_DELAY, BROKER_PUBLISHED, BROKER_RESEEDS, COMPONENTS
@@ -30,6 +32,9 @@ from .layout import Keys
 from .lease import Lease
 from .publisher import BrokerUnavailable, Fenced, Publisher
 
+if TYPE_CHECKING:
+    from streamer.compose import Context
+
 log = logging.getLogger("streamer.broker")
 
 STANDBY_REASON = "another process holds the lease: this one publishes nothing until the lease comes to it"
@@ -37,8 +42,9 @@ STANDBY_REASON = "another process holds the lease: this one publishes nothing un
 
 @dataclass(frozen=True, slots=True)
 class PublisherDetails:
-    """What /api/v1/health shows of the ingest's publishing, besides its state and reason."""
+    """What /api/v1/health shows of the ingest's publishing, besides its state."""
 
+    reason: str | None  # why it is not connected
     broker: str  # where it publishes (no password)
     leader: bool  # holds the lease
     epoch: str | None
@@ -260,9 +266,11 @@ class BrokerPublisher:
             return "connected", None
         return "starting", None
 
-    def details(self) -> PublisherDetails:
+    def health(self) -> Health[PublisherDetails]:
+        word, reason = self.state()
         epoch, seq = self._position()
-        return PublisherDetails(
+        details = PublisherDetails(
+            reason=reason,
             broker=describe(self.config),
             leader=self.lease.held and not self.standby,
             epoch=epoch,
@@ -273,14 +281,19 @@ class BrokerPublisher:
             fenced=self.fenced,
             publish_delay=round(self._delay, 6) if self._delay is not None else None,
         )
-
-    def status(self) -> dict[str, object]:
-        state, reason = self.state()
-        return {"state": state, "reason": reason, **asdict(self.details())}
+        state = {"connected": State.OK, "starting": State.STARTING}.get(word, State.DEGRADED)
+        return Health(state, details, label=word, reason=reason, backlog=details.waiting)
 
     def _gauges(self) -> Iterator[tuple[str, str, dict[str, str], float]]:
         side = {"side": "ingest"}
         connected = self.state()[0] in ("connected", "standby")
         yield "streamer_broker_connected", "1 while Redis answers", side, float(connected)
-        yield "streamer_broker_leader", "1 while this ingest holds the lease", {}, float(self.details().leader)
+        yield "streamer_broker_leader", "1 while this ingest holds the lease", {}, float(self.health().details.leader)
         yield "streamer_broker_waiting", "Batches and events waiting for Redis", {}, float(self.publisher.waiting)
+
+
+def build(ctx: Context) -> BrokerPublisher | Skipped:
+    """The ingest's publisher (role ingest): every batch, market status, feed status and alert into Redis."""
+    if not ctx.config.broker.configured:
+        return Skipped(BrokerPublisher.name, "no broker.url (STREAMER_REDIS_URL): nothing to publish to")
+    return BrokerPublisher(ctx.config.broker)

@@ -117,22 +117,22 @@ async def test_redis_stopped_both_roles_say_so_the_edges_keep_serving_and_nothin
     async with ingest(broker_config) as i, edge(broker_config) as a:
         first = await i.publish("PKN", "PKO", price=20)
         await a.reached(i)
-        assert a.feed.status()["state"] == "connected" and i.component.status()["state"] == "connected"
+        assert a.feed.health().wire()["state"] == "connected" and i.component.health().wire()["state"] == "connected"
         async with client(a.ws.url) as ws:
             await subscribed(ws, *WATCHED)
             redis_server.stop()
             try:
-                await until(lambda: a.feed.status()["state"] == "disconnected", 20, "the edge noticing")
-                edge_health = a.feed.status()
+                await until(lambda: a.feed.health().wire()["state"] == "disconnected", 20, "the edge noticing")
+                edge_health = a.feed.health().wire()
                 assert str(first) in str(edge_health["reason"]) and "Redis unreachable" in str(edge_health["reason"])
                 assert edge_health["seq"] == first and edge_health["epoch"] == i.epoch
 
                 # The ingest keeps what the bus hands it, latest-wins, and says why.
                 await i.bus.publish(batch("PKN", price=21))
                 await i.bus.publish(batch("PKN", "PKO", price=22))
-                await until(lambda: i.component.status()["state"] == "disconnected", 20, "the ingest noticing")
-                assert i.component.status()["waiting"] == 1  # two batches merged into one
-                assert "Redis unreachable" in str(i.component.status()["reason"])
+                await until(lambda: i.component.health().wire()["state"] == "disconnected", 20, "the ingest noticing")
+                assert i.component.health().wire()["waiting"] == 1  # two batches merged into one
+                assert "Redis unreachable" in str(i.component.health().wire()["reason"])
 
                 # A new client of the edge is still served the snapshot it holds.
                 async with client(a.ws.url) as late:
@@ -146,8 +146,8 @@ async def test_redis_stopped_both_roles_say_so_the_edges_keep_serving_and_nothin
             resync = await expect(ws, "resync", timeout=30)
             assert resync["reason"] == "epoch_changed" and resync["epoch"] != first
             assert {q["symbol"]: q["price"] for q in resync["snapshot"]} == {"PKN": 22, "PKO": 22}
-            await until(lambda: a.feed.status()["state"] == "connected", 20, "the edge connected again")
-            assert i.component.status()["state"] == "connected" and i.component.publisher.reseeds == 1
+            await until(lambda: a.feed.health().wire()["state"] == "connected", 20, "the edge connected again")
+            assert i.component.health().wire()["state"] == "connected" and i.component.publisher.reseeds == 1
     assert i.component.publisher.waiting == 0
 
 
@@ -185,7 +185,7 @@ async def test_health_and_metrics_of_both_sides(broker_config):
         for _ in range(3):
             await i.publish(*WATCHED)
         await a.reached(i)
-        ingest_health, edge_health = i.component.status(), a.feed.status()
+        ingest_health, edge_health = i.component.health().wire(), a.feed.health().wire()
         assert ingest_health["leader"] is True and ingest_health["seq"] == i.seq == 3
         assert "password" not in str(ingest_health) and str(broker_config.password.get_secret_value()) not in str(
             ingest_health
@@ -204,8 +204,8 @@ async def test_a_second_ingest_stands_by_and_takes_over_with_every_latest_quote(
         await leader.publish("PKN", "PKO", "CDR", price=30)  # holds the lease from here on
         async with ingest(broker_config) as standby, edge(broker_config) as a:
             await standby.bus.publish(batch("PKN", "PKO", "CDR", price=31))
-            await until(lambda: standby.component.status()["state"] == "standby", 10, "the second ingest standing by")
-            assert standby.component.status()["leader"] is False
+            await until(lambda: standby.component.health().wire()["state"] == "standby", 10, "the second ingest standing by")
+            assert standby.component.health().wire()["leader"] is False
             assert standby.component.publisher.published_batches == 0
             await a.reached(leader)
 
@@ -214,7 +214,7 @@ async def test_a_second_ingest_stands_by_and_takes_over_with_every_latest_quote(
             await standby.bus.publish(batch("KGH", price=32))
             await until(lambda: standby.seq == leader.seq + 1, 10, "the new leader's first batch")
             await a.reached(standby)
-            assert standby.component.status()["state"] == "connected"
+            assert standby.component.health().wire()["state"] == "connected"
             (first,) = a.core.history.after(leader.seq) or []
     assert first.epoch == leader.epoch  # the numbering goes on
     # Every quote it knew, not only the new one; its own prices (it polls the same providers).

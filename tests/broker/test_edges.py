@@ -204,7 +204,9 @@ async def test_a_second_ingest_stands_by_and_takes_over_with_every_latest_quote(
         await leader.publish("PKN", "PKO", "CDR", price=30)  # holds the lease from here on
         async with ingest(broker_config) as standby, edge(broker_config) as a:
             await standby.bus.publish(batch("PKN", "PKO", "CDR", price=31))
-            await until(lambda: standby.component.health().wire()["state"] == "standby", 10, "the second ingest standing by")
+            await until(
+                lambda: standby.component.health().wire()["state"] == "standby", 10, "the second ingest standing by"
+            )
             assert standby.component.health().wire()["leader"] is False
             assert standby.component.publisher.published_batches == 0
             await a.reached(leader)

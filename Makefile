@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: bootstrap setup run test lint proto servers fetch-servers stop-servers check-config clean bench-quick bench
+.PHONY: bootstrap setup run run-scaled test lint proto servers fetch-servers stop-servers check-config clean bench-quick bench
 
 ## System packages (Java, Maven, Go, chromium, Redis ...): installed with apt-get when root, else it prints
 ## the exact command to run. Silent and quick when everything is there, so every target runs it.
@@ -26,6 +26,12 @@ run: setup servers
 	PB_ADMIN_PASSWORD="$${PB_ADMIN_PASSWORD:-$$(scripts/run_pocketbase.sh dev-password)}" \
 		$(BIN)/streamer run --demo $(RUN_ARGS) -c config.yaml
 
+## The same, scaled out (docs/scaling.md): Redis, one ingest on the demo feed and an edge of two workers on the
+## default ports, so the dashboard at http://127.0.0.1:8080/ is served through Redis. Ctrl-C stops both roles.
+run-scaled: setup servers
+	PB_ADMIN_PASSWORD="$${PB_ADMIN_PASSWORD:-$$(scripts/run_pocketbase.sh dev-password)}" \
+		STREAMER_BIN=$(BIN)/streamer STREAMER_CONFIG=config.yaml scripts/run_scaled.sh
+
 ## Download QuestDB and build PocketBase into the cache (once; later runs find them there).
 fetch-servers: bootstrap
 	scripts/run_questdb.sh fetch >/dev/null
@@ -38,6 +44,7 @@ servers: bootstrap
 stop-servers:
 	-scripts/run_pocketbase.sh stop
 	-scripts/run_questdb.sh stop
+	-scripts/run_redis.sh stop
 
 ## The whole test suite; it starts its own QuestDB and PocketBase instances on test ports through scripts/.
 test: setup fetch-servers

@@ -35,12 +35,14 @@ class ServerProcess:
         self.proc, self.hello = proc, hello
 
     @classmethod
-    async def start(cls, kind: str) -> ServerProcess:
+    async def start(cls, kind: str, *args: str, module: str = "bench.fanout_server") -> ServerProcess:
+        """`python -m module kind args...`, once it has printed its first line (listening or ready)."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bench.fanout_server",
+            module,
             kind,
+            *args,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=2**24,

@@ -149,6 +149,45 @@ def running_servers(ports: Ports = Ports()) -> Iterator[Servers]:
         servers.stop([s for s in ("pocketbase", "questdb") if s in started])
 
 
+@dataclass(frozen=True)
+class BenchRedis:
+    """Redis for bench.scaleout through scripts/run_redis.sh: 127.0.0.1, no password, no snapshots."""
+
+    port: int
+    data_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        return int((self.data_dir / "redis.pid").read_text().strip())
+
+    def script(self, command: str) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, REDIS_DATA_DIR=str(self.data_dir), REDIS_PORT=str(self.port), REDIS_SAVE="")
+        env.pop("REDIS_PASSWORD", None)
+        return subprocess.run(
+            [str(REPO / "scripts" / "run_redis.sh"), command], env=env, capture_output=True, text=True, timeout=120
+        )
+
+
+@contextmanager
+def running_redis(port: int = 21379) -> Iterator[BenchRedis]:
+    """The bench Redis, started if needed (and then stopped on exit)."""
+    redis = BenchRedis(port, Path(f"/tmp/bench-redis-{port}"))
+    started = redis.script("status").returncode != 0
+    if started:
+        result = redis.script("start")
+        if result.returncode != 0:
+            raise RuntimeError(f"run_redis.sh start failed:\n{result.stdout}\n{result.stderr}")
+    try:
+        yield redis
+    finally:
+        if started:
+            redis.script("stop")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["start", "stop", "status"])

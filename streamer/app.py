@@ -20,13 +20,29 @@ from providers.throttle import Throttled
 from sinks import pocketbase, questdb
 from sinks.runner import OutboxSink
 
-from . import alerts, watchlists
+from . import __version__, alerts, watchlists
 from .alerts import AlertEngine
+from .broker import edge as broker_edge
+from .broker import ingest as broker_ingest
+from .broker.edge import FollowsTheStream
 from .bus import EventBus
 from .catalog import Catalog, load_catalog
 from .clock import Clock, SystemClock
 from .component import Component, Health, Skipped
-from .compose import EDGE, INGEST, ONE_PROCESS, Context, Lifecycle, Part, Role, build_all, log_skipped
+from .compose import (
+    EDGE,
+    EDGE_ONLY,
+    EVERY_ROLE,
+    INGEST,
+    INGEST_ONLY,
+    ONE_PROCESS,
+    Context,
+    Lifecycle,
+    Part,
+    Role,
+    build_all,
+    log_skipped,
+)
 from .config import Config
 from .feeds import board
 from .feeds.build import Push, build_demo, build_push
@@ -34,15 +50,20 @@ from .http import api
 from .http.sse import OWN_HISTORY_SIZE
 from .manager import CycleReport, RealTimeStreamManager
 from .market import MarketSchedule
+from .metrics import ROLE
 from .notify import Notifier, keep_alive, watchdog_interval
 from .reload import Reloader
 from .stream import local
+from .stream.clock import StreamClock
 from .stream.core import StreamCore
+from .stream.quotes import CoreQuotes
 from .universe import FollowedSet, configured_securities
 from .ws import server as ws
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
+
+    from .http.views import LatestQuotes
 
 log = logging.getLogger("streamer.app")
 
@@ -52,11 +73,13 @@ COMPONENTS: tuple[Part, ...] = (
     Part(questdb.build, INGEST),  # storage first: subscribed to the bus before anything is published
     Part(pocketbase.build, INGEST),  # creates the watchlists collection the watcher reads
     Part(alerts.build, INGEST),
+    Part(broker_ingest.build, INGEST_ONLY),  # publishes the bus's stream to Redis, for the edges
     Part(local.build, ONE_PROCESS),  # feeds the stream core from this process's bus: starts before the transports
+    Part(broker_edge.build, EDGE_ONLY),  # feeds the stream core from Redis: starts before the transports
     Part(board.build, INGEST),  # live or delayed: its first report reaches the core through the feed above
     Part(ws.build, EDGE),
     Part(watchlists.build, INGEST),
-    Part(api.build, EDGE),  # last: it serves every other component's health
+    Part(api.build, EVERY_ROLE),  # last: it serves every other component's health (an ingest's without a stream)
 )
 
 
@@ -206,11 +229,19 @@ def build_daemon(config: Config, *, clock: Clock | None = None, role: Role = Rol
             push=push.source if push else None,
         )
         followed.on_change.append(lambda f, _change: manager.replace_symbols(f.symbols))
-    clock = clock or SystemClock()
     stream = None
+    quotes: LatestQuotes | None = manager
     if role in EDGE and (config.websocket.enabled or config.http.enabled):
         # One core serves the WebSocket and SSE clients; without the WebSocket server SSE keeps its own depth.
         stream = StreamCore(config.websocket.history_size if config.websocket.enabled else OWN_HISTORY_SIZE)
+        if role is Role.EDGE:
+            # An edge knows the market through its stream: the latest quotes, the publisher's time (a demo's
+            # replayed day too) and the symbols it carries (what users watch on the ingest).
+            quotes, clock = CoreQuotes(stream), StreamClock(stream)
+            FollowsTheStream(stream, followed, clock)
+    clock = clock or SystemClock()
+    ROLE.clear()  # one role per process (a test process builds several daemons)
+    ROLE.labels(role.value, __version__).set(1)
     lifecycle = Lifecycle(reports=manager.healths if manager is not None else dict)
     context = Context(
         config,
@@ -219,8 +250,9 @@ def build_daemon(config: Config, *, clock: Clock | None = None, role: Role = Rol
         catalog,
         followed,
         stream=stream,
-        quotes=manager,
+        quotes=quotes,
         healths=lifecycle.healths,
+        role=role,
         manager=manager,
         push=push,
     )
@@ -285,12 +317,13 @@ async def run_daemon(
     config_path: Path | None = None,
     prepare: Callable[[Config], Config] = lambda c: c,
     on_secrets: Callable[[Config], None] = lambda c: None,
+    role: Role = Role.ALL,
 ) -> int:
-    """Run until SIGINT/SIGTERM, re-reading `config_path` on SIGHUP; exit code 0 after a clean drain.
+    """Run `role` until SIGINT/SIGTERM, re-reading `config_path` on SIGHUP; exit code 0 after a clean drain.
 
     Under systemd ($NOTIFY_SOCKET) it reports READY=1 once every component has started, WATCHDOG=1 from the
     event loop, a STATUS= line per cycle and STOPPING=1 on shutdown."""
-    daemon = build_daemon(config)
+    daemon = build_daemon(config, role=role)
     await start_demo_day(daemon, config)
     followed = daemon.followed
     notifier = Notifier.from_environ()

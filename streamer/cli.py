@@ -60,6 +60,16 @@ def _secrets(config: Config) -> list[str]:
     return found
 
 
+def check_role(role: str, config: Config) -> None:
+    """Refuse a role its configuration cannot run: ingest and edge talk to Redis (`broker.url`; the configuration
+    has already named a malformed one)."""
+    if role in ("ingest", "edge") and not config.broker.configured:
+        what = "publishes the stream to Redis" if role == "ingest" else "reads the stream from Redis"
+        raise ValueError(
+            f"broker.url: --role {role} {what}; set broker.url (STREAMER_REDIS_URL), e.g. redis://127.0.0.1:6379/0"
+        )
+
+
 def worker_count(args: argparse.Namespace, config: Config) -> int:
     """How many processes `run` starts: --workers N (default one per core) for an edge, else one."""
     if args.workers is not None and args.role != "edge":
@@ -91,6 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = _config_path(args.config)
     config = load_config(path)
     workers = worker_count(args, config)
+    check_role(args.role, config)
     masker = setup_logging(config.logging.level, config.logging.format, secrets=_secrets(config))
     if workers > 1:
         # The supervisor only starts the workers: it imports nothing of the daemon (and starts no thread).
@@ -102,16 +113,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             stop_timeout=6 * config.shutdown_timeout, fatal_exit_codes=frozenset({EXIT_CONFIG})
         )
         return run_workers(worker_command(args, path), workers, settings)
-    if args.role != "all":
-        raise ValueError(f"--role {args.role}: not available yet (the roles arrive with the broker, issue 17)")
     from .app import demo_config, run_daemon
+    from .compose import Role
 
     prepare = partial(demo_config, push=args.push) if args.demo else (lambda c: c)
     config = prepare(config)
     try:
         # A reload may bring new secrets: the masker learns them before anything is logged about the new file.
         return asyncio.run(
-            run_daemon(config, config_path=path, prepare=prepare, on_secrets=lambda new: masker.add(_secrets(new)))
+            run_daemon(
+                config,
+                config_path=path,
+                prepare=prepare,
+                on_secrets=lambda new: masker.add(_secrets(new)),
+                role=Role(args.role),
+            )
         )
     except (KeyboardInterrupt, SystemExit, ConfigError, ValueError, FileNotFoundError):
         raise  # main() reports bad input in one line
@@ -126,7 +142,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = _config_path(args.config)
     config = load_config(path)
-    print(f"# {path or 'built-in defaults'}: valid. Effective configuration (secrets masked):")
+    check_role(args.role, config)
+    role = f" for --role {args.role}" if args.role != "all" else ""
+    print(f"# {path or 'built-in defaults'}: valid{role}. Effective configuration (secrets masked):")
     print(yaml.safe_dump(config.masked(), sort_keys=False, allow_unicode=True), end="")
     return 0
 
@@ -218,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate the configuration; exit 2 with one line per problem if invalid.",
     )
     check.add_argument("-c", "--config", help=config_help)
+    check.add_argument(
+        "--role",
+        choices=("all", "ingest", "edge"),
+        default="all",
+        help="also check what this role needs (ingest and edge: broker.url)",
+    )
     check.set_defaults(func=cmd_check_config)
 
     replay = sub.add_parser(

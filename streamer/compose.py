@@ -36,13 +36,16 @@ class Role(str, Enum):
     """What one process of a deployment runs (`streamer run --role`)."""
 
     ALL = "all"  # the whole daemon in one process
-    INGEST = "ingest"  # providers, the manager, alerts, storage: publishes to the broker (issue 18)
-    EDGE = "edge"  # WebSocket, SSE and REST, fed from the broker (issue 18)
+    INGEST = "ingest"  # providers, the manager, alerts, storage: publishes to the broker (docs/scaling.md)
+    EDGE = "edge"  # WebSocket, SSE and REST, fed from the broker (docs/scaling.md)
 
 
 INGEST = frozenset({Role.ALL, Role.INGEST})
 EDGE = frozenset({Role.ALL, Role.EDGE})
 ONE_PROCESS = frozenset({Role.ALL})  # only where ingest and edge share one process
+INGEST_ONLY = frozenset({Role.INGEST})  # only where the ingest publishes to the broker
+EDGE_ONLY = frozenset({Role.EDGE})  # only where an edge reads the broker
+EVERY_ROLE = frozenset(Role)
 
 
 @dataclass
@@ -57,6 +60,7 @@ class Context:
     stream: StreamCore | None  # the one core of every streaming transport; None when none of them runs
     quotes: LatestQuotes | None  # the latest quotes and market status (the manager); None without one
     healths: Callable[[], Healths]  # every component's health, read when asked
+    role: Role = Role.ALL
     manager: RealTimeStreamManager | None = None  # the source of quotes and its providers; None in an edge
     push: Push | None = None  # the push feed beside the polling chain, when one is configured
     # Set by an earlier build for a later one (the list's order says which comes first); None when skipped.

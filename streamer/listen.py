@@ -46,3 +46,12 @@ async def bound_sockets(host: str, port: int, *, reuse_port: bool = False) -> li
             sock.close()
         raise
     return sockets
+
+
+def shares_ports() -> bool:
+    """Whether this process is one of several workers of a supervisor (streamer/supervisor), which share the
+    WebSocket and HTTP ports: then they bind them with SO_REUSEPORT."""
+    from streamer.supervisor.settings import WorkerIdentity
+
+    identity = WorkerIdentity.from_environ()
+    return identity is not None and identity.count > 1

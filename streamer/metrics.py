@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
@@ -31,6 +31,25 @@ PUSH_TICKS = Counter("streamer_push_ticks", "Ticks a push feed delivered (each s
 PUSH_BATCHES = Counter("streamer_push_batches", "Batches published from a push feed's ticks", ["provider"])
 PUSH_TAKEOVERS = Counter(
     "streamer_push_takeovers", "Times the polling chain took a push feed's symbols over", ["provider"]
+)
+ROLE = Gauge("streamer_info", "1; which role this process runs (docs/scaling.md) and its version", ["role", "version"])
+# The broker (docs/scaling.md): the ingest's publishing, the edge's reading.
+_DELAY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+BROKER_PUBLISHED = Counter("streamer_broker_published", "Batches and events the ingest published to Redis", ["kind"])
+BROKER_PUBLISH_DELAY = Histogram(
+    "streamer_broker_publish_delay_seconds",
+    "From a batch on the ingest's bus to Redis confirming it (a Redis outage included)",
+    buckets=_DELAY_BUCKETS,
+)
+BROKER_RESEEDS = Counter(
+    "streamer_broker_reseeds", "New epochs the ingest started with every latest quote (Redis came back empty or older)"
+)
+BROKER_FENCED = Counter("streamer_broker_fenced", "Publishes Redis refused because another process holds the lease")
+BROKER_RELOADS = Counter("streamer_broker_reloads", "Whole-stream loads an edge made", ["reason"])
+BROKER_DELIVERY = Histogram(
+    "streamer_broker_delivery_seconds",
+    "From Redis taking a batch to the edge handing it to its clients (the two machines' clocks)",
+    buckets=_DELAY_BUCKETS,
 )
 
 

@@ -41,6 +41,11 @@ def _detail(name: str, c: dict[str, Any]) -> str:
         )
     if c.get("outbox_depth") is not None:
         parts.append(f"outbox {c['outbox_depth']}")
+    if c.get("source") == "broker" and c.get("epoch"):  # an edge's stream: where it is and how far behind
+        lag = f", lag {c['lag_entries']} entries" if c.get("lag_entries") is not None else ""
+        parts.append(f"seq {c['seq']} of {c['epoch']}{lag}")
+    if c.get("leader") is not None:  # an ingest's publisher
+        parts.append(f"{'leader' if c['leader'] else 'not leader'}, {c.get('waiting', 0)} waiting")
     if c.get("clients") is not None:
         parts.append(f"{c['clients']} clients")
     reason = c.get("last_error") if c.get("state") not in ("connected", "ok") else None
@@ -50,10 +55,16 @@ def _detail(name: str, c: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _role(health: dict[str, Any]) -> str:
+    """` (edge)`, ` (ingest)`: a process of a scaled-out deployment says which (the single process says nothing)."""
+    role = health.get("role")
+    return f" ({role})" if isinstance(role, str) and role != "all" else ""
+
+
 def render(url: str, health: dict[str, Any]) -> str:
     """The summary lines printed by `streamer status`."""
     lines = [
-        f"stock-streamer at {url}: {str(health.get('status', '?')).upper()}",
+        f"stock-streamer{_role(health)} at {url}: {str(health.get('status', '?')).upper()}",
         f"market: {health.get('market_status') or 'unknown'}   time: {health.get('time', '?')}",
     ]
     components = health["components"]

@@ -77,7 +77,7 @@ def test_no_other_file_installs_system_packages() -> None:
     assert installing == []
 
 
-@pytest.mark.parametrize("target", ["run", "test"])
+@pytest.mark.parametrize("target", ["run", "run-scaled", "test"])
 def test_make_checks_the_prerequisites_before_anything_else(target: str) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}  # under make (CI)
     dry = subprocess.run(

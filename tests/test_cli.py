@@ -201,3 +201,21 @@ def test_each_worker_runs_the_same_command_in_one_process(tmp_path, monkeypatch)
     worker = build_parser().parse_args(command[3:])
     assert (worker.command, worker.role, worker.workers, worker.demo) == ("run", "edge", 1, True)
     assert worker.config == str(tmp_path / "conf" / "streamer.yaml"), "the same file, wherever the worker starts"
+
+
+@pytest.mark.parametrize("command", ["run", "check-config"])
+@pytest.mark.parametrize("role", ["ingest", "edge"])
+def test_the_broker_roles_are_refused_without_a_redis_url(tmp_path, command, role):
+    result = run_cli(command, "--role", role, "-c", str(write_config(tmp_path)))
+    assert result.returncode == 2
+    assert "broker.url: --role " + role in result.stderr and "STREAMER_REDIS_URL" in result.stderr
+
+
+def test_check_config_names_a_malformed_redis_url_and_passes_a_good_one(tmp_path):
+    bad = write_config(tmp_path, "broker:\n  url: http://127.0.0.1:6379\n")
+    result = run_cli("check-config", "--role", "edge", "-c", str(bad))
+    assert result.returncode == 2 and "broker.url" in result.stderr and "http://127.0.0.1:6379" in result.stderr
+    good = write_config(tmp_path, "broker:\n  url: redis://:s3cret-pw@127.0.0.1:6379/0\n")
+    result = run_cli("check-config", "--role", "edge", "-c", str(good))
+    assert result.returncode == 0 and "valid for --role edge" in result.stdout
+    assert "s3cret-pw" not in result.stdout + result.stderr

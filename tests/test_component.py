@@ -158,7 +158,7 @@ def test_the_whole_daemon_is_the_list_in_start_order_with_reasons_for_what_is_le
     }
     daemon = build_daemon(demo_config(Config.model_validate(raw)))  # PocketBase enabled, without a password
     assert [c.name for c in daemon.components] == ["alerts", "stream", "feeds", "websocket", "http"]
-    assert len(COMPONENTS) == 9
+    assert len(COMPONENTS) == 11
     skipped = {m.split()[1]: m for m in (r.getMessage() for r in caplog.records) if m.startswith("component.skipped")}
     assert set(skipped) == {
         "component=demo-upstox",
@@ -184,6 +184,28 @@ def test_the_whole_daemon_is_the_list_in_start_order_with_reasons_for_what_is_le
         "websocket": "stopped",
         "http": "stopped",
     }
+
+
+@pytest.mark.parametrize(
+    "role, names",
+    [
+        (Role.INGEST, ["alerts", "broker", "feeds", "http"]),  # the HTTP API for health, metrics and REST
+        (Role.EDGE, ["stream", "websocket", "http"]),  # the stream from Redis: no manager, storage or alerts
+    ],
+)
+def test_the_broker_roles_are_selections_over_the_one_list(tmp_path, role, names):
+    raw = {
+        "data_dir": str(tmp_path),
+        "sinks": {"questdb": {"enabled": False}, "pocketbase": {"enabled": False}},
+        "websocket": {"port": 0},
+        "http": {"port": 0},
+        "broker": {"url": "redis://127.0.0.1:1/0"},  # never dialled: nothing is started
+    }
+    daemon = build_daemon(demo_config(Config.model_validate(raw)), role=role)
+    assert [c.name for c in daemon.components] == names
+    assert (daemon.manager is None) == (role is Role.EDGE)
+    if role is Role.EDGE:
+        assert daemon.component("stream").health().wire()["source"] == "broker"
 
 
 def test_the_systemd_status_line_sums_typed_clients_and_backlog():

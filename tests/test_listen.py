@@ -56,3 +56,57 @@ async def test_bound_sockets_cover_every_address_of_a_name():
     finally:
         for sock in sockets:
             sock.close()
+
+
+@pytest.mark.parametrize(
+    "environ, shares",
+    [
+        ({}, False),
+        ({"STREAMER_WORKER": "1", "STREAMER_WORKERS": "1"}, False),
+        ({"STREAMER_WORKER": "2", "STREAMER_WORKERS": "3"}, True),
+    ],
+)
+def test_only_a_worker_of_several_shares_its_ports(monkeypatch, environ, shares):
+    from streamer.listen import shares_ports
+
+    for name in ("STREAMER_WORKER", "STREAMER_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert shares_ports() is shares
+
+
+async def test_two_edge_workers_serve_websocket_and_http_on_the_same_ports():
+    import aiohttp
+    from websockets.asyncio.client import connect
+
+    from streamer.bus import EventBus
+    from streamer.clock import SystemClock
+    from streamer.config import Config, WebSocketConfig
+    from streamer.http.api import HttpApi
+    from streamer.market import MarketSchedule
+    from streamer.stream.core import StreamCore
+    from streamer.stream.quotes import CoreQuotes
+    from streamer.ws import WebSocketServer
+    from tests.support.network import free_port
+
+    ws_port, http_port = free_port(), free_port()
+    config = Config.model_validate({"http": {"port": http_port}, "websocket": {"port": ws_port}})
+    bus, servers = EventBus(), []
+    for _ in range(2):
+        core = StreamCore(10)
+        ws = WebSocketServer(WebSocketConfig(port=ws_port), core=core, reuse_port=True)
+        quotes, schedule = CoreQuotes(core), MarketSchedule(config.market)
+        api = HttpApi(config, quotes=quotes, clock=SystemClock(), schedule=schedule, securities=[], reuse_port=True)
+        await ws.start(bus)
+        await api.start(bus)
+        servers += [ws, api]
+    try:
+        async with connect(f"ws://127.0.0.1:{ws_port}") as client:
+            assert '"type":"connection"' in await client.recv()
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{http_port}/metrics") as r:
+            assert r.status == 200
+    finally:
+        for server in reversed(servers):
+            await server.stop(2)
+        await bus.close(1)

@@ -9,19 +9,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from streamer.events import Alert, MarketStatusChanged
+from streamer.events import Alert, Delivery, FeedInfo, FeedStatusChanged, MarketStatusChanged, ProviderState
 from streamer.model import MarketStatus, parse_timestamp
 from streamer.stream.feed import NumberedBatch
 
 # Entry fields. A batch's symbols and quotes are two fields, each joined by newlines (see publish.lua).
 EPOCH, PREV_NONCE, NONCE, TIMESTAMP, MARKET_STATUS = b"_e", b"_p", b"_n", b"_t", b"_m"
 SYMBOLS, QUOTES = b"_s", b"_q"
+WRITTEN = b"_w"  # when Redis took the batch, ms by its clock
 EVENT_COUNTER, EVENT_KIND, EVENT_DATA = b"_c", b"_k", b"_d"
-MARKET_STATUS_EVENT, ALERT_EVENT = "market_status", "alert"
+MARKET_STATUS_EVENT, ALERT_EVENT, FEED_STATUS_EVENT = "market_status", "alert", "feed_status"
 # Lua's unpack() takes at most ~8000 values; a batch entry carries 10 header values and 2 per quote.
 MAX_QUOTES_PER_BATCH = 3000
 
-Event = MarketStatusChanged | Alert
+Event = MarketStatusChanged | FeedStatusChanged | Alert
 
 
 class LayoutError(ValueError):
@@ -94,8 +95,21 @@ def decode_batch(entry_id: bytes, fields: Mapping[bytes, bytes]) -> tuple[Number
     return batch, _text(fields, NONCE), _text(fields, PREV_NONCE)
 
 
+def written_at(fields: Mapping[bytes, bytes]) -> float | None:
+    """When Redis took a batch entry (seconds since the epoch, Redis's clock); None for an entry without it."""
+    try:
+        return int(fields[WRITTEN]) / 1000
+    except (KeyError, ValueError):
+        return None
+
+
 def encode_event(event: Event) -> tuple[str, str]:
-    kind = MARKET_STATUS_EVENT if isinstance(event, MarketStatusChanged) else ALERT_EVENT
+    if isinstance(event, MarketStatusChanged):
+        kind = MARKET_STATUS_EVENT
+    elif isinstance(event, FeedStatusChanged):
+        kind = FEED_STATUS_EVENT
+    else:
+        kind = ALERT_EVENT
     return kind, json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -104,6 +118,11 @@ def decode_event(kind: str, data: str | bytes) -> Event:
         obj: dict[str, Any] = json.loads(data)
         if kind == MARKET_STATUS_EVENT:
             return market_status_event(obj)
+        if kind == FEED_STATUS_EVENT:
+            feeds = tuple(
+                FeedInfo(f["provider"], Delivery(f["delivery"]), ProviderState(f["state"])) for f in obj["feeds"]
+            )
+            return FeedStatusChanged(Delivery(obj["delivery"]), feeds, parse_timestamp(obj["at"]))
         if kind == ALERT_EVENT:
             return Alert(
                 rule=obj["rule"],

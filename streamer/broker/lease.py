@@ -26,21 +26,26 @@ class Lease:
         self.ttl = ttl
         self.token = secrets.token_hex(16)
         self.held = False
+        self.error: str | None = None  # why the last refresh in `keep` failed; None once one succeeds
         self._lock = redis.lock(key, timeout=ttl, blocking=False, thread_local=False)
+        # One refresh at a time: the renewal loop and a fenced publish may both refresh, and the second SET NX of
+        # two interleaved ones would find the key just taken by the first and report it held by another process.
+        self._refreshing = asyncio.Lock()
 
     async def refresh(self) -> bool:
         """Extend the lease when held, else try to take it; True when this process holds it afterwards.
 
         A Redis error propagates and leaves `held` as it was: the caller cannot know, and fencing keeps a
         wrong guess harmless."""
-        was = self.held
-        if self.held:
-            try:
-                await self._lock.extend(self.ttl, replace_ttl=True)
-            except LockNotOwnedError:
-                self.held = False  # expired (a stall) or Redis lost it: try to take it again below
-        if not self.held:
-            self.held = bool(await self._lock.acquire(blocking=False, token=self.token))
+        async with self._refreshing:
+            was = self.held
+            if self.held:
+                try:
+                    await self._lock.extend(self.ttl, replace_ttl=True)
+                except LockNotOwnedError:
+                    self.held = False  # expired (a stall) or Redis lost it: try to take it again below
+            if not self.held:
+                self.held = bool(await self._lock.acquire(blocking=False, token=self.token))
         if self.held != was:
             if self.held:
                 log.info("broker.lease_taken key=%s ttl=%ss", self.key, self.ttl)
@@ -63,7 +68,10 @@ class Lease:
         while True:
             try:
                 await self.refresh()
+                self.error = None
             except RedisError as e:
-                log.warning("broker.lease_refresh_failed key=%s %s: %s", self.key, type(e).__name__, e)
+                if self.error is None:  # once per outage: the publisher's own log line says the rest
+                    log.warning("broker.lease_refresh_failed key=%s %s: %s", self.key, type(e).__name__, e)
+                self.error = f"{type(e).__name__}: {e}"
             raise_if_cancelled()
             await asyncio.sleep(self.ttl / 3)

@@ -61,11 +61,14 @@ class Publisher:
         self.position: Position | None = None  # what this process last published
         self.latest: dict[str, bytes] = {}  # every quote Redis confirmed, latest per symbol: a reseed's content
         self.reseeds = 0
+        self.published_batches = 0  # confirmed by Redis, counting a reseed's full batch
+        self.published_events = 0
         self._redis = redis
         self._scripts = Scripts(redis, Keys.for_prefix(config.key_prefix))
         self._in_doubt = False  # a publish.lua call failed after it may have reached Redis
         self._maxlen = config.history_size
         self._pending: list[_Batch | Event] = []
+        self._inflight: _Batch | Event | None = None  # the head of _pending while flush sends it
         self._market_status: MarketStatusChanged | None = None
         self._last = _Batch("", None)  # timestamp and market status of the last confirmed batch
         self._state = "idle"
@@ -76,26 +79,41 @@ class Publisher:
     ) -> NumberedBatch | None:
         """Publish one batch (with anything still waiting); the batch as numbered, None if it merged into a
         reseed. Raises Fenced or BrokerUnavailable (the batch then waits for the next call)."""
+        self.add(timestamp, quotes, market_status)
+        return await self.flush()
+
+    async def publish_event(self, event: Event) -> None:
+        """Publish a market status change or an alert after everything published before it."""
+        self.add_event(event)
+        await self.flush()
+
+    def add(self, timestamp: str, quotes: Mapping[str, bytes], market_status: MarketStatus | None = None) -> None:
+        """Queue one batch for the next `flush`, merged latest-wins into a batch already waiting at the end."""
         if not quotes:
             raise ValueError("an empty batch gets no seq")
         check_batch(quotes)
         batch = _Batch(timestamp, market_status, dict(quotes))
-        if self._pending and isinstance(self._pending[-1], _Batch):
-            self._pending[-1].merge(batch)
+        last = self._pending[-1] if self._pending else None
+        # Never into the batch being sent: what merged into it after it was encoded would go with it unsent.
+        if isinstance(last, _Batch) and last is not self._inflight:
+            last.merge(batch)
         else:
             self._pending.append(batch)
-        return await self._flush()
 
-    async def publish_event(self, event: Event) -> None:
-        """Publish a market status change or an alert after everything published before it."""
+    def add_event(self, event: Event) -> None:
+        """Queue a market status change or an alert for the next `flush`; at most `history_size` events wait."""
         if isinstance(event, MarketStatusChanged):
             self._market_status = event
         self._pending.append(event)
-        events = [i for i in self._pending if not isinstance(i, _Batch)]
+        events = [i for i in self._pending if not isinstance(i, _Batch) and i is not self._inflight]
         if len(events) > self._maxlen:  # bounded while Redis is away: the oldest event goes
             self._pending.remove(events[0])
             log.warning("broker.event_dropped more than %d events waiting for Redis", self._maxlen)
-        await self._flush()
+
+    @property
+    def waiting(self) -> int:
+        """Batches and events queued and not yet confirmed by Redis."""
+        return len(self._pending)
 
     def status(self) -> dict[str, Any]:
         position = self.position
@@ -109,14 +127,16 @@ class Publisher:
             "lease_held": self.lease.held,
         }
 
-    async def _flush(self) -> NumberedBatch | None:
+    async def flush(self) -> NumberedBatch | None:
+        """Publish everything queued, in order; the last batch as numbered (None if none). Raises Fenced
+        (nothing is kept) or BrokerUnavailable (everything not yet confirmed waits for the next flush)."""
         published: NumberedBatch | None = None
         try:
             # Only a call that failed after reaching Redis leaves a publish in doubt: a PING that fails shows the
             # script was never sent (Redis down, no master yet), one that answers that the next call reaches it.
             await self._redis.ping()
             while self._pending:
-                item = self._pending[0]
+                item = self._inflight = self._pending[0]
                 reply = await self._send(item, full=False)
                 if reply.status is PublishStatus.RESEED:
                     published = await self._reseed(item)
@@ -126,9 +146,13 @@ class Publisher:
                 self._pending.pop(0)
                 if isinstance(item, _Batch):
                     published = self._confirmed(item, reply)
+                else:
+                    self.published_events += 1
         except RedisError as e:
             self._state, self._error = "unavailable", f"{type(e).__name__}: {e}"
             raise BrokerUnavailable(self._error) from e
+        finally:
+            self._inflight = None
         self._state, self._error = "ok", None
         return published
 
@@ -192,10 +216,12 @@ class Publisher:
             )
         if self._market_status is not None and head is not self._market_status:
             await self._send(self._market_status, full=False)
+            self.published_events += 1
         return self._confirmed(full, reply) if full.quotes else None
 
     def _confirmed(self, batch: _Batch, reply: PublishReply) -> NumberedBatch:
         assert reply.position is not None
+        self.published_batches += 1
         self.latest.update(batch.quotes)
         self._last = _Batch(batch.timestamp, batch.market_status)
         return NumberedBatch(

@@ -24,7 +24,7 @@ from streamer.events import MarketStatusChanged
 from streamer.stream.feed import NumberedBatch, StreamItem
 
 from .connection import raise_if_cancelled
-from .layout import Keys, LayoutError, decode_batch, decode_event_entry, entry_seq, market_status_event
+from .layout import Keys, LayoutError, decode_batch, decode_event_entry, entry_seq, market_status_event, written_at
 from .scripts import Entry, LoadReply, Scripts
 
 log = logging.getLogger("streamer.broker")
@@ -78,6 +78,14 @@ class Subscriber:
         self.state = "starting"
         self.error: str | None = None
         self.reloads: dict[str, int] = {r.value: 0 for r in ReloadReason}
+        # When Redis took the batch just handed over (seconds since the epoch, Redis's clock; None: unknown).
+        self.written: float | None = None
+        self._asked: ReloadReason | None = None  # a reload the consumer asked for (`reload`)
+
+    def reload(self, reason: ReloadReason) -> None:
+        """Load the whole stream again before handing over anything more: the consumer could not apply what it
+        was handed (it would otherwise have to skip). ROLLED_BACK retires the current epoch first."""
+        self._asked = reason
 
     def status(self) -> dict[str, Any]:
         head = self.head_seq
@@ -96,6 +104,8 @@ class Subscriber:
         failures = 0
         while True:
             raise_if_cancelled()
+            if self._asked is not None:
+                reason, self._asked = self._asked, None
             try:
                 if reason is not None:
                     if reason is ReloadReason.ROLLED_BACK and self.epoch is not None:
@@ -107,6 +117,7 @@ class Subscriber:
                         reason = None
                         self._connected()
                         failures = 0
+                        self.written = None
                         yield snapshot
                     continue
                 reply = await self._redis.xread(
@@ -118,11 +129,14 @@ class Subscriber:
                 if not reply:
                     reason = await self._check_position()
                     continue
-                for update in self._read(reply):
+                for update, written in self._read(reply):
                     if isinstance(update, ReloadReason):
                         reason = update
                         break
+                    self.written = written
                     yield update
+                    if self._asked is not None:
+                        break
             except (RedisError, OSError, LayoutError) as e:  # LayoutError: load.lua answered unexpectedly
                 failures += 1
                 self._disconnected(e, failures)
@@ -189,19 +203,20 @@ class Subscriber:
 
     # --- tailing ---------------------------------------------------------------------------------
 
-    def _read(self, reply: Any) -> list[StreamItem | ReloadReason]:
-        """The items of one XREAD reply in order, up to the first that cannot follow (then its reason)."""
+    def _read(self, reply: Any) -> list[tuple[StreamItem | ReloadReason, float | None]]:
+        """The items of one XREAD reply in order, each with when Redis took it (batches only), up to the first
+        that cannot follow (then its reason)."""
         streams = {bytes(key): [(bytes(i), dict(f)) for i, f in entries] for key, entries in reply}
         quotes = streams.get(self._keys.quotes.encode(), [])
         events = streams.get(self._keys.events.encode(), [])
-        out: list[StreamItem | ReloadReason] = []
+        out: list[tuple[StreamItem | ReloadReason, float | None]] = []
         for is_batch, (entry_id, fields) in _merged(quotes, events):
             try:
                 item = self._follow_batch(entry_id, fields) if is_batch else self._follow_event(entry_id, fields)
             except LayoutError as e:
                 log.error("broker.unreadable_entry id=%s %s; reloading", entry_id.decode(), e)
                 item = ReloadReason.HISTORY_LOST
-            out.append(item)
+            out.append((item, written_at(fields) if is_batch else None))
             if isinstance(item, ReloadReason):
                 break
         return out

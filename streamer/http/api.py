@@ -22,6 +22,7 @@ from streamer.catalog import Catalog, Security
 from streamer.clock import Clock
 from streamer.component import Health, Skipped, State, overall
 from streamer.config import Config
+from streamer.listen import shares_ports
 from streamer.market import MarketSchedule
 from streamer.metrics import COMPONENTS
 from streamer.model import format_timestamp
@@ -91,6 +92,9 @@ class HttpApi:
         watching: bool = False,
         keepalive: float = 15.0,
         feeds: FeedReport | None = None,
+        role: str = "all",
+        streams: bool = True,
+        reuse_port: bool = False,
     ) -> None:
         self.settings = config
         self.config = config.http
@@ -108,6 +112,10 @@ class HttpApi:
         self.alerts = alerts
         self.websocket = websocket  # the dashboard names its URL
         self.feeds = feeds  # which feeds are live (push) or delayed (polling)
+        self.role = role  # said in the health document
+        self.reuse_port = reuse_port  # an edge worker shares its port with the other workers (SO_REUSEPORT)
+        # An ingest has no stream core: clients stream from the edges (no SSE, no dashboard there).
+        self.streams = streams
         self.hub = SseHub(stream, keepalive=keepalive)
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -134,20 +142,22 @@ class HttpApi:
         r.add_get("/api/v1/stocks/{symbol}/history", self.history)
         r.add_get("/api/v1/alerts", self.alert_list)
         r.add_get("/api/v1/market", self.market)
-        r.add_get("/api/v1/stream", self.stream, allow_head=False)
+        if self.streams:
+            r.add_get("/api/v1/stream", self.stream, allow_head=False)
         r.add_get("/api/v1/securities", self.search)
         r.add_get("/api/v1/followed", self.followed_set)
-        if self.config.dashboard:
+        if self.config.dashboard and self.streams:
             Dashboard(self.settings, self).add_routes(r)
         return app
 
     async def start(self, bus: EventBus) -> None:
         """Listen on config.host:config.port (0 = any free port; see `port`/`url`)."""
-        await self.hub.start(bus)
+        if self.streams:
+            await self.hub.start(bus)
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         try:
-            await web.TCPSite(self._runner, self.config.host, self.config.port).start()
+            await web.TCPSite(self._runner, self.config.host, self.config.port, reuse_port=self.reuse_port).start()
         except OSError:  # e.g. the port is taken: leave nothing half-started behind
             await self._runner.cleanup()
             self._runner = None
@@ -190,6 +200,7 @@ class HttpApi:
         market = self.quotes.status
         body: dict[str, object] = {
             "status": status.value,
+            "role": self.role,
             "time": format_timestamp(self.clock.now()),
             "market_status": market.value if market else None,
         }
@@ -345,6 +356,8 @@ def merge_alerts(
 def build(ctx: Context) -> HttpApi | Skipped:
     """The HTTP API (`http.enabled`) over read-only views: the manager's latest quotes, the stream core, the alert
     engine, QuestDB's read side (`sinks.questdb.enabled`) and every component's health. Built last of all."""
+    from streamer.compose import Role
+
     config = ctx.config
     if not config.http.enabled:
         return Skipped(HttpApi.name, "disabled (http.enabled: false)")
@@ -370,6 +383,9 @@ def build(ctx: Context) -> HttpApi | Skipped:
         catalog=ctx.catalog,
         followed=ctx.followed,
         watching=watches(config),
+        role=ctx.role.value,
+        streams=ctx.role is not Role.INGEST,
+        reuse_port=shares_ports(),
     )
     ctx.followed.on_change.append(lambda followed, _change: api.replace_securities(followed.securities))
     return api

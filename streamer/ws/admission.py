@@ -29,27 +29,6 @@ QUEUE_SECONDS = 8
 RESOURCE_PAUSE = 1.0
 
 
-async def listening_sockets(host: str, port: int) -> list[socket.socket]:
-    """Bound, not yet listening TCP sockets for every address of `host`, as `loop.create_server` makes them."""
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
-    sockets: list[socket.socket] = []
-    try:
-        for family, kind, proto, _, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
-    except OSError:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
-
-
 class AcceptPacer:
     """Accepts from listening sockets at `rate` per second (a burst of 1/20 s); `counters.paced` counts pauses."""
 

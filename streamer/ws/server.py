@@ -26,6 +26,7 @@ from streamer import __version__, compat
 from streamer.bus import EventBus
 from streamer.component import Health, Skipped, State
 from streamer.config import WebSocketConfig
+from streamer.listen import bound_sockets, shares_ports
 from streamer.metrics import COMPONENTS
 from streamer.stream.core import StreamCore
 from streamer.stream.history import History
@@ -35,7 +36,7 @@ from streamer.stream.messages import Message
 from streamer.stream.protocol import CloseReason
 from streamer.stream.session import Action, Close, Replay, Send, Session
 
-from .admission import AcceptPacer, listening_sockets
+from .admission import AcceptPacer
 from .auth import Authenticator, origins, presented_token, wire_logger
 from .telemetry import AuthRefused, ClosedForShutdown, Dropped, Evicted, Sent, WsCounters
 
@@ -102,8 +103,10 @@ class WebSocketServer:
         auth_timeout: float = 5.0,
         close_timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        reuse_port: bool = False,
     ) -> None:
         self.config = config
+        self.reuse_port = reuse_port  # an edge worker shares its port with the other workers (SO_REUSEPORT)
         self.auth_timeout = auth_timeout
         self.close_timeout = close_timeout
         self.clock = clock
@@ -142,7 +145,7 @@ class WebSocketServer:
         if cfg.tls_cert and cfg.tls_key:
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
-        sockets = await listening_sockets(cfg.host, cfg.port)
+        sockets = await bound_sockets(cfg.host, cfg.port, reuse_port=self.reuse_port)
         # websockets refuses handshakes (503) unless its asyncio server is serving; the pacer then takes the
         # accepting over (its reader replaces asyncio's) and hands each connection to the same protocol factory.
         self._server = await serve(
@@ -337,7 +340,11 @@ def build(ctx: Context) -> WebSocketServer | Skipped:
         return Skipped(WebSocketServer.name, "disabled (websocket.enabled: false)")
     pocketbase_url = config.sinks.pocketbase.url if config.sinks.pocketbase.enabled else None
     server = WebSocketServer(
-        config.websocket, core=ctx.stream, pocketbase_url=pocketbase_url, symbols=ctx.followed.symbols
+        config.websocket,
+        core=ctx.stream,
+        pocketbase_url=pocketbase_url,
+        symbols=ctx.followed.symbols,
+        reuse_port=shares_ports(),
     )
     ctx.followed.on_change.append(lambda followed, _change: server.replace_universe(followed.symbols))
     ctx.websocket = server  # the dashboard tells the page where it listens

@@ -12,7 +12,8 @@ from streamer.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-UNITS = ("stock-streamer.service", "questdb.service", "pocketbase.service")
+ROLE_UNITS = ("stock-streamer-ingest.service", "stock-streamer-edge.service")
+UNITS = ("stock-streamer.service", "questdb.service", "pocketbase.service", *ROLE_UNITS)
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
 NEEDS_SYSTEMD_ANALYZE = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="needs systemd-analyze (scripts/bootstrap.sh installs it)"
@@ -139,3 +140,46 @@ def test_env_example_names_only_variables_the_config_reads():
     assert re.findall(r"^[A-Z_]+=(\S+)", (DEPLOY / "stock-streamer.env.example").read_text(), re.M) == [
         "admin@example.com"
     ]  # no value for a secret is shipped
+
+
+def test_role_units_run_their_role_as_notify_services_with_the_same_hardening():
+    single = settings("stock-streamer.service")
+    for unit, role in zip(ROLE_UNITS, ("ingest", "edge"), strict=True):
+        assert (
+            one(unit, "ExecStart")
+            == f"/opt/stock-streamer/bin/streamer run --role {role} -c /etc/stock-streamer/config.yaml"
+        )
+        assert (one(unit, "Type"), one(unit, "NotifyAccess")) == ("notify", "main")
+        assert int(one(unit, "WatchdogSec")) > 0 and one(unit, "Restart") == "on-failure"
+        assert one(unit, "ExecReload") == "/bin/kill -HUP $MAINPID"
+        assert one(unit, "EnvironmentFile") == "/etc/stock-streamer/stock-streamer.env"
+        assert one(unit, "User") == "stock-streamer"
+        for key in ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "RestrictAddressFamilies"):
+            assert settings(unit)[key] == single[key], (unit, key)
+        # Redis restarting must not restart them: they keep serving (edge) or keeping (ingest) meanwhile.
+        assert "redis-server.service" in one(unit, "Wants").split()
+        assert "redis-server.service" in one(unit, "After").split()
+        assert "Requires" not in settings(unit) and "BindsTo" not in settings(unit)
+        assert one(unit, "Conflicts") == "stock-streamer.service"  # one topology per host
+
+
+def test_the_ingest_writes_its_state_directory_and_the_edge_nothing():
+    ingest, edge = ROLE_UNITS
+    assert one(ingest, "ReadWritePaths") == "/var/lib/stock-streamer" == "/var/lib/" + one(ingest, "StateDirectory")
+    assert one(ingest, "Environment") == "STREAMER_DATA=/var/lib/stock-streamer"
+    for server in ("questdb.service", "pocketbase.service"):
+        assert server in one(ingest, "Wants").split() and server in one(ingest, "After").split()
+    assert "ReadWritePaths" not in settings(edge) and "StateDirectory" not in settings(edge)
+
+
+def test_the_edge_supervisor_alone_gets_sigterm_and_the_stop_timeout_outlasts_its_workers():
+    edge = "stock-streamer-edge.service"
+    assert one(edge, "KillMode") == "mixed"
+    shutdown_timeout = load_config(REPO / "config.yaml", env={}).shutdown_timeout
+    # The supervisor gives its workers 6 x shutdown_timeout to drain (streamer/cli.py) before it kills them.
+    assert int(one(edge, "TimeoutStopSec")) > 6 * shutdown_timeout
+
+
+def test_the_units_that_serve_clients_may_hold_one_socket_per_client():
+    for unit in ("stock-streamer.service", "stock-streamer-edge.service"):
+        assert int(one(unit, "LimitNOFILE")) >= 65536, unit  # systemd's default soft limit is 1024

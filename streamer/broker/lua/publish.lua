@@ -98,8 +98,11 @@ for i = 15, #ARGV, 2 do
     pairs_[#pairs_ + 1] = ARGV[i]
     pairs_[#pairs_ + 1] = ARGV[i + 1]
 end
+-- _w: when Redis took the batch (ms, its clock): an edge's lag behind the head in seconds is measured from it.
+local now = redis.call("TIME")
+local written = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 redis.call("XADD", quotes, "MAXLEN", maxlen, id, "_e", epoch, "_p", nonce, "_n", ARGV[7], "_t", ARGV[13],
-    "_m", ARGV[14], "_s", table.concat(symbols, "\n"), "_q", table.concat(values, "\n"))
+    "_m", ARGV[14], "_w", written, "_s", table.concat(symbols, "\n"), "_q", table.concat(values, "\n"))
 redis.call("HSET", latest, unpack(pairs_))
 redis.call("HSET", meta, "s", seq, "n", ARGV[7])
 return {"ok", epoch, seq, start, id, ARGV[7], history}

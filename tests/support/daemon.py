@@ -58,11 +58,22 @@ class DaemonProcess:
         return self.log.read_text() + self.out.read_text()
 
 
-def start_daemon(tmp_path: Path, config: Path, env: dict[str, str] | None = None, demo: bool = True) -> DaemonProcess:
-    """Start `streamer run [--demo] -c config` with only PATH and `env` in its environment."""
+def start_daemon(
+    tmp_path: Path,
+    config: Path,
+    env: dict[str, str] | None = None,
+    demo: bool = True,
+    *,
+    role: str = "all",
+    workers: int | None = None,
+    name: str = "daemon",
+) -> DaemonProcess:
+    """Start `streamer run [--demo] --role role [--workers N] -c config` with only PATH and `env` in its
+    environment; its stderr and stdout go to `<name>.log` and `<name>.out` (one name per process of a test)."""
     full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})}
-    log, out = tmp_path / "daemon.log", tmp_path / "daemon.out"
+    log, out = tmp_path / f"{name}.log", tmp_path / f"{name}.out"
     command = [sys.executable, "-m", "streamer.cli", "run", *(["--demo"] if demo else []), "-c", str(config)]
+    command += ["--role", role, *(["--workers", str(workers)] if workers is not None else [])]
     proc = subprocess.Popen(command, cwd=REPO, env=full_env, stderr=log.open("w"), stdout=out.open("w"))
     return DaemonProcess(proc, log, out)
 

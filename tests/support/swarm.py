@@ -68,6 +68,7 @@ class Connection(asyncio.Protocol):
         self.ws = ClientProtocol(swarm.uri, max_size=None)
         self.transport: asyncio.Transport | None = None
         self.resuming: int | None = None  # since_seq of the resume in flight
+        self.abandoned = False  # given up on (no answer in time): a retry replaces it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -77,6 +78,8 @@ class Connection(asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
+        if self.abandoned:
+            return
         self.ws.receive_data(data)
         for event in self.ws.events_received():
             if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
@@ -139,7 +142,14 @@ class Connection(asyncio.Protocol):
         if self.ws.close_expected() or self.ws.state is State.CLOSED:
             self.transport.close()
 
+    def abandon(self) -> None:
+        self.abandoned = True
+        if self.transport is not None:
+            self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.abandoned:
+            return
         if not self.opened.done():
             self.opened.set_exception(exc or ConnectionError("closed before the subscription was answered"))
             return
@@ -172,6 +182,7 @@ class Clients:
         while not self.stopping:
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             opened: asyncio.Future[None] = loop.create_future()
+            conn: Connection | None = None
             try:
                 _, conn = await asyncio.wait_for(
                     loop.create_connection(partial(Connection, self, chain, opened), self.uri.host, self.uri.port),
@@ -183,6 +194,8 @@ class Clients:
                 return
             except (OSError, TimeoutError, ConnectionError):  # refused, reset, timed out: retry, as a user would
                 chain.connect_failures += 1
+                if conn is not None:
+                    conn.abandon()  # a late answer on it must not feed the chain beside the next connection
                 delay = min(max(delay, FIRST_DELAY) * 2, MAX_DELAY)
 
     def stats(self) -> dict[str, int]:

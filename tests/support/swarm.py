@@ -78,7 +78,7 @@ class Connection(asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
-        if self.abandoned:
+        if self.abandoned or self.opened.cancelled():  # timed out: `connect` abandons it at its next step
             return
         self.ws.receive_data(data)
         for event in self.ws.events_received():

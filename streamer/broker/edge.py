@@ -97,6 +97,17 @@ class BrokerFeed:
             self.config.key_prefix,
             self.core.history.size,
         )
+        await self._first_answer()
+
+    async def _first_answer(self) -> None:
+        """Return once the core holds the stream, or once Redis has said it cannot give it yet (unreachable, no
+        stream): the transports start after this, and one started before would answer a client resuming on a
+        fresh edge (a worker restarted under its clients) from an empty core, a resync to nothing instead of
+        `recovered: true`. The deadline only backs up the connection's own timeouts."""
+        with suppress(TimeoutError):
+            await asyncio.wait_for(
+                self.subscriber.answered.wait(), self.config.connect_timeout + self.config.command_timeout
+            )
 
     async def stop(self, timeout: float = 5.0) -> None:
         COMPONENTS.unregister(self.name)

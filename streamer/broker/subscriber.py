@@ -77,6 +77,8 @@ class Subscriber:
         self._event_id = b"0-0"
         self.state = "starting"
         self.error: str | None = None
+        # Set once Redis gave the stream (the first Snapshot is being handed over) or said it cannot yet.
+        self.answered = asyncio.Event()
         self.reloads: dict[str, int] = {r.value: 0 for r in ReloadReason}
         # When Redis took the batch just handed over (seconds since the epoch, Redis's clock; None: unknown).
         self.written: float | None = None
@@ -118,6 +120,7 @@ class Subscriber:
                         self._connected()
                         failures = 0
                         self.written = None
+                        self.answered.set()  # its waiter runs after the consumer applied the snapshot
                         yield snapshot
                     continue
                 reply = await self._redis.xread(
@@ -199,6 +202,7 @@ class Subscriber:
         if self.state != "waiting":
             self.state, self.error = "waiting", "Redis holds no stream yet (no ingest has published)"
             log.info("broker.waiting no stream in Redis yet; waiting for the first publish")
+        self.answered.set()
         await self._redis.xread({self._keys.quotes: "$", self._keys.events: "$"}, block=self._block_ms)
 
     # --- tailing ---------------------------------------------------------------------------------
@@ -279,6 +283,7 @@ class Subscriber:
         if state != self.state:
             log.warning("broker.disconnected state=%s attempt=%d %s", state, failures, text)
         self.state, self.error = state, text
+        self.answered.set()
 
 
 def _str(value: bytes | str) -> str:

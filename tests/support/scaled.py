@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -29,6 +30,7 @@ SPEED = 60  # replayed seconds per wall second: a 30 s polling cycle every 0.5 s
 @dataclass
 class Scaled:
     ws_url: str
+    ws_port: int
     http_url: str  # the edge's: REST, SSE, dashboard, its health
     ingest_url: str  # the ingest's own HTTP API: health, /metrics, REST
     proc: asyncio.subprocess.Process
@@ -42,6 +44,37 @@ class Scaled:
     async def edge_seq(self) -> int:
         seq = (await self.health())["components"]["stream"]["seq"]
         return int(seq)
+
+
+WORKER_LINE = re.compile(r"workers\.(?P<event>started|ready|exited) worker=(?P<worker>\d+) pid=(?P<pid>\d+)")
+
+
+def workers(log: Path, event: str = "ready") -> dict[int, int]:
+    """Each worker slot's latest pid the edge's supervisor logged as `event` (`started`, `ready`, `exited`)."""
+    found: dict[int, int] = {}
+    for m in WORKER_LINE.finditer(log.read_text()):
+        if m["event"] == event:
+            found[int(m["worker"])] = int(m["pid"])
+    return found
+
+
+def client_ports(pid: int, port: int) -> set[int]:
+    """The clients' ports of the established TCP connections that process `pid` accepted on `port` (from /proc:
+    which worker of an edge holds which client)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    held = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            if state == "01" and inode in inodes and int(local.rsplit(":", 1)[1], 16) == port:  # 01: ESTABLISHED
+                held.add(int(remote.rsplit(":", 1)[1], 16))
+    return held
 
 
 def write_config(path: Path, ws_port: int, http_port: int) -> None:
@@ -79,7 +112,12 @@ async def scaled_topology(tmp_path: Path, *, workers: int = 2) -> AsyncIterator[
             str(SCRIPT), env=env, stdout=out, stderr=asyncio.subprocess.STDOUT, cwd=REPO
         )
     topology = Scaled(
-        f"ws://127.0.0.1:{ws_port}", f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{ingest_port}", proc, log
+        f"ws://127.0.0.1:{ws_port}",
+        ws_port,
+        f"http://127.0.0.1:{http_port}",
+        f"http://127.0.0.1:{ingest_port}",
+        proc,
+        log,
     )
 
     async def serving() -> bool:

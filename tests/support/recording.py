@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from contextlib import suppress
@@ -26,6 +27,7 @@ class Received:
     prev_seq: int
     content: str
     quotes: tuple[dict[str, Any], ...]
+    at: float  # time.monotonic() when it arrived
 
 
 @dataclass
@@ -110,7 +112,7 @@ class StreamRecorder:
             self.gaps.append(where)
         quotes = tuple(message["data"])
         content = json.dumps(quotes, sort_keys=True)
-        self.updates.append(Received(epoch, seq, prev, content, quotes))
+        self.updates.append(Received(epoch, seq, prev, content, quotes, time.monotonic()))
         self.view.update({q["symbol"]: q for q in quotes})
         self.epoch, self.last_seq = epoch, seq
 

@@ -133,7 +133,8 @@ class RoleProcess:
         self.daemon.proc.send_signal(signal.SIGCONT)
 
     def stop(self, timeout: float = 30) -> int | None:
-        """SIGTERM (after SIGCONT, should it be frozen) and wait; SIGKILL if it does not exit in time."""
+        """SIGTERM (after SIGCONT, should it be frozen) and wait; SIGKILL if it does not exit in time. It blocks:
+        call it through `asyncio.to_thread` when the test's loop serves something the process needs (a proxy)."""
         if self.daemon.proc.poll() is not None:
             return self.daemon.proc.returncode
         self.thaw()

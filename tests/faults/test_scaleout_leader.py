@@ -214,8 +214,8 @@ async def test_leader_kill9_a_standby_takes_over_with_no_gap_and_storage_has_eve
                 standbys = [i for i in ingests if i.running and i is not leader]
                 for s in standbys:
                     assert (await s.component("broker"))["state"] == "standby"
-                leader.kill9()
                 killed_at = time.monotonic()
+                leader.kill9()
                 new = await t.leader(timeout=TAKEOVER_BOUND + 10)
                 at, first_seq = await first_publish(new, TAKEOVER_BOUND + 10)
                 takeovers.append(at - killed_at)

@@ -17,6 +17,8 @@ from .connection import raise_if_cancelled
 
 log = logging.getLogger("streamer.broker")
 
+LAPSE_MARGIN = 0.005  # seconds after the holder's lease should have lapsed: Redis expires a key on access
+
 
 class Lease:
     """Take, renew and give back one lease key; `held` is what Redis last said."""
@@ -25,6 +27,7 @@ class Lease:
         self.key = key
         self.ttl = ttl
         self.token = secrets.token_hex(16)
+        self._redis = redis
         self.held = False
         self.error: str | None = None  # why the last refresh in `keep` failed; None once one succeeds
         self._lock = redis.lock(key, timeout=ttl, blocking=False, thread_local=False)
@@ -64,14 +67,25 @@ class Lease:
             log.info("broker.lease_release_failed key=%s %s (it expires on its own)", self.key, e)
 
     async def keep(self) -> None:
-        """Refresh every third of the TTL until cancelled; Redis errors are logged and retried."""
+        """Refresh every third of the TTL until cancelled, and without the lease also right when the holder's
+        would lapse; Redis errors are logged and retried."""
         while True:
+            delay = self.ttl / 3
             try:
-                await self.refresh()
+                if not await self.refresh():
+                    delay = min(delay, await self._lapses_in())
                 self.error = None
             except RedisError as e:
                 if self.error is None:  # once per outage: the publisher's own log line says the rest
                     log.warning("broker.lease_refresh_failed key=%s %s: %s", self.key, type(e).__name__, e)
                 self.error = f"{type(e).__name__}: {e}"
             raise_if_cancelled()
-            await asyncio.sleep(self.ttl / 3)
+            await asyncio.sleep(delay)
+
+    async def _lapses_in(self) -> float:
+        """Seconds until the holder's lease lapses unless it renews it: a standby whose holder died takes over
+        within the TTL instead of up to a third of it later."""
+        ms = await self._redis.pttl(self.key)
+        if ms == -2:  # gone since the refresh: take it at once
+            return LAPSE_MARGIN
+        return self.ttl / 3 if ms < 0 else ms / 1000 + LAPSE_MARGIN

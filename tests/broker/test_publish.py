@@ -4,6 +4,7 @@ hash, one consistent load while publishing goes on, and fencing of a publisher t
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -128,6 +129,27 @@ async def test_a_publisher_without_the_lease_is_refused_and_its_successor_contin
         assert [entry_seq(i)[0] for i, _ in entries] == [last.seq, taken_over.seq]
         assert entries[-1][1][b"_t"].decode() == taken_over.timestamp
         assert first.status()["state"] == "fenced" and not first.lease.held
+
+
+async def test_a_standby_takes_a_lapsed_lease_within_the_ttl_of_the_last_renewal(broker_config):
+    keys = Keys.for_prefix(broker_config.key_prefix)
+    ttl = broker_config.lease_ttl
+    async with redis_client(broker_config) as redis:
+        holder = Lease(redis, keys.lease, ttl)
+        renewed = time.monotonic()
+        assert await holder.refresh()  # and never again: a leader killed right after renewing
+        # The standby starts so that its tries every third of the TTL fall just before the lease lapses, and the
+        # next one almost a third of the TTL after: it must try again when the lease lapses instead.
+        await asyncio.sleep(ttl / 3 - 0.05)
+        standby = Lease(redis, keys.lease, ttl)
+        keeping = asyncio.create_task(standby.keep())
+        try:
+            await until(lambda: standby.held, ttl * 2, "the standby holding the lease", interval=0.002)
+            taken = time.monotonic() - renewed
+        finally:
+            keeping.cancel()
+            await asyncio.gather(keeping, return_exceptions=True)
+        assert ttl <= taken < ttl + 0.3, taken  # not before it lapsed (SET NX), and not a third of the TTL later
 
 
 async def test_an_empty_batch_and_an_unfit_symbol_are_refused_before_redis(broker_config):

@@ -103,6 +103,7 @@ class Subscriber:
     async def updates(self) -> AsyncIterator[Update]:
         """Snapshot, then each batch and event in order; another Snapshot whenever the tail cannot resume."""
         reason: ReloadReason | None = ReloadReason.START
+        retired = False  # this reload retired the epoch already (it may wait for the reseed over several loads)
         failures = 0
         while True:
             raise_if_cancelled()
@@ -110,13 +111,14 @@ class Subscriber:
                 reason, self._asked = self._asked, None
             try:
                 if reason is not None:
-                    if reason is ReloadReason.ROLLED_BACK and self.epoch is not None:
+                    if reason is ReloadReason.ROLLED_BACK and self.epoch is not None and not retired:
                         await self._retire(self.epoch)  # before the load: never reload into the same epoch
+                        retired = True
                     snapshot = await self._load(reason)
                     if snapshot is None:
                         await self._wait_for_epoch()
                     else:
-                        reason = None
+                        reason, retired = None, False
                         self._connected()
                         failures = 0
                         self.written = None
@@ -198,10 +200,11 @@ class Subscriber:
         return items
 
     async def _wait_for_epoch(self) -> None:
-        """Redis holds no epoch yet (no publish since it started empty): wait for the first entry."""
+        """Redis holds no epoch to load (no publish since it started empty, or a retired epoch not reseeded yet):
+        keep serving what this edge holds and wait for the next entry."""
         if self.state != "waiting":
-            self.state, self.error = "waiting", "Redis holds no stream yet (no ingest has published)"
-            log.info("broker.waiting no stream in Redis yet; waiting for the first publish")
+            self.state, self.error = "waiting", "Redis holds no stream to load yet (waiting for the ingest's publish)"
+            log.info("broker.waiting no stream to load in Redis yet; waiting for the next publish")
         self.answered.set()
         await self._redis.xread({self._keys.quotes: "$", self._keys.events: "$"}, block=self._block_ms)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from streamer.broker.layout import Keys
 from streamer.broker.subscriber import ReloadReason, Snapshot, Subscriber
 from streamer.events import Alert, MarketStatusChanged
 from streamer.model import MarketStatus
@@ -172,8 +173,10 @@ async def test_a_successor_entry_that_does_not_chain_to_what_the_edge_read_retir
     broker_config, redis_server
 ):
     """Redis went back one batch and a fresh publisher numbered past the edge before it looked: the new entry's
-    predecessor nonce is not the one the edge read for that seq."""
+    predecessor nonce is not the one the edge read for that seq. The edge retires the epoch and loads nothing until
+    the publisher has reseeded it: what the retired epoch holds is what Redis went back to."""
     dump = Path(redis_server.env["REDIS_DATA_DIR"]) / "dump.rdb"
+    meta = Keys.for_prefix(broker_config.key_prefix).meta
     try:
         async with redis_client(broker_config, read_timeout=2) as client, redis_client(broker_config) as r:
             async with leader(broker_config) as publisher:
@@ -190,12 +193,16 @@ async def test_a_successor_entry_that_does_not_chain_to_what_the_edge_read_retir
                     async with leader(broker_config) as fresh:
                         again = [await publish_eventually(fresh, c, ["XTB"]) for c in (100, 101)]
                         assert [b.seq for b in again] == [3, 4]  # a fresh publisher cannot tell
-                        reload = await anext(stream)
+                        reloading = asyncio.ensure_future(anext(stream))
+                        await until(lambda: r.hget(meta, "r"), 20, "the edge retiring the epoch")
+                        assert not reloading.done()  # nothing to load before the reseed
                         reseeded = await publish_eventually(fresh, 102, ["XTB"])
+                        reload = await reloading
             finally:
                 await stream.aclose()
         assert isinstance(reload, Snapshot) and reload.reason is ReloadReason.ROLLED_BACK
-        assert reload.epoch != first[0].epoch and reload.seq == 0
-        assert (reseeded.epoch, reseeded.seq) == (reload.epoch, 1)
+        assert reload.epoch != first[0].epoch
+        assert (reload.epoch, reload.seq) == (reseeded.epoch, reseeded.seq) and reseeded.seq == 1
+        assert reload.history == (reseeded,)
     finally:
         dump.unlink(missing_ok=True)

@@ -285,7 +285,13 @@ def storage(config: Config) -> OutboxSink | Skipped:
     qdb = config.sinks.questdb
     if not qdb.enabled:
         return Skipped(QuestDBBackend.name, "disabled (sinks.questdb.enabled: false)")
-    return OutboxSink(QuestDBBackend(qdb), data_dir=config.data_dir, reconnect=qdb.reconnect, outbox=qdb.outbox)
+    return OutboxSink(
+        QuestDBBackend(qdb),
+        data_dir=config.data_dir,
+        reconnect=qdb.reconnect,
+        outbox=qdb.outbox,
+        batch_interval=qdb.batch_interval,
+    )
 
 
 def build(ctx: Context) -> OutboxSink | Skipped:

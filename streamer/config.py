@@ -309,6 +309,9 @@ class QuestDBSinkConfig(_Section):
     username: str = "admin"
     password: SecretStr = SecretStr("quest")
     database: str = "qdb"
+    # Seconds: QuestDB is given at most one batch per interval; batches arriving sooner (a push feed's) go in one
+    # transaction, every row kept. 0: every batch as it comes.
+    batch_interval: Annotated[float, Field(ge=0, le=60)] = 1
     request_timeout: Seconds = 10
     reconnect: ReconnectConfig = ReconnectConfig()
     outbox: OutboxConfig = OutboxConfig()

@@ -1,5 +1,6 @@
 """A sink's batch interval: batches published faster than it (a push feed's) reach the backend merged, at most one
-per interval, the latest quote of every symbol kept and every row behind them; the real PocketBase takes them."""
+per interval, the latest quote of every symbol kept and every row behind them; the real PocketBase and QuestDB
+take them."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import pytest
 from sinks.coalesce import BatchCoalescer, merge
 from sinks.pocketbase import PocketBaseBackend
 from sinks.pocketbase_client import PocketBaseClient
+from sinks.questdb import QuestDBBackend
+from sinks.questdb_schema import QUOTES
 from sinks.runner import OutboxSink
 from streamer.bus import EventBus
-from streamer.config import OutboxConfig, PocketBaseSinkConfig
+from streamer.config import OutboxConfig, PocketBaseSinkConfig, QuestDBSinkConfig
 from streamer.events import Alert, Event, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
-from tests.support.storage import pb_records
+from tests.support.storage import pb_records, qdb_query, qdb_rows_eventually
 from tests.support.waiting import until
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -120,3 +123,50 @@ async def test_pocketbase_gets_at_most_one_batch_per_interval_and_the_latest_of_
     assert {r["symbol"]: r["price"] for r in stored} == {s: 100.0 + last + i / 10 for i, s in enumerate(symbols)}
     updates = await pb_records(pb, "market_updates", f"cycle = {cycle}")
     assert len(updates) == len(batches_at)  # one market update per batch PocketBase was given
+
+
+@pytest.mark.servers
+async def test_questdb_gets_every_tick_once_in_fewer_transactions_than_batches(
+    tmp_path: Any, questdb_config: QuestDBSinkConfig
+) -> None:
+    prefix = f"co{uuid.uuid4().hex[:8]}_"
+    backend = QuestDBBackend(questdb_config, table_prefix=prefix)
+    sink = OutboxSink(
+        backend, data_dir=tmp_path, reconnect=questdb_config.reconnect, outbox=OutboxConfig(), batch_interval=0.3
+    )
+    bus = EventBus()
+    await sink.start(bus)
+    symbols = ["Q" + uuid.uuid4().hex[:6].upper() for _ in range(3)]
+    published = 40
+    try:
+        await until(lambda: sink.state.value == "connected", 30, "the sink connected")
+        for k in range(published):  # a push feed's pace: a batch every 20 ms, each with two ticks per symbol
+            at = timedelta(milliseconds=20 * k)
+            ticks = tuple(
+                quote(s, 100.0 + k + i / 10 + n / 100, at + timedelta(milliseconds=n))
+                for i, s in enumerate(symbols)
+                for n in range(2)
+            )
+            latest = tuple(t for t in ticks if t.timestamp == T0 + at + timedelta(milliseconds=1))
+            await bus.publish(QuoteBatch(k, latest, MarketStatus.OPEN, datetime.now(UTC), ticks))
+            await asyncio.sleep(0.02)  # the publisher's pace, not a synchronisation
+        await bus.drain(10)
+        coalescer = sink.coalescer
+        assert coalescer is not None
+        await until(lambda: coalescer.held == 0 and sink.outbox.depth == 0, 30, "everything delivered")
+        table = f"{prefix}{QUOTES}"
+        expected = published * len(symbols) * 2
+        rows = await qdb_rows_eventually(
+            questdb_config, f"SELECT symbol, price, timestamp FROM {table}", None, expected
+        )
+        (txns,) = await qdb_query(questdb_config, "SELECT sequencerTxn FROM wal_tables() WHERE name = %s", [table])
+    finally:
+        await bus.close(5)
+        await sink.stop(5)
+        await backend.execute(f"DROP TABLE IF EXISTS {prefix}{QUOTES}")
+        await backend.close()
+    wanted = {
+        (s, 100.0 + k + i / 10 + n / 100) for k in range(published) for i, s in enumerate(symbols) for n in range(2)
+    }
+    assert len(rows) == expected and {(r[0], r[1]) for r in rows} == wanted  # every tick, once
+    assert 0 < txns[0] < published  # merged: fewer transactions than batches published

@@ -18,6 +18,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from streamer.config import BrokerConfig
+from tests.support.daemon import alive
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "run_sentinel.sh"
@@ -26,14 +27,6 @@ MASTER_NAME = "streamer-test"
 DOWN_AFTER_MS = 500
 FAILOVER_TIMEOUT_MS = 3000
 START_TIMEOUT = 60  # each wait inside `start` (replicas linked, Sentinels agreed) is bounded by it
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
 
 
 @dataclass

@@ -23,6 +23,7 @@ from streamer.model import StockUpdate, format_timestamp
 from streamer.stream.feed import NumberedBatch
 from streamer.stream.messages import encode
 from tests.conftest import Server
+from tests.support.daemon import alive
 from tests.support.waiting import until
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -144,18 +145,10 @@ def assert_one_content_per_seq(*batch_lists: list[NumberedBatch]) -> None:
             assert seen.setdefault((b.epoch, b.seq), content) == content, f"seq {b.seq} of {b.epoch} has two contents"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 async def kill9_and_restart(server: Server) -> None:
     """kill -9 and wait until it is gone, then start it through the run script (which loads dump.rdb if the
     data dir holds one)."""
     pid = server.pid
     os.kill(pid, signal.SIGKILL)
-    await until(lambda: not _alive(pid), 30, f"redis pid {pid} gone after SIGKILL")
+    await until(lambda: not alive(pid), 30, f"redis pid {pid} gone after SIGKILL")
     await asyncio.to_thread(server.start)

@@ -19,6 +19,7 @@ import pytest
 from streamer.bus import EventBus
 from streamer.events import Alert, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
+from tests.support.daemon import alive
 from tests.support.quotes import quote
 from tests.support.waiting import until
 
@@ -42,15 +43,6 @@ def unique_start():
 
 def unique_symbols(prefix: str, n: int = 3) -> list[str]:
     return [f"{prefix}{uuid.uuid4().hex[:6].upper()}{i}" for i in range(n)]
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie (a killed daemonised server is reaped by init)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def kill9(server) -> None:

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from providers.replay import load_session
-from tests.faults.conftest import LONG, alive
+from tests.faults.conftest import LONG
+from tests.support.daemon import alive
 from tests.support.scaled import Scaled, client_ports, scaled_topology, workers
 from tests.support.swarm import Chain, Swarm
 from tests.support.waiting import until

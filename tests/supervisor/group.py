@@ -19,6 +19,7 @@ import aiohttp
 
 from streamer.listen import bound_socket
 from streamer.model import parse_timestamp
+from tests.support.daemon import alive
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -106,15 +107,6 @@ class Group:
                 os.kill(pid, signal.SIGKILL)
         self.systemd.close()
         self.reserved.close()
-
-
-def alive(pid: int) -> bool:
-    """Running (a worker that has exited is a zombie until the supervisor reaps it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def start_group(

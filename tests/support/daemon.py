@@ -86,3 +86,13 @@ async def wait_for(daemon: DaemonProcess, event: str, count: int = 1, timeout: f
     found = daemon.events(event)
     assert len(found) >= count, f"the daemon exited ({daemon.proc.returncode}):\n" + daemon.log.read_text()[-3000:]
     return found
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed child is one until reaped, a killed daemon until init
+    reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False

@@ -26,21 +26,12 @@ import aiohttp
 import yaml
 from redis.asyncio import Redis
 
-from .daemon import REPO, DaemonProcess, start_daemon
+from .daemon import REPO, DaemonProcess, alive, start_daemon
 from .network import free_port
 from .waiting import until
 
 REDIS_SCRIPT = REPO / "scripts" / "run_redis.sh"
 SPEED = 30  # replayed seconds per wall second: a 30 s polling cycle every second
-
-
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
 
 
 @dataclass
@@ -82,7 +73,7 @@ class RedisServer:
         """SIGKILL the server and wait until it is gone; `start` brings it back (empty unless `save`)."""
         pid = self.pid
         os.kill(pid, signal.SIGKILL)
-        await until(lambda: not _alive(pid), 30, f"redis pid {pid} gone after SIGKILL", interval=0.02)
+        await until(lambda: not alive(pid), 30, f"redis pid {pid} gone after SIGKILL", interval=0.02)
 
     def client(self) -> Redis:
         """A client of this server (the caller closes it with `aclose`)."""

@@ -124,7 +124,7 @@ def parse_record(record: Mapping[str, Any], watchable: Callable[[str], bool]) ->
     return WatchlistRecord(record_id, tuple(symbols), tuple(malformed + unknown), "; ".join(problems))
 
 
-async def _sse_message(content: aiohttp.StreamReader) -> tuple[str, str]:
+async def read_sse_message(content: aiohttp.StreamReader) -> tuple[str, str]:
     """One Server-Sent Events message: (event name, data lines joined by newlines). The format is four line
     prefixes; aiohttp reads the lines, so a dependency for it would add more than it saves."""
     name, data = "message", list[str]()
@@ -248,7 +248,7 @@ class WatchlistWatcher:
             if stream.status != 200:
                 raise PocketBaseError("realtime connect", stream.status, (await stream.text())[:300])
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                event, data = await _sse_message(stream.content)
+                event, data = await read_sse_message(stream.content)
             try:
                 client_id = json.loads(data)["clientId"] if event == "PB_CONNECT" else None
             except (ValueError, KeyError, TypeError):
@@ -272,7 +272,7 @@ class WatchlistWatcher:
                 len(self.followed.refused),
             )
             while True:
-                event, data = await _sse_message(stream.content)
+                event, data = await read_sse_message(stream.content)
                 if event == TOPIC:
                     self._on_event(data)
 

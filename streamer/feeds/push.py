@@ -21,7 +21,8 @@ from streamer.bus import EventBus
 from streamer.clock import Clock
 from streamer.component import Health, State
 from streamer.events import Delivery, ProviderState, ProviderStatusChanged
-from streamer.metrics import PROVIDER_ERRORS, PUSH_BATCHES, PUSH_TAKEOVERS, PUSH_TICKS
+from streamer.manager import ProviderChanged, ProviderErrors
+from streamer.metrics import PUSH_BATCHES, PUSH_TAKEOVERS, PUSH_TICKS
 from streamer.model import MarketStatus, StockUpdate
 
 log = logging.getLogger("streamer.push")
@@ -312,20 +313,11 @@ class PushSource:
         for reason, count in feed.problems.items():
             seen = self._errors.get(reason, 0)
             if count > seen:
-                PROVIDER_ERRORS.labels(self.name, reason).inc(count - seen)
+                ProviderErrors(self.name, reason, count - seen).emit()
                 self._errors[reason] = count
         state = (feed.state, feed.reason)
         if state == self._health:
             return
         before, self._health = self._health, state
-        if before is not None or feed.state is not ProviderState.OK:
-            ok = feed.state is ProviderState.OK
-            log.log(
-                logging.INFO if ok else logging.WARNING,
-                "%s provider=%s state=%s reason=%s",
-                "provider.recovered" if ok else "provider.degraded",
-                self.name,
-                feed.state.value,
-                feed.reason,
-            )
+        ProviderChanged(self.name, feed.state, feed.reason, first=before is None).emit()
         await self._manager.bus.publish(ProviderStatusChanged(self.name, feed.state, feed.reason))

@@ -8,7 +8,6 @@ import asyncio
 import io
 import logging
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ from streamer.config import ConfigError, parse_config
 from streamer.logs import setup_logging
 from tests.broker.helpers import quotes, redis_client
 from tests.conftest import REDIS_PASSWORD, REDIS_PORT, REPO, Server
+from tests.support.network import free_ports
 from tests.support.waiting import until
 from tests.test_secrets import spellings
 
@@ -155,16 +155,6 @@ async def test_the_password_reaches_redis_but_no_log_line_or_status(broker_confi
         assert_no_secret(text, "wrong-" + SECRET)
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.fixture
 def tls_redis(tmp_path) -> tuple[Server, int, Path]:
     """A Redis serving TLS with a certificate signed by a CA made for this test."""
@@ -193,7 +183,7 @@ def tls_redis(tmp_path) -> tuple[Server, int, Path]:
     ext = tmp_path / "ext.cnf"
     ext.write_text("subjectAltName=IP:127.0.0.1\n")
     run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-out", cert, "-days", "1", "-extfile", ext)
-    port, tls_port = _free_ports(2)
+    port, tls_port = free_ports(2)
     env = {
         **os.environ,
         "REDIS_DATA_DIR": str(tmp_path / "redis"),

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.sentinel_topology import alive
+from tests.support.network import free_ports
 
 pytestmark = [
     pytest.mark.servers,
@@ -38,16 +39,6 @@ def cli(port: int, *args: str, password: str = PASSWORD) -> str:
     env = {**os.environ, "REDISCLI_AUTH": password}
     out = subprocess.run(["redis-cli", "-p", str(port), *args], env=env, capture_output=True, text=True, timeout=10)
     return out.stdout.strip()
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.network import free_ports
+
 # A start on a cold cache downloads QuestDB or compiles PocketBase: allow for it.
 COLD_START_TIMEOUT_S = 900
 
@@ -73,20 +75,6 @@ def run(
 
 def describe(result: subprocess.CompletedProcess[str]) -> str:
     return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct currently-free loopback ports (all held at once, so no duplicates)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def read_pid(pidfile: Path) -> int:

@@ -4,7 +4,6 @@ deadline, never sleep."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import struct
@@ -25,7 +24,7 @@ from streamer.config import QuestDBSinkConfig
 from streamer.events import Alert, EventType, MarketStatusChanged, ProviderState, ProviderStatusChanged, QuoteBatch
 from streamer.model import MarketStatus, StockUpdate
 from tests.support import quotes
-from tests.support.network import free_port
+from tests.support.network import TcpProxy, free_port
 from tests.support.storage import qdb_query, qdb_rows_eventually
 from tests.support.waiting import until
 
@@ -306,41 +305,8 @@ async def test_a_closed_port_fails_fast_and_is_not_a_rejection():
     await b.close()
 
 
-class Proxy:
-    """A TCP forwarder in front of the real server, to take the server away and bring it back."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target, self.port, self.server, self.conns = target_port, free_port(), None, set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        self.server.close()
-        for w in list(self.conns):
-            w.transport.abort()  # cut pooled keep-alive connections too
-        await self.server.wait_closed()
-
-    async def _serve(self, reader, writer) -> None:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
-        self.conns |= {writer, up_w}
-
-        async def pipe(src, dst):
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.transport.abort()
-                self.conns.discard(dst)
-
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
-
-
 async def test_server_gone_mid_session_raises_then_recovers_after_connect(_local_questdb, reader):
-    proxy = Proxy(_local_questdb.http_port)
+    proxy = TcpProxy(_local_questdb.http_port)
     await proxy.start()
     b = QuestDBBackend(_local_questdb.model_copy(update={"http_port": proxy.port, "request_timeout": 2}))
     s = sym()

@@ -13,6 +13,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """Distinct loopback ports nothing listens on (all held at once while probing, so no duplicates)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 class TcpProxy:
     """A TCP forwarder on 127.0.0.1 in front of a real server: `stop` cuts every connection and refuses new
     ones (a network outage), `start` brings it back on the same port."""

@@ -12,6 +12,8 @@ from typing import Any
 
 import aiohttp
 
+from streamer.watchlists import read_sse_message
+
 
 @dataclass(frozen=True, slots=True)
 class RealtimeEvent:
@@ -72,24 +74,9 @@ class RealtimeSubscriber:
             await self._session.close()
 
     async def _next_message(self) -> tuple[str, str]:
-        """One SSE message: (event name, data lines joined by newlines)."""
+        """One SSE message: (event name, data lines joined by newlines), read as the daemon's watcher reads them."""
         assert self._response is not None
-        name, data = "message", []
-        while True:
-            raw = await self._response.content.readline()
-            if not raw:
-                raise ConnectionError("realtime stream closed by the server")
-            line = raw.decode().rstrip("\r\n")
-            if not line:
-                if data:
-                    return name, "\n".join(data)
-                continue
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "event":
-                name = value
-            elif field == "data":
-                data.append(value)
+        return await read_sse_message(self._response.content)
 
     async def _read(self) -> None:
         while True:
